@@ -1,0 +1,208 @@
+"""Who is asking: the context a flag is evaluated against.
+
+A :class:`Context` is built once per request (or per user) and passed to every
+check. Callers may also pass a plain ``dict`` with the documented keys, a bare
+user id (``str`` or ``int``), or ``None`` (an anonymous visitor with no cookie).
+
+Dict keys (all optional):
+
+==================  ==========================================================
+``user_id``         stable id of the user (``id`` and ``user`` are accepted too)
+``user_name``       login name; matched case-insensitively by ``users``
+``groups``          iterable of group names (``admin``, ``employee``, ``beta``…)
+``logged_in``       bool; defaults to "has a user id"
+``cookie_id``       id of a logged-out visitor (reddit's ``loid``)
+``features``        the request's ``?feature=`` values, in request order
+``subdomain``       the request's subdomain
+``location``        where in the product the request is (reddit's subreddit)
+``oauth_client``    OAuth client id of the request
+``time``            request time, seconds since the epoch (or a ``datetime``)
+``attributes``      free-form mapping used by attribute rules
+==================  ==========================================================
+
+Any other key is treated as an attribute, so ``{"user_id": "7", "plan": "pro"}``
+works with a rule on ``plan``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+__all__ = ["Context", "ContextLike", "to_context"]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _to_epoch(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_dt.UTC)
+        stamp: float = value.timestamp()
+        return stamp
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Immutable facts about one request or user. Cheap to evaluate against.
+
+    ``user_key`` and ``cookie_key`` hold the UTF-8 bytes of the ids, encoded once
+    here so that bucketing on the hot path does no encoding of its own.
+    """
+
+    user_id: str | None = None
+    user_name: str | None = None
+    groups: frozenset[str] = frozenset()
+    logged_in: bool | None = None
+    cookie_id: str | None = None
+    features: tuple[str, ...] = ()
+    subdomain: str | None = None
+    location: str | None = None
+    oauth_client: str | None = None
+    time: float | None = None
+    attributes: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    user_key: bytes | None = field(init=False, repr=False, compare=False)
+    cookie_key: bytes | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Normalise loosely-typed input once, so evaluation can trust the types.
+        setattr_ = object.__setattr__
+        if self.user_id is not None and not isinstance(self.user_id, str):
+            setattr_(self, "user_id", _opt_str(self.user_id))
+        if self.cookie_id is not None and not isinstance(self.cookie_id, str):
+            setattr_(self, "cookie_id", _opt_str(self.cookie_id))
+        if not isinstance(self.groups, frozenset):
+            groups: Any = self.groups
+            setattr_(self, "groups", frozenset([groups] if isinstance(groups, str) else groups))
+        if not isinstance(self.features, tuple):
+            feats: Any = self.features
+            setattr_(self, "features", (feats,) if isinstance(feats, str) else tuple(feats))
+        if self.logged_in is None:
+            setattr_(self, "logged_in", self.user_id is not None)
+        if self.time is not None and not isinstance(self.time, float):
+            setattr_(self, "time", _to_epoch(self.time))
+        if not isinstance(self.attributes, MappingProxyType):
+            setattr_(self, "attributes", MappingProxyType(dict(self.attributes)))
+        setattr_(self, "user_key", None if self.user_id is None else self.user_id.encode())
+        setattr_(self, "cookie_key", None if self.cookie_id is None else self.cookie_id.encode())
+
+    @property
+    def bucketing_id(self) -> str | None:
+        """The id percentages bucket by: the user id, else the visitor's cookie id."""
+        return self.user_id if self.user_id is not None else self.cookie_id
+
+    def attribute(self, name: str) -> Any:
+        """Look up ``name``: a built-in field first, then the free-form attributes."""
+        if name in _FIELDS:
+            return getattr(self, name)
+        return self.attributes.get(name)
+
+    def with_time(self, now: float) -> Context:
+        """A copy carrying ``now`` as its request time."""
+        return _replace_time(self, now)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Context:
+        """Build a context from a dict with the documented keys (see module doc)."""
+        known: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            target = _ALIASES.get(key, key)
+            if target in _FIELDS:
+                known[target] = value
+            else:
+                extra[key] = value
+        attrs = known.pop("attributes", None)
+        if attrs or extra:
+            merged = dict(attrs or {})
+            merged.update(extra)
+            known["attributes"] = merged
+        if "groups" in known and known["groups"] is None:
+            known["groups"] = frozenset()
+        if "features" in known and known["features"] is None:
+            known["features"] = ()
+        return cls(**known)
+
+
+def _replace_time(ctx: Context, now: float) -> Context:
+    return Context(
+        user_id=ctx.user_id,
+        user_name=ctx.user_name,
+        groups=ctx.groups,
+        logged_in=ctx.logged_in,
+        cookie_id=ctx.cookie_id,
+        features=ctx.features,
+        subdomain=ctx.subdomain,
+        location=ctx.location,
+        oauth_client=ctx.oauth_client,
+        time=now,
+        attributes=ctx.attributes,
+    )
+
+
+_FIELDS = frozenset(
+    {
+        "user_id",
+        "user_name",
+        "groups",
+        "logged_in",
+        "cookie_id",
+        "features",
+        "subdomain",
+        "location",
+        "oauth_client",
+        "time",
+        "attributes",
+    }
+)
+_ALIASES = {
+    "id": "user_id",
+    "user": "user_id",
+    "key": "user_id",
+    "name": "user_name",
+    "username": "user_name",
+    "loid": "cookie_id",
+    "cookie": "cookie_id",
+    "feature": "features",
+    "subreddit": "location",
+    "loggedin": "logged_in",
+}
+
+ContextLike: TypeAlias = Context | Mapping[str, Any] | str | int | None
+"""Anything :func:`to_context` accepts."""
+
+ANONYMOUS = Context()
+
+
+def to_context(value: ContextLike | Iterable[Any]) -> Context:
+    """Turn what a caller passed into a :class:`Context`.
+
+    A ``str`` or ``int`` is a user id; ``None`` is an anonymous visitor.
+    Raises ``TypeError``/``ValueError`` for input that cannot be a context;
+    the client catches those and answers with ``Reason.ERROR``.
+    """
+    if type(value) is Context:
+        return value
+    if value is None:
+        return ANONYMOUS
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return Context(user_id=str(value))
+    if isinstance(value, Mapping):
+        return Context.from_dict(value)
+    if isinstance(value, Context):
+        return value
+    raise TypeError(f"cannot use {type(value).__name__} as a context; pass a Context, dict, or user id")

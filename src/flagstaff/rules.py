@@ -1,0 +1,248 @@
+"""Attribute rules: ``{"attribute": "plan", "op": "in", "value": ["pro"]}``.
+
+A clause compares one context attribute with a value. Operators:
+
+===============================  =============================================
+``eq``                           equal (strings compare exactly)
+``in``                           equal to one of a list
+``contains``                     the attribute (string or list) contains value
+``starts_with`` / ``ends_with``  string prefix / suffix
+``regex``                        RE2 search (linear time, never stalls)
+``lt`` ``lte`` ``gt`` ``gte``    numeric comparison
+``semver_eq`` ``semver_lt``      semantic-version comparison (2.0.0 rules,
+``semver_lte`` ``semver_gt``     pre-releases order before their release)
+``semver_gte``
+``before`` ``after``             date comparison (ISO 8601 with offset, or
+                                 seconds since the epoch)
+``exists``                       the attribute is present (value ignored)
+===============================  =============================================
+
+``"negate": true`` inverts a clause. When the attribute is a list (``groups``),
+the clause holds if it holds for any element (``contains`` looks at the list
+itself). A missing attribute never satisfies a clause (so a negated clause on a
+missing attribute holds).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import re2
+
+from flagstaff.errors import Problem
+
+__all__ = ["OPERATORS", "Test", "compile_clause", "compile_regex", "parse_instant", "parse_semver"]
+
+Test = Callable[[Any], bool]
+"""A compiled comparison of one attribute value."""
+
+_SEMVER = re.compile(
+    r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*)?$"
+)
+
+SemverKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
+
+
+def parse_semver(text: str) -> SemverKey | None:
+    """A sort key for a semantic version, or ``None`` if ``text`` is not one.
+
+    Pre-release versions sort before the release; numeric identifiers sort
+    numerically and before alphanumeric ones; build metadata is ignored.
+    """
+    m = _SEMVER.match(text.strip())
+    if m is None:
+        return None
+    major, minor, patch, pre = int(m[1]), int(m[2]), int(m[3]), m[4]
+    if pre is None:
+        return (major, minor, patch, 1, ())
+    parts: list[tuple[int, int | str]] = []
+    for ident in pre.split("."):
+        parts.append((0, int(ident)) if ident.isdigit() else (1, ident))
+    return (major, minor, patch, 0, tuple(parts))
+
+
+def parse_instant(value: Any) -> float | None:
+    """Seconds since the epoch for an ISO 8601 string (with offset), a number, or
+    a timezone-aware ``datetime``; ``None`` if it is none of those."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, _dt.datetime):
+        return value.timestamp() if value.tzinfo is not None else None
+    if isinstance(value, str):
+        try:
+            parsed = _dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        return parsed.timestamp() if parsed.tzinfo is not None else None
+    return None
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # bad patterns are reported as problems, not logged to stderr
+
+
+def compile_regex(pattern: Any, path: str, problems: list[Problem]) -> Any:
+    """Compile ``pattern`` with RE2, recording a problem if it is not valid RE2."""
+    if not isinstance(pattern, str):
+        problems.append(Problem(path, "must be a string holding a regular expression"))
+        return None
+    try:
+        return re2.compile(pattern, options=_RE2_OPTIONS)
+    except Exception as exc:  # re2 raises its own error type; report it as a problem
+        detail = str(exc).strip("b'\"")
+        problems.append(
+            Problem(path, f"not a valid RE2 expression ({detail}); RE2 has no backreferences or lookaround")
+        )
+        return None
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _scalar_tests(op: str, value: Any, path: str, problems: list[Problem]) -> Test | None:
+    """The test one element of the attribute must pass, for every op but
+    ``contains`` and ``exists``."""
+    if op == "eq":
+        return lambda a: a == value
+    if op == "in":
+        if not isinstance(value, list):
+            problems.append(Problem(path, "op 'in' needs a list value"))
+            return None
+        allowed = frozenset(v for v in value if isinstance(v, str | int | float))
+        return lambda a: isinstance(a, str | int | float) and a in allowed
+    if op in ("starts_with", "ends_with"):
+        if not isinstance(value, str):
+            problems.append(Problem(path, f"op {op!r} needs a string value"))
+            return None
+        if op == "starts_with":
+            return lambda a: isinstance(a, str) and a.startswith(value)
+        return lambda a: isinstance(a, str) and a.endswith(value)
+    if op == "regex":
+        rx = compile_regex(value, path, problems)
+        if rx is None:
+            return None
+        search = rx.search
+        return lambda a: isinstance(a, str) and search(a) is not None
+    if op in ("lt", "lte", "gt", "gte"):
+        bound = _num(value)
+        if bound is None:
+            problems.append(Problem(path, f"op {op!r} needs a number"))
+            return None
+        cmp = _COMPARE[op]
+        return lambda a: (x := _num(a)) is not None and cmp(x, bound)
+    if op.startswith("semver_"):
+        key = parse_semver(value) if isinstance(value, str) else None
+        if key is None:
+            problems.append(Problem(path, f"op {op!r} needs a semantic version such as '1.4.0'"))
+            return None
+        cmp = _COMPARE[op.removeprefix("semver_")]
+        return lambda a: isinstance(a, str) and (k := parse_semver(a)) is not None and cmp(k, key)
+    if op in ("before", "after"):
+        when = parse_instant(value)
+        if when is None:
+            problems.append(
+                Problem(path, f"op {op!r} needs an ISO 8601 time with a UTC offset, or epoch seconds")
+            )
+            return None
+        if op == "before":
+            return lambda a: (t := parse_instant(a)) is not None and t < when
+        return lambda a: (t := parse_instant(a)) is not None and t > when
+    problems.append(Problem(path, f"unknown op {op!r}; expected one of {', '.join(OPERATORS)}"))
+    return None
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "eq": lambda a, b: a == b,
+}
+
+OPERATORS: Sequence[str] = (
+    "eq",
+    "in",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "regex",
+    "lt",
+    "lte",
+    "gt",
+    "gte",
+    "semver_eq",
+    "semver_lt",
+    "semver_lte",
+    "semver_gt",
+    "semver_gte",
+    "before",
+    "after",
+    "exists",
+)
+
+_MISSING = object()
+
+
+def compile_clause(op: str, value: Any, negate: bool, path: str, problems: list[Problem]) -> Test | None:
+    """Compile a clause into a test of the raw attribute value (``_MISSING``-aware
+    through ``None``: a missing attribute is passed as ``None``)."""
+    test: Test
+    if op == "exists":
+        test = _exists
+    elif op == "contains":
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            problems.append(Problem(path, "op 'contains' needs a string or number value"))
+            return None
+        test = partial(_contains, value=value)
+    else:
+        one = _scalar_tests(op, value, path, problems)
+        if one is None:
+            return None
+        test = partial(_any_element, one=one)
+
+    if negate:
+        positive = test
+
+        def negated(a: Any) -> bool:
+            return not positive(a)
+
+        return negated
+    return test
+
+
+def _exists(attr: Any) -> bool:
+    return attr is not None
+
+
+def _any_element(attr: Any, one: Test) -> bool:
+    if attr is None:
+        return False
+    if isinstance(attr, list | tuple | set | frozenset):
+        return any(one(x) for x in attr)
+    return one(attr)
+
+
+def _contains(attr: Any, value: Any) -> bool:
+    if isinstance(attr, str):
+        return isinstance(value, str) and value in attr
+    if isinstance(attr, list | tuple | set | frozenset):
+        return value in attr
+    return False

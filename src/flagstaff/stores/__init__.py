@@ -1,0 +1,62 @@
+"""Stores: where flags live. :func:`open_store` picks one by URL scheme.
+
+======================================  ==========================================
+``memory://[name]``                     process memory (tests, demos)
+``file:///path/flags.json``             a JSON (or YAML) file, watched
+``sqlite:///path/flags.db``             the embedded default: one file, many processes
+``zookeeper://host:port[,…]/chroot``    ZooKeeper, pushed by watches
+``etcd://host:port[,…]/prefix``         etcd v3, prefix watch
+``redis://host:port/db?prefix=…``       Redis, pub/sub notices
+======================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import importlib
+from urllib.parse import urlsplit
+
+from flagstaff.errors import UnsupportedStoreURL
+from flagstaff.runtime import Runtime
+from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, Store, StoreState, Watch, WatchEvent
+
+__all__ = [
+    "Change",
+    "HistoryEntry",
+    "Record",
+    "Reset",
+    "Store",
+    "StoreState",
+    "Watch",
+    "WatchEvent",
+    "open_store",
+]
+
+# scheme -> "module:Class"; each class has ``from_url(url, runtime)``.
+SCHEMES: dict[str, str] = {
+    "memory": "flagstaff.stores.memory:MemoryStore",
+    "file": "flagstaff.stores.file:FileStore",
+    "sqlite": "flagstaff.stores.sqlite:SQLiteStore",
+    "zookeeper": "flagstaff.stores.zookeeper:ZooKeeperStore",
+    "zk": "flagstaff.stores.zookeeper:ZooKeeperStore",
+    "etcd": "flagstaff.stores.etcd:EtcdStore",
+    "redis": "flagstaff.stores.redis:RedisStore",
+}
+
+
+def open_store(url: str, *, runtime: Runtime | None = None) -> Store:
+    """Open the store a URL names. Raises :class:`UnsupportedStoreURL`."""
+    scheme = urlsplit(url).scheme
+    target = SCHEMES.get(scheme)
+    if target is None:
+        known = ", ".join(sorted(SCHEMES))
+        raise UnsupportedStoreURL(f"unknown store URL {url!r}: the scheme must be one of {known}")
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UnsupportedStoreURL(
+            f"the {scheme}:// store needs an optional dependency ({exc.name}); "
+            f"install it with: pip install 'flagstaff[{scheme}]'"
+        ) from exc
+    store: Store = getattr(module, cls_name).from_url(url, runtime)
+    return store

@@ -1,0 +1,138 @@
+"""The Store protocol: what every backend provides, and what it guarantees.
+
+A store holds flag documents as text, by name, in one namespace. It knows
+nothing about what a flag means; the client parses and validates. Every store
+runs the one conformance suite in :mod:`flagstaff.testing.conformance`.
+
+Versions and revisions
+    Every flag has a ``version`` that increases on each write to it (the first
+    write gives version 1). The store as a whole has a ``revision`` that
+    increases on every change to any flag; a :class:`Change` carries the
+    revision it produced. Both are plain ints compared with ``<``.
+
+Compare-and-set
+    ``put`` and ``delete`` take ``expect``: ``None`` writes unconditionally,
+    ``0`` requires that the flag does not exist, ``n > 0`` requires it to be at
+    version ``n``. A mismatch raises :class:`~flagstaff.errors.ConflictError`
+    and changes nothing.
+
+Watches
+    ``watch(on_event, since)`` delivers, on a background task of the store's
+    runtime, every change with a revision greater than ``since``, in revision
+    order. A store that may have missed changes (a reconnect, a compaction, a
+    lost notification) delivers :class:`Reset` instead of guessing; the client
+    then calls ``load()`` again. After ``Watch.stop()`` returns no further
+    callbacks are made ("stop is silent"). Callbacks must be quick; the client
+    hands slow work to its own task.
+
+Emptiness
+    ``load()`` reports ``initialized``: whether the namespace carries the marker
+    flagstaff writes with the first change through it. A store that comes back
+    empty *and* uninitialized (wiped, or a fresh server) is not believed by the
+    client, which keeps its last good flags.
+
+Thread safety
+    Every method may be called from any thread or greenlet; ``close()`` is
+    idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol, TypeAlias
+
+__all__ = [
+    "Change",
+    "HistoryEntry",
+    "Record",
+    "Reset",
+    "Store",
+    "StoreState",
+    "Watch",
+    "WatchEvent",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One flag as stored: its document text and version."""
+
+    name: str
+    raw: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    """Everything in a namespace at one revision."""
+
+    revision: int
+    records: Mapping[str, Record] = field(default_factory=lambda: MappingProxyType({}))
+    initialized: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A flag was written (``record``) or deleted (``record is None``)."""
+
+    name: str
+    record: Record | None
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """The watch may have missed changes: reload everything."""
+
+    reason: str
+
+
+WatchEvent: TypeAlias = Change | Reset
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One recorded change: who made it, when, and the text before and after."""
+
+    name: str
+    revision: int
+    version: int | None
+    at: float
+    author: str | None
+    before: str | None
+    after: str | None
+
+
+class Watch(Protocol):
+    def stop(self) -> None:
+        """Stop delivering events; returns once no callback can run any more."""
+
+
+class Store(Protocol):
+    """A backend holding flag documents. See the module doc for guarantees."""
+
+    url: str
+
+    def load(self) -> StoreState:
+        """Every record in the namespace, at one consistent revision."""
+
+    def get(self, name: str) -> Record | None:
+        """One record, or ``None`` if absent."""
+
+    def put(self, name: str, raw: str, *, expect: int | None = None, author: str | None = None) -> Record:
+        """Write ``raw`` (compare-and-set on ``expect``); returns the new record."""
+
+    def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
+        """Remove a flag (compare-and-set on ``expect``); ``NotFoundError`` if absent."""
+
+    def watch(self, on_event: Callable[[WatchEvent], None], since: int) -> Watch:
+        """Deliver changes after revision ``since``, in order (see module doc)."""
+
+    def history(self, name: str | None = None, limit: int = 100) -> list[HistoryEntry]:
+        """Recorded changes, newest first (all flags when ``name`` is None);
+        stores that keep no history return what they have, possibly nothing."""
+
+    def close(self) -> None:
+        """Release connections and stop watches. Idempotent."""
