@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
+import flagstaff.stores.file as file_module
+from flagstaff.errors import ConflictError, UnsupportedStoreURL
+from flagstaff.stores import open_store
 from flagstaff.stores.base import Store
 from flagstaff.stores.file import FileStore
-from flagstaff.testing.conformance import StoreConformance
+from flagstaff.testing import EventRecorder
+from flagstaff.testing.conformance import StoreConformance, document
+
+
+def _meta(path: Path) -> Path:
+    return path.parent / f".{path.name}.flagstaff-meta.json"
 
 
 class TestFileStore(StoreConformance):
@@ -25,8 +35,150 @@ class TestFileStore(StoreConformance):
     def force_reset(self, store: Store) -> None:
         # Losing the sidecar loses the revision lineage: watches must reset.
         assert isinstance(store, FileStore)
-        Path(store.path).parent.joinpath(f".{Path(store.path).name}.flagstaff-meta.json").unlink()
+        _meta(Path(store.path)).unlink()
 
 
 class TestYamlFileStore(TestFileStore):
     suffix = ".yaml"
+
+
+# ------------------------------------------------------------------ URLs
+
+
+def test_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    absolute = FileStore.from_url(f"file://{tmp_path}/flags.json")
+    assert absolute.path == str(tmp_path / "flags.json")
+    assert absolute.url == f"file://{tmp_path}/flags.json"
+    monkeypatch.chdir(tmp_path)
+    relative = FileStore.from_url("file:flags.yml")
+    assert relative.path == str(tmp_path / "flags.yml")
+    opened = open_store(f"file://localhost{tmp_path}/f.json?poll=0.5")
+    assert isinstance(opened, FileStore)
+    opened.close()
+    for bad in ["file://host/x.json", f"file://{tmp_path}/flags.txt", f"file://{tmp_path}/f.json?poll=0",
+                f"file://{tmp_path}/f.json?colour=red"]:  # fmt: skip
+        with pytest.raises(UnsupportedStoreURL):
+            FileStore.from_url(bad)
+    absolute.close()
+    relative.close()
+
+
+# ------------------------------------------------------------------ layout and hand edits
+
+
+def test_file_layout_is_plain_sorted_json(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    store = FileStore(str(path))
+    store.put("zeta", '{"enabled": true}')
+    store.put("alpha", "off")
+    text = path.read_text()
+    assert json.loads(text) == {"alpha": "off", "zeta": {"enabled": True}}
+    assert text.index('"alpha"') < text.index('"zeta"'), "keys are sorted for readable diffs"
+    assert text.endswith("\n")
+    meta = json.loads(_meta(path).read_text())
+    assert meta["revision"] == 2
+    assert meta["flags"]["zeta"]["version"] == 1
+    assert [e["name"] for e in meta["log"]] == ["zeta", "alpha"]
+    store.close()
+
+
+def test_yaml_file_keeps_dates_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "flags.yaml"
+    path.write_text("launch:\n  enabled: true\n  schedule:\n    start: 2025-01-01\n")
+    store = FileStore(str(path))
+    record = store.get("launch")
+    assert record is not None
+    assert json.loads(record.raw) == {"enabled": True, "schedule": {"start": "2025-01-01"}}
+    store.put("other", '{"percentage": 5}')
+    assert yaml.safe_load(path.read_text())["other"] == {"percentage": 5}
+    store.close()
+
+
+def test_hand_written_file_without_sidecar(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    path.write_text(json.dumps({"alpha": "on", "beta": {"percentage": 10}}))
+    store = FileStore(str(path))
+    state = store.load()
+    assert state.initialized is True
+    assert {n: (r.raw, r.version) for n, r in state.records.items()} == {
+        "alpha": ('"on"', 1),
+        "beta": ('{"percentage":10}', 1),
+    }
+    assert state.revision == 2
+    assert [e.author for e in store.history()] == [None, None]
+    store.close()
+
+
+def test_hand_edit_is_picked_up_and_versioned(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    store = FileStore(str(path), poll=0.02)
+    first = store.put("alpha", document(1), author="alice")
+    store.put("beta", document(2))
+    recorder = EventRecorder()
+    store.watch(recorder, since=store.load().revision)
+
+    values = json.loads(path.read_text())
+    values["alpha"]["percentage"] = 99
+    del values["beta"]
+    values["gamma"] = "on"
+    path.write_text(json.dumps(values))
+
+    changes = recorder.wait_for_changes(3)
+    assert [(c.name, c.record.version if c.record else None) for c in changes] == [
+        ("alpha", 2),
+        ("beta", None),
+        ("gamma", 1),
+    ]
+    entry = store.history("alpha")[0]
+    assert (entry.author, entry.before, entry.version) == (None, first.raw, 2)
+    assert json.loads(entry.after or "")["percentage"] == 99
+    # A second store object (another process, say) agrees on versions and revision.
+    other = FileStore(str(path))
+    assert other.load() == store.load()
+    with pytest.raises(ConflictError):
+        other.put("alpha", document(5), expect=1)
+    other.close()
+    store.close()
+
+
+def test_missing_file_reads_empty_uninitialized_and_resets_watches(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    store = FileStore(str(path), poll=0.02)
+    store.put("alpha", document(1))
+    recorder = EventRecorder()
+    store.watch(recorder, since=store.load().revision)
+    path.unlink()
+    recorder.wait_for_reset()
+    state = store.load()
+    assert dict(state.records) == {}
+    assert state.initialized is False, "a vanished file must not look like 'no flags on purpose'"
+    assert recorder.changes() == [], "a vanished file is not a deletion of every flag"
+    path.write_text(json.dumps({"alpha": "on"}))
+    change = recorder.wait_for_change(lambda c: c.name == "alpha")
+    assert change.record is not None
+    assert change.record.version == 2
+    store.close()
+
+
+def test_watch_that_fell_behind_the_log_resets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(file_module, "LOG_LIMIT", 5)
+    store = FileStore(str(tmp_path / "flags.json"), poll=0.02)
+    for i in range(10):
+        store.put("alpha", document(i))
+    assert len(store.history()) == 5
+    recorder = EventRecorder()
+    store.watch(recorder, since=1)
+    assert "missed" in recorder.wait_for_reset().reason
+    store.put("alpha", document(11))
+    recorder.wait_for_change(lambda c: c.revision == 11)
+    store.close()
+
+
+def test_writes_keep_the_file_mode(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    path.write_text("{}")
+    path.chmod(0o600)
+    store = FileStore(str(path))
+    store.put("alpha", "on")
+    assert path.stat().st_mode & 0o777 == 0o600
+    store.close()

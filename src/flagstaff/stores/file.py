@@ -110,6 +110,18 @@ def _stat(path: str) -> tuple[int, int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _digest(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
@@ -251,6 +263,26 @@ class FileStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+    def _remove_stale_temp_files(self) -> None:
+        """Delete temp files left by writers killed mid-write (their pid is gone)."""
+        directory = os.path.dirname(self.path)
+        prefixes = tuple(f".{os.path.basename(p)}.tmp-" for p in (self.path, self._meta_path))
+        try:
+            names = [n for n in os.listdir(directory) if n.startswith(prefixes)]
+        except OSError as exc:
+            log.warning("cannot list %s: %s", directory, exc)
+            return
+        for name in names:
+            pid_text = name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+            if not pid_text.isdigit() or _alive(int(pid_text)):
+                continue
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot remove the stale temp file %s: %s", name, exc)
 
     @contextlib.contextmanager
     def _flock(self, *, for_write: bool) -> Iterator[bool]:
@@ -469,6 +501,7 @@ class FileStore:
                     )
                 )
                 del meta["log"][:-LOG_LIMIT]
+                self._remove_stale_temp_files()
                 # The file first, then the sidecar: if we die in between, the
                 # next reader sees a difference and records it as a change.
                 self._write_atomically(self.path, self._render(values))
