@@ -492,7 +492,8 @@ class _Follower:
                             if count < _BATCH or self._stopped:
                                 break
                 except (sqlite3.Error, StoreUnavailable) as exc:
-                    log.warning("watch on %s lost track (%s); will reset", store.url, exc)
+                    if reset is None:  # once per outage, not once per retry
+                        log.warning("watch on %s lost track (%s); will reset", store.url, exc)
                     if conn is not None:
                         conn.close()
                         conn = None
