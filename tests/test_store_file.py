@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 import flagstaff.stores.file as file_module
-from flagstaff.errors import ConflictError, UnsupportedStoreURL
+from flagstaff.errors import ConflictError, StoreUnavailable, UnsupportedStoreURL
 from flagstaff.stores import open_store
-from flagstaff.stores.base import Store
+from flagstaff.stores.base import Record, Store
 from flagstaff.stores.file import FileStore
 from flagstaff.testing import EventRecorder
 from flagstaff.testing.conformance import StoreConformance, document
@@ -181,4 +183,29 @@ def test_writes_keep_the_file_mode(tmp_path: Path) -> None:
     store = FileStore(str(path))
     store.put("alpha", "on")
     assert path.stat().st_mode & 0o777 == 0o600
+    store.close()
+
+
+def test_read_only_directory_reads_and_watches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "flags.json"
+    path.write_text(json.dumps({"alpha": "on"}))
+    real_open = os.open
+
+    def no_lock_file(file: str, flags: int, *args: int) -> int:
+        # What a read-only mount (a ConfigMap) answers; we may run as root here.
+        if str(file).endswith(".flagstaff-lock"):
+            raise PermissionError(errno.EROFS, "Read-only file system", file)
+        return real_open(file, flags, *args)
+
+    monkeypatch.setattr(file_module.os, "open", no_lock_file)
+    store = FileStore(str(path), poll=0.02)
+    assert store.get("alpha") == Record("alpha", '"on"', 1)
+    recorder = EventRecorder()
+    store.watch(recorder, since=store.load().revision)
+    path.write_text(json.dumps({"alpha": "off"}))
+    change = recorder.wait_for_change(lambda c: c.name == "alpha")
+    assert change.record == Record("alpha", '"off"', 2)
+    assert not _meta(path).exists(), "nothing may be written next to a read-only file"
+    with pytest.raises(StoreUnavailable, match="cannot lock"):
+        store.put("beta", "on")
     store.close()

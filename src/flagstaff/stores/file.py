@@ -336,7 +336,7 @@ class FileStore:
         except (TypeError, ValueError) as exc:
             raise _Broken(f"holds a value JSON cannot represent: {exc}") from None
 
-        meta = self._read_meta() if persist else self._memory_meta()
+        meta = self._read_meta() if persist else (self._memory_meta() or self._read_meta())
         if meta is None:
             # No sidecar yet: the lineage is named when the first one is written.
             meta = {"format": META_FORMAT, "lineage": "", "revision": 0, "flags": {}, "log": []}
