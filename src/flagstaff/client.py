@@ -223,7 +223,21 @@ class Client:
         constant = flag.constant
         if constant is not None:
             return constant.enabled
-        return self._decide(flag, context).enabled
+        # _decide() inlined: this is the hot path.
+        if type(context) is Context:
+            ctx = context
+        else:
+            try:
+                ctx = to_context(context)
+            except Exception:  # never raise into the caller: a bad context is off
+                return False
+        if flag.schedule is not None and ctx.time is None:
+            decision = evaluate(flag, ctx, time.time())
+        else:
+            decision = evaluate(flag, ctx)
+        if decision.experiment_id is not None and self._on_exposure is not None:
+            report_exposure(self._on_exposure, decision, ctx)
+        return decision.enabled
 
     def variant(self, name: str, context: ContextLike = None) -> str | None:
         """The variant of ``name`` for ``context`` (``None`` when off or none)."""
