@@ -591,7 +591,8 @@ class Client:
         self._snapshot = Snapshot(MappingProxyType(flags), state.revision, time.time())
         self._dirty = True
         self._live()
-        self._publish(Update(frozenset(changed), state.revision, reload=True))
+        if changed:
+            self._publish(Update(frozenset(changed), state.revision, reload=True))
 
     def _skip(self, name: str, exc: ValidationError, *, kept: bool) -> None:
         self._invalid[name] = str(exc)

@@ -40,9 +40,9 @@ ExposureHook = Callable[[Decision, Context], None]
 _CURRENT: ContextVar[Scope | None] = ContextVar("flagstaff_scope", default=None)
 
 
-def current_scope() -> Scope | None:
-    """The scope entered in this thread/greenlet/task, if any."""
-    return _CURRENT.get()
+current_scope: Callable[[], Scope | None] = _CURRENT.get
+"""The scope entered in this thread/greenlet/task, if any (one C call: the
+client asks on every evaluation made without a context)."""
 
 
 def context_error(name: str, exc: Exception) -> Decision:
