@@ -92,3 +92,19 @@ class FakeStore:
     def emit(self, event: WatchEvent) -> None:
         assert self.on_event is not None, "no watch yet"
         self.on_event(event)
+
+
+class FlakyStore(FakeStore):
+    """Opened by URL (``flaky://``): refuses to open while ``FlakyStore.down`` is true."""
+
+    down = True
+    opened: list[FlakyStore] = []
+
+    @classmethod
+    def from_url(cls, url: str, runtime: object = None) -> FlakyStore:
+        if cls.down:
+            raise StoreUnavailable(f"{url} is down")
+        store = cls({"f": "on"}, revision=2)
+        store.url = url
+        cls.opened.append(store)
+        return store

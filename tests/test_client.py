@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 import flagstaff
-from client_support import FakeStore, eventually, expected_runtime, unique_memory_url
+from client_support import FakeStore, FlakyStore, eventually, expected_runtime, unique_memory_url
 from flagstaff import Context, Decision, Reason
+from flagstaff.cache import CachedFlags, SnapshotCache
 from flagstaff.client import Client, Options, State, Update
 from flagstaff.errors import ClientError, StoreUnavailable, UnsupportedStoreURL
-from flagstaff.stores import Change, Record, Reset, StoreState
+from flagstaff.stores import SCHEMES, Change, Record, Reset, StoreState
 from flagstaff.stores.memory import MemoryStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -141,8 +142,11 @@ def test_changes_not_newer_than_held_are_ignored_and_reset_reloads() -> None:
         fake.records = {"h": Record("h", "on", 1)}
         fake.revision = 3  # a reset store may restart its revisions
         loads = fake.loads
+        updates: list[Update] = []
+        c.on_change(updates.append)
         fake.emit(Reset("test"))
         assert eventually(lambda: c.is_enabled("h") and fake.loads > loads)
+        assert eventually(lambda: any(u.reload and {"f", "g", "h"} <= u.names for u in updates))
         assert not c.is_enabled("f")
         assert c.snapshot.revision == 3
         fake.emit(Change("i", Record("i", "on", 1), 4))
@@ -263,6 +267,23 @@ def test_unreachable_store_at_start_serves_the_disk_cache(tmp_path: Path) -> Non
         assert c.is_enabled("f") is False
     finally:
         c.close()
+
+
+def test_a_store_that_cannot_be_opened_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(SCHEMES, "flaky", "client_support:FlakyStore")
+    monkeypatch.setattr(FlakyStore, "down", True)
+    monkeypatch.setattr(FlakyStore, "opened", [])
+    cache = tmp_path / "flags.json"
+    SnapshotCache(cache).save(CachedFlags(1, {"f": "off", "g": "on"}, store_url="flaky://x"))
+    with flagstaff.connect("flaky://x", timeout=0.1, cache=cache) as c:
+        assert c.status().state is State.CACHED
+        assert c.is_enabled("g") and not c.is_enabled("f")
+        assert "down" in (c.status().last_error or "")
+        FlakyStore.down = False
+        assert eventually(lambda: c.status().state is State.LIVE, timeout=10)
+        assert c.is_enabled("f") and not c.is_enabled("g")
+        assert len(FlakyStore.opened) == 1
+    assert FlakyStore.opened[0].closed  # opened by the client, so closed by it
 
 
 def test_cache_is_written_after_changes(tmp_path: Path, store: MemoryStore) -> None:
@@ -422,6 +443,8 @@ def test_exposure_hook_once_per_scope_per_flag(store: MemoryStore) -> None:
         c.evaluate("exp", user)
         c.is_enabled("exp", user)
         assert exposures[1:] == [("exp", user, 11)] * 2  # outside a scope: every call
+        c.all(user)
+        assert exposures[3:] == [("exp", user, 11)]
 
 
 def test_a_failing_exposure_hook_never_reaches_the_caller(store: MemoryStore) -> None:

@@ -476,8 +476,11 @@ class Client:
                     continue
                 self._wake.wait(self.options.cache_interval if self._dirty else _IDLE_WAIT)
                 self._wake.clear()
-        except Exception:
+        except Exception as exc:  # a bug: say so in status() rather than die silently
             log.exception("the flagstaff watch task failed; the client keeps serving %s", self._state)
+            self._last_error = f"watch task failed: {type(exc).__name__}: {exc}"
+            if self._state is State.LIVE:
+                self._state, self._stale_since = State.STALE, time.time()
         finally:
             if watch is not None and generation == self._generation:
                 try:
