@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
-__all__ = ["Context", "ContextLike", "to_context"]
+__all__ = ["FIELDS", "Context", "ContextLike", "to_context"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -107,7 +107,7 @@ class Context:
 
     def attribute(self, name: str) -> Any:
         """Look up ``name``: a built-in field first, then the free-form attributes."""
-        if name in _FIELDS:
+        if name in FIELDS:
             return getattr(self, name)
         return self.attributes.get(name)
 
@@ -122,7 +122,7 @@ class Context:
         extra: dict[str, Any] = {}
         for key, value in data.items():
             target = _ALIASES.get(key, key)
-            if target in _FIELDS:
+            if target in FIELDS:
                 known[target] = value
             else:
                 extra[key] = value
@@ -154,7 +154,7 @@ def _replace_time(ctx: Context, now: float) -> Context:
     )
 
 
-_FIELDS = frozenset(
+FIELDS = frozenset(
     {
         "user_id",
         "user_name",
