@@ -735,7 +735,9 @@ class _Builder:
                 if bucket_by == "cookie"
                 else _USER_ELSE_COOKIE
             )
-            if self.mode is BucketingMode.FLAGSTAFF and pct < 100:
+            if pct >= 100 and source in (_USER_ELSE_COOKIE, _COOKIE):
+                checks.append(_always(d))  # everyone, with or without an id
+            elif self.mode is BucketingMode.FLAGSTAFF and pct < 100:
                 checks.append(_native_percentage(d, source, salt_seed(self.salt), threshold(pct), miss))
             else:
                 checks.append(_percentage(d, source, percentage_test(self.mode, self.salt, pct), miss))
@@ -948,6 +950,10 @@ def _membership(selectors: tuple[tuple[frozenset[str], Decision], ...]) -> Check
         return None  # pragma: no cover (any_of covers every selector)
 
     return membership
+
+
+def _always(d: Decision) -> Check:
+    return lambda ctx: d
 
 
 def _chain(checks: list[Check], fallback: Decision) -> Callable[[Context], Decision]:
