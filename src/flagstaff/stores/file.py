@@ -517,14 +517,14 @@ class FileStore:
         # ``since`` is a revision of the lineage current now: pin it, so a
         # sidecar lost before the first poll is noticed.
         try:
-            lineage: str | None = self._sync().lineage
+            state: _State | None = self._sync()
         except StoreError as exc:
             log.warning("watch on %s starts without a readable file: %s", self.url, exc)
-            lineage = None
+            state = None
         with self._lock:
             if self._closed:
                 raise StoreError(f"the store {self.url} is closed")
-            w = _FileWatch(self, on_event, since, lineage)
+            w = _FileWatch(self, on_event, since, state)
             self._watches.append(w)
             return w
 
@@ -560,12 +560,12 @@ class _FileWatch:
     """Polls the store's signature; delivers sidecar log entries after ``last``."""
 
     def __init__(
-        self, store: FileStore, on_event: Callable[[WatchEvent], None], since: int, lineage: str | None
+        self, store: FileStore, on_event: Callable[[WatchEvent], None], since: int, state: _State | None
     ) -> None:
         self._store = store
         self._last = since
-        self._lineage = lineage
-        self._missing = False
+        self._lineage = state.lineage if state else None
+        self._missing = state is not None and not state.exists
         self._queue = QueueWatch(store._runtime, on_event, "flagstaff-file-watch")
         self._wake = store._runtime.event()
         self._stopped = False
@@ -605,8 +605,7 @@ class _FileWatch:
         if not state.exists:
             if not self._missing:
                 self._missing = True
-                if not first:
-                    self._reset(state, f"{self._store.path} is missing")
+                self._reset(state, f"{self._store.path} is missing")
             return
         # Back after missing: the sidecar's log replays what happened meanwhile.
         self._missing = False
