@@ -32,7 +32,10 @@ class TestFileStore(StoreConformance):
         self.dir = tmp_path
 
     def make_store(self, namespace: str) -> Store:
-        return FileStore.from_url(f"file://{self.dir / namespace}{self.suffix}?poll=0.02")
+        store = FileStore.from_url(f"file://{self.dir / namespace}{self.suffix}?poll=0.02")
+        # Under tests/gevent_run.py the stores must be running on greenlets.
+        assert store._runtime.name == os.environ.get("FLAGSTAFF_EXPECT_RUNTIME", "threads")
+        return store
 
     def force_reset(self, store: Store) -> None:
         # Losing the sidecar loses the revision lineage: watches must reset.

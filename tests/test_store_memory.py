@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 from flagstaff.stores import open_store
@@ -13,7 +14,10 @@ from flagstaff.testing.conformance import StoreConformance, document
 
 class TestMemoryStore(StoreConformance):
     def make_store(self, namespace: str) -> Store:
-        return MemoryStore.from_url(f"memory://{namespace}")
+        store = MemoryStore.from_url(f"memory://{namespace}")
+        # Under tests/gevent_run.py the stores must be running on greenlets.
+        assert store._runtime.name == os.environ.get("FLAGSTAFF_EXPECT_RUNTIME", "threads")
+        return store
 
     def force_reset(self, store: Store) -> None:
         assert isinstance(store, MemoryStore)

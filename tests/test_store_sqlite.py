@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -25,7 +27,10 @@ class TestSQLiteStore(StoreConformance):
         self.db = tmp_path / "flags.db"
 
     def make_store(self, namespace: str) -> Store:
-        return SQLiteStore.from_url(f"sqlite:///{self.db}?namespace={namespace}")
+        store = SQLiteStore.from_url(f"sqlite:///{self.db}?namespace={namespace}")
+        # Under tests/gevent_run.py the stores must be running on greenlets.
+        assert store._runtime.name == os.environ.get("FLAGSTAFF_EXPECT_RUNTIME", "threads")
+        return store
 
     def force_reset(self, store: Store) -> None:
         assert isinstance(store, SQLiteStore)
@@ -223,3 +228,26 @@ def test_followers_in_other_processes_see_every_change_in_order(tmp_path: Path) 
             proc.kill()
             proc.wait(10)
     writer.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_local_stores_pass_the_conformance_suite_under_gevent() -> None:
+    root = Path(__file__).resolve().parent.parent
+    suites = [
+        "tests/test_store_memory.py::TestMemoryStore",
+        "tests/test_store_file.py::TestFileStore",
+        "tests/test_store_sqlite.py::TestSQLiteStore",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "tests/gevent_run.py", *suites],
+        check=False,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    tail = (proc.stdout + proc.stderr)[-4000:]
+    assert proc.returncode == 0, tail
+    assert re.search(r"\b\d{2,} passed", proc.stdout), tail
+    assert "failed" not in proc.stdout, tail
