@@ -212,3 +212,28 @@ def test_read_only_directory_reads_and_watches(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(StoreUnavailable, match="cannot lock"):
         store.put("beta", "on")
     store.close()
+
+
+def test_sidecar_log_is_bounded_by_text_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(file_module, "LOG_TEXT_LIMIT", 50_000)
+    path = tmp_path / "flags.json"
+    store = FileStore(str(path))
+    for i in range(12):
+        store.put("big", document(i, blob="z" * 10_000))
+    entries = store.history()
+    assert 1 <= len(entries) <= 3
+    assert entries[0].revision == 12
+    assert _meta(path).stat().st_size < 80_000
+    store.close()
+
+
+def test_yaml_round_trip_of_bare_on(tmp_path: Path) -> None:
+    path = tmp_path / "flags.yml"
+    store = FileStore(str(path))
+    store.put("dark-mode", "on")
+    store.put("date-like", '"2025-01-01"')
+    again = FileStore(str(path))
+    assert again.get("dark-mode") == Record("dark-mode", '"on"', 1)
+    assert again.get("date-like") == Record("date-like", '"2025-01-01"', 1)
+    store.close()
+    again.close()

@@ -67,8 +67,11 @@ __all__ = ["FileStore"]
 
 log = logging.getLogger("flagstaff.stores.file")
 
-#: Changes kept in the sidecar (history, and replay for watches that fell behind).
+#: Changes kept in the sidecar (history, and replay for watches that fell behind)...
 LOG_LIMIT = 500
+#: ...and at most this much document text in them, so big documents cannot
+#: make every write rewrite megabytes (the newest change is always kept).
+LOG_TEXT_LIMIT = 1_000_000
 META_FORMAT = 1
 
 _Signature = tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int] | None]
@@ -368,7 +371,7 @@ class FileStore:
                 previous[name] = raw
             if changed:
                 log.info("%s was edited outside flagstaff: recorded as changes up to %d", self.path, revision)
-        del entries[:-LOG_LIMIT]
+        _trim(entries)
         meta["revision"] = revision
         if changed and not meta["lineage"]:
             meta["lineage"] = uuid.uuid4().hex
@@ -500,7 +503,7 @@ class FileStore:
                         )
                     )
                 )
-                del meta["log"][:-LOG_LIMIT]
+                _trim(meta["log"])
                 self._remove_stale_temp_files()
                 # The file first, then the sidecar: if we die in between, the
                 # next reader sees a difference and records it as a change.
@@ -542,6 +545,18 @@ class FileStore:
             w.stop()
         with self._lock:
             self._closed = True
+
+
+def _trim(entries: list[dict[str, Any]]) -> None:
+    """Keep the newest LOG_LIMIT entries holding at most LOG_TEXT_LIMIT characters."""
+    del entries[:-LOG_LIMIT]
+    size, keep = 0, 0
+    for entry in reversed(entries):
+        size += len(entry.get("before") or "") + len(entry.get("after") or "")
+        if keep and size > LOG_TEXT_LIMIT:
+            break
+        keep += 1
+    del entries[: len(entries) - keep]
 
 
 def _entry_dict(e: _Entry) -> dict[str, Any]:
@@ -622,7 +637,7 @@ class _FileWatch:
             return
         entries = [e for e in state.log if e.revision > self._last]
         if entries and entries[0].revision != self._last + 1:
-            self._reset(state, f"more than {LOG_LIMIT} changes were missed")
+            self._reset(state, "changes older than the sidecar's log were missed")
             return
         for e in entries:
             record = Record(e.name, e.after, e.version or 0) if e.after is not None else None
