@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -139,6 +140,7 @@ def test_file_broken_from_the_start_is_unavailable_until_fixed(tmp_path: Path) -
 
 _FILE_WRITER = """
 import sys
+import threading
 from flagstaff.stores.file import FileStore
 from flagstaff.model import encode_document
 store = FileStore(sys.argv[1])
@@ -341,4 +343,35 @@ def test_child_process_after_fork_gets_its_own_connection(tmp_path: Path) -> Non
     conn = sqlite3.connect(tmp_path / "flags.db")
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     conn.close()
+    store.close()
+
+
+def test_fork_while_another_thread_holds_the_store(tmp_path: Path) -> None:
+    """A thread in the middle of a write at fork() time must not leave the
+    child's store locked, and the child must not close the parent's connection."""
+    store = SQLiteStore(str(tmp_path / "flags.db"))
+    store.put("alpha", document(1))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._lock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if store.put("alpha", document(2)).version == 2 else 2
+            del store  # dropping it must not close the parent's connection
+        finally:
+            os._exit(code)
+    release.set()
+    holder.join(5)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.put("alpha", document(3), expect=2).version == 3
     store.close()

@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import MappingProxyType
@@ -128,6 +129,17 @@ _BATCH = 500  # change rows read per query by a watch
 # Connections inherited through fork() are dropped but never closed in the
 # child: closing would run SQLite's shutdown on the parent's file handles.
 _ABANDONED: list[sqlite3.Connection] = []
+_OPEN_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Before anything can drop (and so close) an inherited connection, e.g. a
+    # client discarding its parent's store object: park them all for good.
+    for store in list(_OPEN_STORES):
+        store._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _errname(exc: sqlite3.Error) -> str:
@@ -165,6 +177,7 @@ class SQLiteStore:
         self._conn_inode: tuple[int, int] | None = None
         self._closed = False
         self._followers: list[_Follower] = []
+        _OPEN_STORES.add(self)
 
     @classmethod
     def from_url(cls, url: str, runtime: Runtime | None = None) -> SQLiteStore:
@@ -254,11 +267,15 @@ class SQLiteStore:
             self._conn, self._conn_pid, self._conn_inode = conn, os.getpid(), self._file_id()
         return conn
 
+    def _forked(self) -> None:
+        """In a forked child: forget the parent's connection and lock (never close them)."""
+        if self._conn is not None:
+            _ABANDONED.append(self._conn)
+            self._conn = None
+        self._lock = self._runtime.lock()
+        self._followers = []  # their tasks stayed in the parent
+
     def _guard(self) -> Any:
-        # A lock held by another thread at fork() time would never be released
-        # in the child: a forked child starts with a fresh one.
-        if self._conn_pid and self._conn_pid != os.getpid():
-            self._lock = self._runtime.lock()
         return self._lock
 
     def _unavailable(self, exc: sqlite3.Error, doing: str) -> StoreUnavailable:
