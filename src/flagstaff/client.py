@@ -639,6 +639,7 @@ class Client:
     def _start_from_cache(self) -> None:
         if self._cache is None:
             return
+        self._cache.sweep()
         cached = self._cache.load()
         if cached is None:
             return
