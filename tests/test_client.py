@@ -6,6 +6,7 @@ through tests/test_client_gevent.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -481,3 +482,20 @@ def test_close_stops_following_and_releases_an_opened_store(store: MemoryStore) 
         pass
     assert not fake.closed  # a store passed in belongs to the caller
     assert fake.watches and all(w.stopped for w in fake.watches)
+
+
+def test_a_flag_that_fails_to_evaluate_is_an_error_decision(store: MemoryStore, client: Client) -> None:
+    store.put("f", "50")
+    assert eventually(lambda: "f" in client.snapshot)
+    flag = client.snapshot.flags["f"]
+
+    def boom(context: Context) -> Decision:
+        raise ZeroDivisionError("compiled check failed")
+
+    # Swap in a broken compiled flag, as a bug in a check would produce.
+    snap = client.snapshot
+    client._snapshot = snap.with_flag(dataclasses.replace(flag, run=boom), snap.revision, snap.loaded_at)
+    assert client.is_enabled("f", "u1") is False
+    decision = client.evaluate("f", "u1")
+    assert decision.reason is Reason.ERROR and "compiled check failed" in (decision.error or "")
+    assert client.all("u1")["f"].reason is Reason.ERROR

@@ -231,10 +231,13 @@ class Client:
                 ctx = to_context(context)
             except Exception:  # never raise into the caller: a bad context is off
                 return False
-        if flag.schedule is not None and ctx.time is None:
-            decision = evaluate(flag, ctx, time.time())
+        if flag.schedule is None:
+            try:
+                decision = flag.run(ctx)  # what evaluate() would do, minus one call
+            except Exception:
+                decision = evaluate(flag, ctx)  # turns the failure into Reason.ERROR
         else:
-            decision = evaluate(flag, ctx)
+            decision = evaluate(flag, ctx, time.time() if ctx.time is None else None)
         if decision.experiment_id is not None and self._on_exposure is not None:
             report_exposure(self._on_exposure, decision, ctx)
         return decision.enabled
@@ -277,7 +280,13 @@ class Client:
         for name, flag in flags.items():
             decision = flag.constant
             if decision is None:
-                decision = evaluate(flag, ctx, now)
+                if flag.schedule is None:
+                    try:
+                        decision = flag.run(ctx)
+                    except Exception:
+                        decision = evaluate(flag, ctx)
+                else:
+                    decision = evaluate(flag, ctx, now)
                 if hook is not None and decision.experiment_id is not None:
                     report_exposure(hook, decision, ctx)
             out[name] = decision
@@ -291,10 +300,13 @@ class Client:
                 ctx = to_context(context)
             except Exception as exc:  # never raise into the caller
                 return context_error(flag.name, exc)
-        if flag.schedule is not None and ctx.time is None:
-            decision = evaluate(flag, ctx, time.time())
+        if flag.schedule is None:
+            try:
+                decision = flag.run(ctx)
+            except Exception:
+                decision = evaluate(flag, ctx)
         else:
-            decision = evaluate(flag, ctx)
+            decision = evaluate(flag, ctx, time.time() if ctx.time is None else None)
         if decision.experiment_id is not None and self._on_exposure is not None:
             report_exposure(self._on_exposure, decision, ctx)
         return decision
