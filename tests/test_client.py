@@ -499,3 +499,13 @@ def test_a_flag_that_fails_to_evaluate_is_an_error_decision(store: MemoryStore, 
     decision = client.evaluate("f", "u1")
     assert decision.reason is Reason.ERROR and "compiled check failed" in (decision.error or "")
     assert client.all("u1")["f"].reason is Reason.ERROR
+
+
+def test_close_ends_the_client_tasks(store: MemoryStore) -> None:
+    c = flagstaff.connect(store.url)
+    tasks = [c._task, c._dispatcher]
+    c.close()
+    if c._runtime.name == "threads":
+        assert not any(t.is_alive() for t in tasks)  # type: ignore[union-attr]
+    else:
+        assert all(t.dead for t in tasks)  # type: ignore[union-attr]
