@@ -19,7 +19,7 @@ import flagstaff
 from client_support import FakeStore, FlakyStore, eventually, expected_runtime, unique_memory_url
 from flagstaff import Context, Decision, Reason
 from flagstaff.cache import CachedFlags, SnapshotCache
-from flagstaff.client import Client, Options, State, Update
+from flagstaff.client import Client, Options, SnapshotChange, State
 from flagstaff.errors import ClientError, StoreUnavailable, UnsupportedStoreURL
 from flagstaff.stores import SCHEMES, Change, Record, Reset, StoreState
 from flagstaff.stores.memory import MemoryStore
@@ -143,7 +143,7 @@ def test_changes_not_newer_than_held_are_ignored_and_reset_reloads() -> None:
         fake.records = {"h": Record("h", "on", 1)}
         fake.revision = 3  # a reset store may restart its revisions
         loads = fake.loads
-        updates: list[Update] = []
+        updates: list[SnapshotChange] = []
         c.on_change(updates.append)
         fake.emit(Reset("test"))
         assert eventually(lambda: c.is_enabled("h") and fake.loads > loads)
@@ -312,13 +312,13 @@ def test_a_cache_of_another_store_is_ignored(tmp_path: Path) -> None:
 
 
 def test_listeners_run_off_the_watch_task(store: MemoryStore, client: Client) -> None:
-    seen: list[Update] = []
+    seen: list[SnapshotChange] = []
     released = client._runtime.event()
 
-    def slow(update: Update) -> None:
+    def slow(update: SnapshotChange) -> None:
         released.wait(5)
 
-    def failing(update: Update) -> None:
+    def failing(update: SnapshotChange) -> None:
         raise RuntimeError("boom")
 
     client.on_change(slow)

@@ -56,7 +56,7 @@ from flagstaff.scope import ExposureHook, Scope, context_error, current_scope, r
 from flagstaff.snapshot import Snapshot
 from flagstaff.stores import Change, Reset, Store, StoreState, Watch, WatchEvent, open_store
 
-__all__ = ["Client", "Listener", "Options", "State", "Status", "Update", "connect"]
+__all__ = ["Client", "Listener", "Options", "SnapshotChange", "State", "Status", "connect"]
 
 log = logging.getLogger("flagstaff.client")
 
@@ -95,7 +95,7 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
-class Update:
+class SnapshotChange:
     """What a change listener is told: which flags changed, at which revision."""
 
     names: frozenset[str]
@@ -104,7 +104,7 @@ class Update:
     """True when the change came from a full load (a start, a reset)."""
 
 
-Listener = Callable[[Update], None]
+Listener = Callable[[SnapshotChange], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,7 +453,7 @@ class Client:
         self._loaded: Event = rt.event()
         self._dispatch_wake: Event = rt.event()
         self._inbox: collections.deque[WatchEvent] = collections.deque()
-        self._outbox: collections.deque[Update] = collections.deque()
+        self._outbox: collections.deque[SnapshotChange] = collections.deque()
         self._waiters: dict[str, list[Event]] = {}
         self._need_load = True
         self._task_idents: set[int] = set()
@@ -542,7 +542,7 @@ class Client:
                 else:
                     self._apply(event, changed)
         if changed:
-            self._publish(Update(frozenset(changed), self._snapshot.revision))
+            self._publish(SnapshotChange(frozenset(changed), self._snapshot.revision))
 
     def _apply(self, change: Change, changed: set[str]) -> None:
         """One change: parse one document, copy the dict once, swap."""
@@ -607,7 +607,7 @@ class Client:
         self._dirty = True
         self._live()
         if changed:
-            self._publish(Update(frozenset(changed), state.revision, reload=True))
+            self._publish(SnapshotChange(frozenset(changed), state.revision, reload=True))
 
     def _skip(self, name: str, exc: ValidationError, *, kept: bool) -> None:
         self._invalid[name] = str(exc)
@@ -624,7 +624,7 @@ class Client:
 
     # ------------------------------------------------------------------ listeners' task
 
-    def _publish(self, update: Update) -> None:
+    def _publish(self, update: SnapshotChange) -> None:
         with self._lock:
             for name in update.names:
                 for event in self._waiters.get(name, ()):
