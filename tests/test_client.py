@@ -6,6 +6,7 @@ through tests/test_client_gevent.py.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -19,7 +20,7 @@ import flagstaff
 from client_support import FakeStore, FlakyStore, eventually, expected_runtime, unique_memory_url
 from flagstaff import Context, Decision, Reason
 from flagstaff.cache import CachedFlags, SnapshotCache
-from flagstaff.client import Client, Options, SnapshotChange, State
+from flagstaff.client import Client, Options, SnapshotChange, State, redact_url
 from flagstaff.errors import ClientError, StoreUnavailable, UnsupportedStoreURL
 from flagstaff.stores import SCHEMES, Change, Record, Reset, StoreState
 from flagstaff.stores.memory import MemoryStore
@@ -509,3 +510,42 @@ def test_close_ends_the_client_tasks(store: MemoryStore) -> None:
         assert not any(t.is_alive() for t in tasks)  # type: ignore[union-attr]
     else:
         assert all(t.dead for t in tasks)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("etcd://root:pw@localhost:2379/flags", "etcd://root:***@localhost:2379/flags"),
+        ("sqlite:///var/flags.db", "sqlite:///var/flags.db"),
+        ("memory://x", "memory://x"),
+        (
+            "https://flags.example/api?namespace=web&token=abc123",
+            "https://flags.example/api?namespace=web&token=***",
+        ),
+    ],
+)
+def test_store_urls_are_shown_without_passwords(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    fake = FakeStore()
+    fake.url = url
+    with Client(fake) as c:
+        assert c.status().store_url == shown
+        assert "s3cret" not in repr(c) and ":pw@" not in repr(c)
+
+
+def test_scopes_are_local_to_each_asyncio_task(store: MemoryStore, client: Client) -> None:
+    store.put("f", json.dumps({"users": ["ann"]}))
+    assert eventually(lambda: "f" in client.snapshot)
+
+    async def request(user: str, results: dict[str, bool]) -> None:
+        with client.scope({"user_name": user}):
+            await asyncio.sleep(0.01)  # the other request runs meanwhile, in its own scope
+            results[user] = client.is_enabled("f")
+
+    async def main() -> dict[str, bool]:
+        results: dict[str, bool] = {}
+        await asyncio.gather(request("ann", results), request("bob", results))
+        return results
+
+    assert asyncio.run(main()) == {"ann": True, "bob": False}

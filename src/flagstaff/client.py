@@ -37,6 +37,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -44,6 +45,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType, TracebackType
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flagstaff.cache import CachedFlags, SnapshotCache
 from flagstaff.context import Context, ContextLike, to_context
@@ -56,7 +58,7 @@ from flagstaff.scope import ExposureHook, Scope, context_error, current_scope, r
 from flagstaff.snapshot import Snapshot
 from flagstaff.stores import Change, Reset, Store, StoreState, Watch, WatchEvent, open_store
 
-__all__ = ["Client", "Listener", "Options", "SnapshotChange", "State", "Status", "connect"]
+__all__ = ["Client", "Listener", "Options", "SnapshotChange", "State", "Status", "connect", "redact_url"]
 
 log = logging.getLogger("flagstaff.client")
 
@@ -92,6 +94,7 @@ class Status:
     """Flags whose latest document was skipped, with the validation error."""
     last_error: str | None = None
     store_url: str = ""
+    """The store's URL, password removed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +169,13 @@ class Client:
             try:
                 self._store = open_store(store, runtime=self._runtime)
             except StoreUnavailable as exc:  # retried on the watch task
-                log.warning("store %s unavailable at start: %s", store, exc)
+                log.warning("store %s unavailable at start: %s", redact_url(store), exc)
                 self._last_error = str(exc)
-            self.store_url = store
+            self.store_url = redact_url(store)
         else:
             self._url = None
             self._store = store
-            self.store_url = store.url
+            self.store_url = redact_url(store.url)
         self._owns_store = self._url is not None
         cache = options.cache
         self._cache = (
@@ -707,6 +710,35 @@ class Client:
             self._store = None
         self._start_tasks()
         log.debug("restarted the watch on %s after fork (pid %d)", self.store_url, os.getpid())
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its secrets, for logs and status: the password of the
+    user part (``redis://user:***@host``) and query values whose name says
+    password, token, secret or key."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            host = parts.hostname or ""
+            if parts.port is not None:
+                host = f"{host}:{parts.port}"
+            netloc = f"{parts.username or ''}:***@{host}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if any(_SECRET_PARAM.search(k) for k, _ in pairs):
+                query = "&".join(
+                    f"{k}=***" if _SECRET_PARAM.search(k) else urlencode({k: v}) for k, v in pairs
+                )
+        if netloc == parts.netloc and query == parts.query:
+            return url
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:  # not parseable: show only the scheme
+        return url.split(":", 1)[0] + "://***"
+
+
+_SECRET_PARAM = re.compile(r"pass|token|secret|key|auth", re.IGNORECASE)
 
 
 def _parse(name: str, raw: str) -> Flag:
