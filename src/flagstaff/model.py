@@ -21,6 +21,7 @@ every problem with its path; it never repairs a document silently.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import re
@@ -28,6 +29,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from importlib import resources
 from typing import Any
 
 from flagstaff.bucketing import (
@@ -45,7 +47,7 @@ from flagstaff.bucketing import (
 from flagstaff.context import Context
 from flagstaff.decision import Decision, Reason
 from flagstaff.errors import Problem, ValidationError
-from flagstaff.rules import Condition, compile_clause, compile_regex, parse_instant
+from flagstaff.rules import OPERATORS, Condition, compile_clause, compile_regex, parse_instant
 
 __all__ = [
     "Experiment",
@@ -55,7 +57,9 @@ __all__ = [
     "Switch",
     "decode_document",
     "encode_document",
+    "json_schema",
     "parse_flag",
+    "parse_flags",
     "validate_name",
 ]
 
@@ -99,6 +103,8 @@ TOP_KEYS = frozenset(
     }
 )
 EXPERIMENT_KEYS = frozenset({"experiment_id", "variants", "enabled", *SELECTOR_KEYS})
+CLAUSE_KEYS = frozenset({"attribute", "op", "value", "negate"})
+SCHEDULE_KEYS = ("start", "end")
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 
 
@@ -208,6 +214,23 @@ def encode_document(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a flag document, as shipped in
+    ``flagstaff/schema/flag.schema.json`` (a fresh copy each call).
+
+    It is for editors and other tools; :func:`parse_flag` is authoritative and
+    also checks what a schema cannot (RE2 syntax, experiment weights against
+    ``100/n``, schedule order). A test keeps its keys equal to this module's.
+    """
+    schema: dict[str, Any] = json.loads(_schema_text())
+    return schema
+
+
+@functools.cache
+def _schema_text() -> str:
+    return (resources.files("flagstaff") / "schema" / "flag.schema.json").read_text(encoding="utf-8")
+
+
 def validate_name(name: Any) -> list[Problem]:
     """Problems with a flag name (empty list when it is fine)."""
     if not isinstance(name, str) or not _NAME.match(name):
@@ -288,6 +311,9 @@ class _Builder:
                 f"a string flag must be 'on' or 'off', not {value!r}; "
                 "for a percentage write a number such as 25",
             )
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            self.problem("", f"a percentage must be a finite number between 0 and 100, not {value}")
             return None
         if _is_number(value):
             if not 0 <= value <= 100:
@@ -444,7 +470,7 @@ class _Builder:
         if not isinstance(value, dict):
             self.problem("schedule", "must be an object with 'start' and/or 'end'")
             return None
-        bounds: dict[str, float | None] = {"start": None, "end": None}
+        bounds: dict[str, float | None] = dict.fromkeys(SCHEDULE_KEYS)
         for key, item in value.items():
             if key not in bounds:
                 self.problem(f"schedule.{key}", "unknown key; expected 'start' or 'end'")
@@ -636,16 +662,17 @@ class _Builder:
         if not isinstance(clause, dict):
             self.problem(path, 'must be an object such as {"attribute": "plan", "op": "eq", "value": "pro"}')
             return None
-        allowed = frozenset({"attribute", "op", "value", "negate"})
         for key in clause:
-            if key not in allowed:
-                self.problem(f"{path}.{key}", f"unknown key{_suggest(str(key), allowed)}")
+            if key not in CLAUSE_KEYS:
+                self.problem(f"{path}.{key}", f"unknown key{_suggest(str(key), CLAUSE_KEYS)}")
         attr, op = clause.get("attribute"), clause.get("op")
         if not isinstance(attr, str) or not attr:
             self.problem(f"{path}.attribute", "must name a context attribute")
             return None
-        if not isinstance(op, str):
-            self.problem(f"{path}.op", "must be an operator name such as 'eq' or 'in'")
+        if not isinstance(op, str) or op not in OPERATORS:
+            self.problem(
+                f"{path}.op", f"unknown operator {_show(op)}; expected one of {', '.join(OPERATORS)}"
+            )
             return None
         if op != "exists" and "value" not in clause:
             self.problem(f"{path}.value", f"op {op!r} needs a value")

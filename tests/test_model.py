@@ -1,0 +1,171 @@
+"""Parsing flag documents: what is accepted, and errors that name the field and say what is wrong."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from flagstaff import Flag, ValidationError, parse_flag
+from flagstaff.bucketing import BucketingMode
+from flagstaff.model import Kind, Switch, decode_document, encode_document, parse_flags
+
+
+def _problems(document: Any, name: str = "f") -> list[tuple[str, str]]:
+    with pytest.raises(ValidationError) as info:
+        parse_flag(name, document)
+    assert info.value.flag == name
+    assert str(info.value).startswith(f"invalid flag {name!r}: ")
+    return [(p.path, p.message) for p in info.value.problems]
+
+
+@pytest.mark.parametrize(
+    ("document", "path", "says"),
+    [
+        ("On", "", "a string flag must be 'on' or 'off', not 'On'"),
+        (101, "", "a percentage must be between 0 and 100, not 101"),
+        (float("inf"), "", "finite number"),
+        (None, "", "not null"),
+        ([1], "", "not a list"),
+        ({"enabeld": "on"}, "enabeld", "unknown key; did you mean 'enabled'?"),
+        ({"enabled": "yes"}, "enabled", "must be 'on', 'off', true or false, not \"yes\""),
+        ({"admin": "false"}, "admin", 'must be true or false, not "false"'),
+        ({"users": "umbrae"}, "users", "must be a list of strings"),
+        ({"percentage": "50"}, "percentage", 'must be a number between 0 and 100, not "50"'),
+        ({"percent_loggedin": 150}, "percent_loggedin", "between 0 and 100, not 150"),
+        ({"bucketing": "sha256"}, "bucketing", 'unknown mode "sha256"; expected one of flagstaff, rollout'),
+        ({"bucket_by": "device"}, "bucket_by", "must be 'user'"),
+        ({"salt": ""}, "salt", "must be a non-empty string"),
+        ({"kind": "forever"}, "kind", "must be 'temporary' or 'permanent'"),
+        ({"tags": "ui"}, "tags", "must be a list of strings"),
+        ({"schedule": {"start": "tomorrow"}}, "schedule.start", '"tomorrow" is not a time'),
+        ({"schedule": {"start": "2027-01-01T00:00:00"}}, "schedule.start", "with a UTC offset"),
+        ({"schedule": {"start": 10, "end": 5}}, "schedule", "'end' must be after 'start'"),
+        ({"schedule": {}}, "schedule", "needs 'start', 'end' or both"),
+        ({"variants": ["a", "a"]}, "variants", "distinct variant names"),
+        ({"regex": "(a"}, "regex", "not a valid RE2 expression"),
+        ({"url": 5}, "url", "must be a name, a list of names, or an object"),
+        ({"rules": ["plan"]}, "rules[0]", "must be an object such as"),
+        (
+            {"rules": [{"attribute": "plan", "op": "equals", "value": 1}]},
+            "rules[0].op",
+            'unknown operator "equals"',
+        ),
+        ({"rules": [{"attribute": "plan", "op": "eq"}]}, "rules[0].value", "op 'eq' needs a value"),
+        (
+            {"rules": [{"attribute": "n", "op": "gt", "value": "x"}]},
+            "rules[0].value",
+            "op 'gt' needs a number",
+        ),
+        (
+            {"rules": [{"attribute": "v", "op": "semver_gt", "value": "1.2"}]},
+            "rules[0].value",
+            "semantic version",
+        ),
+        (
+            {"rules": [{"attribute": "v", "op": "in", "value": [["x"]]}]},
+            "rules[0].value",
+            "list of strings or numbers",
+        ),
+        (
+            {"rules": [{"all": [{"attribute": "a", "op": "exists"}, {"op": "exists"}]}]},
+            "rules[0].all[1].attribute",
+            "must name",
+        ),
+        (
+            {"experiment": {"loggedin": True}},
+            "experiment.variants",
+            "must be an object mapping variant names",
+        ),
+        (
+            {"experiment": {"everyone": True, "variants": {"a": 40}}},
+            "experiment.variants.a",
+            "more than 100/3",
+        ),
+        (
+            {"experiment": {"everyone": True, "variants": {"a": 5}, "percent_loggedin": 5}},
+            "experiment.percent_loggedin",
+            "do not apply inside an experiment",
+        ),
+        (
+            {"experiment": {"everyone": True, "variants": {"a": 5}, "experiment_id": "1"}},
+            "experiment.experiment_id",
+            "must be an integer",
+        ),
+        ({"variants": ["x"], "experiment": {"everyone": True, "variants": {"a": 5}}}, "variants", "not both"),
+    ],
+)
+def test_bad_document_names_the_field(document: Any, path: str, says: str) -> None:
+    problems = _problems(document)
+    assert any(p == path and says in m for p, m in problems), problems
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    problems = _problems({"admin": 1, "users": "x", "percentage": -5, "colour": "red"})
+    assert {p for p, _ in problems} == {"admin", "users", "percentage", "colour"}
+
+
+@pytest.mark.parametrize("name", ["", " x", "a/b", ".hidden", "x" * 201, "tab\there"])
+def test_bad_flag_names(name: str) -> None:
+    with pytest.raises(ValidationError, match="not a valid flag name"):
+        parse_flag(name, "on")
+
+
+def test_documents_that_are_not_json() -> None:
+    assert _problems({"x": {1, 2}})[0][1].startswith("not representable as JSON")
+    for raw, says in [("", "empty document"), ("{nope", "not JSON: Expecting property name")]:
+        with pytest.raises(ValidationError, match=says):
+            decode_document(raw)
+    assert decode_document(" on\n") == "on"
+    assert decode_document(b"25") == 25
+
+
+def test_flag_is_frozen_and_keeps_the_document() -> None:
+    doc = {
+        "description": "new homepage",
+        "owner": "web",
+        "kind": "temporary",
+        "tags": ["ui"],
+        "percentage": 5,
+    }
+    flag = parse_flag("home", doc)
+    assert isinstance(flag, Flag)
+    assert (flag.description, flag.owner, flag.kind, flag.tags) == (
+        "new homepage",
+        "web",
+        Kind.TEMPORARY,
+        ("ui",),
+    )
+    assert flag.value == doc
+    assert flag.document == encode_document(doc)
+    assert flag.switch is Switch.TARGETED
+    assert flag.mode is BucketingMode.FLAGSTAFF
+    assert flag.salt == "home"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        flag.salt = "other"  # type: ignore[misc]
+
+
+def test_switch_and_constants() -> None:
+    assert parse_flag("f", "on").constant is not None
+    assert parse_flag("f", {"enabled": "off", "users": ["a"]}).switch is Switch.OFF
+    assert parse_flag("f", {"enabled": False}).constant is not None
+    assert parse_flag("f", {"enabled": True}).constant is not None  # no selector: always off
+    assert parse_flag("f", {"users": ["a"]}).constant is None
+
+
+def test_shared_salt_aligns_buckets_and_names_differ_otherwise() -> None:
+    from flagstaff import Context, evaluate
+
+    a = parse_flag("a", {"salt": "shared", "percentage": 50})
+    b = parse_flag("b", {"salt": "shared", "percentage": 50})
+    c = parse_flag("c", {"percentage": 50})
+    users = [Context(user_id=f"u{i}") for i in range(200)]
+    assert [evaluate(a, u).enabled for u in users] == [evaluate(b, u).enabled for u in users]
+    assert [evaluate(a, u).enabled for u in users] != [evaluate(c, u).enabled for u in users]
+
+
+def test_parse_flags_separates_good_from_bad() -> None:
+    flags, errors = parse_flags({"good": "on", "bad": "maybe", "worse": {"admin": 2}})
+    assert list(flags) == ["good"]
+    assert sorted(e.flag or "" for e in errors) == ["bad", "worse"]
