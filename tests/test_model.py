@@ -169,3 +169,17 @@ def test_parse_flags_separates_good_from_bad() -> None:
     flags, errors = parse_flags({"good": "on", "bad": "maybe", "worse": {"admin": 2}})
     assert list(flags) == ["good"]
     assert sorted(e.flag or "" for e in errors) == ["bad", "worse"]
+
+
+def test_examples_in_the_docs_parse() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "flags.md").read_text(encoding="utf-8")
+    documents = []
+    for block in re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL):
+        documents += [json.loads(chunk) for chunk in block.split("\n\n") if chunk.strip()]
+    assert len(documents) >= 6
+    for document in documents:
+        parse_flag("example", document)

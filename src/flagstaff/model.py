@@ -72,8 +72,8 @@ _NAME = re.compile(r"^[^\s/\x00-\x1f\x7f.][^\s/\x00-\x1f\x7f]{0,199}$")
 # order only decides which one the reason names when several match.
 GROUP_SELECTORS = ("admin", "employee", "gold", "beta")
 SELECTOR_KEYS = (
+    "url",  # first: a forced variant wins over every other selector, as in reddit
     "everyone",
-    "url",
     *GROUP_SELECTORS,
     "groups",
     "loggedin",
