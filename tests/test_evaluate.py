@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flagstaff import Context, Decision, Reason, evaluate, parse_flag
 from flagstaff.context import to_context
@@ -116,3 +118,56 @@ def test_variant_list_only_for_enabled_users() -> None:
     assert evaluate(flag, Context(groups=frozenset({"beta"}))) == Decision(
         "f", True, Reason.TARGET, rule="groups"
     )
+
+
+SINGLE_CHECK_FLAGS = [
+    {"users": ["alice", "42"]},
+    {"admin": True},
+    {"groups": ["beta", "staff"]},
+    {"loggedin": True},
+    {"loggedout": True},
+    {"url": "try"},
+    {"url": {"try": "b"}},
+    {"regex": "^4"},
+    {"subreddits": ["aww"]},
+    {"subdomains": ["beta"]},
+    {"oauth_clients": ["abc"]},
+    {"rules": [{"attribute": "plan", "op": "eq", "value": "pro"}]},
+    {
+        "rules": [
+            {"attribute": "plan", "op": "eq", "value": "pro"},
+            {"attribute": "n", "op": "gt", "value": 3},
+        ]
+    },
+    {"percentage": 50},
+    {"percent_loggedin": 50},
+    {"percent_loggedout": 50},
+    {"experiment": {"loggedin": True, "variants": {"a": 30}}},
+    {"everyone": True},
+]
+
+contexts = st.builds(
+    Context,
+    user_id=st.one_of(st.none(), st.sampled_from(["42", "alice", "7", "u1"])),
+    user_name=st.one_of(st.none(), st.sampled_from(["Alice", "bob"])),
+    groups=st.frozensets(st.sampled_from(["beta", "staff", "admin"])),
+    cookie_id=st.one_of(st.none(), st.sampled_from(["c1", "c2"])),
+    features=st.lists(st.sampled_from(["try", "x"]), max_size=2).map(tuple),
+    location=st.one_of(st.none(), st.just("aww")),
+    subdomain=st.one_of(st.none(), st.just("beta")),
+    oauth_client=st.one_of(st.none(), st.just("abc")),
+    attributes=st.fixed_dictionaries({"plan": st.sampled_from(["pro", "free"]), "n": st.integers(0, 5)}),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(SINGLE_CHECK_FLAGS), contexts)
+def test_single_check_flags_compile_like_chains(document: dict[str, object], ctx: Context) -> None:
+    # A flag with one check is compiled to answer "default" itself (a fast path);
+    # adding a selector that never matches forces the general chain. Same answers.
+    alone = evaluate(parse_flag("f", document), ctx)
+    never = "oauth_clients" if "subdomains" in document else "subdomains"
+    chained_flag = parse_flag("f", {never: ["__nobody__"], **document})
+    assert chained_flag.run is not chained_flag.constant
+    chained = evaluate(chained_flag, ctx)
+    assert alone == chained
