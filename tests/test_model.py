@@ -6,10 +6,21 @@ import dataclasses
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from flagstaff import Flag, ValidationError, parse_flag
+from flagstaff import Context, Flag, Reason, ValidationError, evaluate, parse_flag
 from flagstaff.bucketing import BucketingMode
-from flagstaff.model import Kind, Switch, decode_document, encode_document, parse_flags
+from flagstaff.model import (
+    EXPERIMENT_KEYS,
+    TOP_KEYS,
+    Kind,
+    Switch,
+    decode_document,
+    encode_document,
+    parse_flags,
+)
+from flagstaff.rules import OPERATORS
 
 
 def _problems(document: Any, name: str = "f") -> list[tuple[str, str]]:
@@ -155,8 +166,6 @@ def test_switch_and_constants() -> None:
 
 
 def test_shared_salt_aligns_buckets_and_names_differ_otherwise() -> None:
-    from flagstaff import Context, evaluate
-
     a = parse_flag("a", {"salt": "shared", "percentage": 50})
     b = parse_flag("b", {"salt": "shared", "percentage": 50})
     c = parse_flag("c", {"percentage": 50})
@@ -183,3 +192,58 @@ def test_examples_in_the_docs_parse() -> None:
     assert len(documents) >= 6
     for document in documents:
         parse_flag("example", document)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+_keys = st.sampled_from(sorted(TOP_KEYS))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_keys, _json, max_size=4) | _json)
+def test_any_json_is_parsed_or_refused_never_crashes(document: Any) -> None:
+    try:
+        flag = parse_flag("f", document)
+    except ValidationError as exc:
+        assert exc.problems
+        assert all(p.message for p in exc.problems)
+        return
+    evaluate(flag, Context(user_id="u", groups=frozenset({"admin"})), now=0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(EXPERIMENT_KEYS)), _json, max_size=4))
+def test_any_experiment_is_parsed_or_refused_never_crashes(experiment: Any) -> None:
+    try:
+        flag = parse_flag("f", {"experiment": experiment})
+    except ValidationError as exc:
+        assert all(p.path.startswith("experiment") for p in exc.problems)
+        return
+    evaluate(flag, Context(user_id="u"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([*OPERATORS, "nope"]),
+    _json,
+    st.one_of(st.none(), st.booleans(), _json),
+    _json,
+)
+def test_any_clause_is_parsed_or_refused_and_evaluation_never_raises(
+    op: str, value: Any, negate: Any, attribute_value: Any
+) -> None:
+    clause: dict[str, Any] = {"attribute": "a", "op": op, "value": value}
+    if negate is not None:
+        clause["negate"] = negate
+    try:
+        flag = parse_flag("f", {"rules": [clause]})
+    except ValidationError as exc:
+        assert all(p.path.startswith("rules[0]") for p in exc.problems)
+        return
+    decision = evaluate(flag, Context(attributes={"a": attribute_value}))
+    assert decision.reason is not Reason.ERROR, decision.error
