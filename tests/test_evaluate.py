@@ -171,3 +171,12 @@ def test_single_check_flags_compile_like_chains(document: dict[str, object], ctx
     assert chained_flag.run is not chained_flag.constant
     chained = evaluate(chained_flag, ctx)
     assert alone == chained
+
+
+def test_paused_experiment_leaves_the_percentage_working() -> None:
+    doc = {"percentage": 100, "experiment": {"loggedin": True, "enabled": False, "variants": {"a": 10}}}
+    decision = evaluate(parse_flag("f", doc), Context(user_id="u"))
+    assert (decision.enabled, decision.reason) == (True, Reason.PERCENTAGE)
+    doc = {"percentage": 50, "experiment": {"enabled": False, "variants": {"a": 10}}}
+    flag = parse_flag("f", doc)
+    assert any(evaluate(flag, Context(user_id=f"u{i}")).enabled for i in range(20))

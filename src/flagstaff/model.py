@@ -381,9 +381,9 @@ class _Builder:
         url_check = checks[selectors.index("url")] if "url" in selectors else None
         # A lone percentage (the commonest flag) compiles to answer ``default``
         # itself, saving a call per evaluation; see assemble().
-        lone = not checks and experiment is None and sum(p > 0 for p in percentages.values()) == 1
-        checks.extend(self.percentage_checks(percentages, self.default if lone else None))
         exp_check = self.experiment_check(doc.get("experiment"), experiment)
+        lone = not checks and exp_check is None and sum(p > 0 for p in percentages.values()) == 1
+        checks.extend(self.percentage_checks(percentages, self.default if lone else None))
         if exp_check is not None:
             checks.append(exp_check)
         terminal = switch is Switch.TARGETED and len(checks) == 1
@@ -391,10 +391,10 @@ class _Builder:
             # One selector or the experiment is the whole flag: compile it again
             # answering ``default`` itself, saving a call per evaluation.
             self.miss = self.default
-            if selectors:
-                _, checks = self.selectors(doc, "")
+            if exp_check is not None:
+                checks = [self.experiment_check(doc.get("experiment"), experiment)]  # type: ignore[list-item]
             else:
-                checks = [c for c in [self.experiment_check(doc.get("experiment"), experiment)] if c]
+                _, checks = self.selectors(doc, "")
             self.miss = None
         return self.assemble(
             switch,
