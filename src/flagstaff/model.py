@@ -378,7 +378,8 @@ class _Builder:
         if self.problems:
             return None
         # The url selector forces a variant even when "enabled" is "on", as in reddit.
-        url_check = checks[selectors.index("url")] if "url" in selectors else None
+        forcing = "url" in selectors and isinstance(doc["url"], dict)
+        url_check = checks[selectors.index("url")] if forcing else None
         # A lone percentage (the commonest flag) compiles to answer ``default``
         # itself, saving a call per evaluation; see assemble().
         exp_check = self.experiment_check(doc.get("experiment"), experiment)
