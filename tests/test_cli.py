@@ -345,7 +345,8 @@ def test_watch_prints_changes_until_count(cli: Run, capsys: pytest.CaptureFixtur
 
     t = threading.Thread(target=writer)
     t.start()
-    code = main(["--store", cli.url, "--json", "watch", "--count", "3", "--timeout", "10"])
+    # --since 1: changes after the first write are replayed even if the writer wins the race
+    code = main(["--store", cli.url, "--json", "watch", "--since", "1", "--count", "3", "--timeout", "10"])
     t.join(5)
     assert code == EXIT.OK
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -497,9 +497,10 @@ def cmd_watch(args: argparse.Namespace, out: Out) -> int:
     with opened(args.store) as store:
         state = store.load()
         known = {name: rec.raw for name, rec in state.records.items()}
-        watch = store.watch(events.put, state.revision)
+        since = state.revision if args.since is None else args.since
+        watch = store.watch(events.put, since)
         if not out.json:
-            out.note(f"watching {args.store} from revision {state.revision} (Ctrl-C to stop)")
+            out.note(f"watching {args.store} from revision {since} (Ctrl-C to stop)")
         out.stdout.flush()
         try:
             while args.count is None or seen < args.count:
@@ -720,6 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("watch", cmd_watch, "print changes as they happen")
     p.add_argument("--count", type=int, metavar="N", help="stop after N changes")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after SECONDS")
+    p.add_argument("--since", type=int, metavar="REV", help="replay changes after revision REV first")
     p = command("check", cmd_check, "evaluate flags for a context and print the decision")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--user", help="user id")

@@ -16,7 +16,6 @@ from typing import Any, TextIO
 from flagstaff.admin import Admin
 from flagstaff.context import Context
 from flagstaff.decision import Decision
-from flagstaff.errors import NotFoundError
 from flagstaff.evaluate import evaluate
 from flagstaff.model import decode_document, parse_flag
 from flagstaff.stores import open_store
@@ -74,11 +73,11 @@ def run_demo(
     now: float | None = None,
 ) -> int:
     """Load the examples, print decisions; returns the exit code."""
-    from flagstaff.cli import format_table, read_flag_set  # the CLI imports us lazily
+    from flagstaff.cli import UsageError, format_table, read_flag_set  # the CLI imports us lazily
 
     path = find_examples(flags_path)
     if not path.exists():
-        raise NotFoundError(f"{path} (the example flags; pass --flags FILE)")
+        raise UsageError(f"cannot find the example flags at {path}; pass --flags FILE")
     documents = read_flag_set(str(path))
     url = store_url or default_demo_store()
     store = open_store(url)
