@@ -406,3 +406,19 @@ def test_subprocess_console_script_help() -> None:
     assert proc.returncode == 0
     for command in ("list", "rollout", "add-user", "watch", "validate", "demo"):
         assert command in proc.stdout
+
+
+def test_subprocess_reader_going_away_is_not_an_error(tmp_path: Path) -> None:
+    big = tmp_path / "big.json"  # enough problems to overflow a pipe's buffer
+    big.write_text(json.dumps({f"flag{i}": {"percentage": 101} for i in range(5000)}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flagstaff", "validate", str(big)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"flag0: percentage")
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0
+    assert b"Traceback" not in err and b"BrokenPipe" not in err

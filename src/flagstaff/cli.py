@@ -768,12 +768,27 @@ def main(
         return code
     except KeyboardInterrupt:
         return EXIT.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`flagstaff list | head -3`): that is not an error.
+        _silence_stdout(stdout)
+        return EXIT.OK
     except Exception as exc:
         code = _exit_code(exc)
         if args.debug or code == 70:
             traceback.print_exc(file=stderr)
         _error(out, exc, code)
         return code
+
+
+def _silence_stdout(stdout: TextIO) -> None:
+    # Python flushes stdout at exit and would report the broken pipe again.
+    try:
+        fd = stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except (OSError, ValueError) as exc:  # not a real file (tests pass a StringIO)
+        log.debug("cannot silence stdout: %s", exc)
 
 
 def _exit_code(exc: BaseException) -> int:
