@@ -64,7 +64,16 @@ def test_set_get_list(cli: Run) -> None:
     assert lines[2].split()[:3] == ["pct", "1", "percentage=25%"]
     listed = cli.json("list")
     assert [f["flag"] for f in listed["flags"]] == ["beta", "pct"]
+    assert listed["flags"][1]["document"] == 25 and listed["flags"][0]["description"] == "the beta"
     assert cli.json("get", "pct") == {"flag": "pct", "version": 1, "document": 25}
+
+
+def test_list_marks_invalid_stored_documents(cli: Run) -> None:
+    MemoryStore.from_url(cli.url).put("broken", '{"percentage": "lots"}')  # bypassing validation
+    assert cli("list") == EXIT.OK
+    assert cli.out.splitlines()[1].split()[:3] == ["broken", "1", "INVALID"]
+    assert cli("check", "broken", "--user", "u") == EXIT.NO
+    assert "error" in cli.out
 
 
 def test_set_from_file(cli: Run, tmp_path: Path) -> None:

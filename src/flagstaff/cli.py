@@ -271,7 +271,15 @@ def cmd_list(args: argparse.Namespace, out: Out) -> int:
             status, desc = _summary(flag.switch.value, flag), flag.description
         except ValidationError as exc:
             status, desc = "INVALID", str(exc)
-        rows.append({"flag": name, "version": rec.version, "status": status, "description": desc})
+        rows.append(
+            {
+                "flag": name,
+                "version": rec.version,
+                "status": status,
+                "description": desc,
+                "document": _decoded(rec.raw),
+            }
+        )
     if out.json:
         out.emit({"revision": state.revision, "flags": rows})
     elif not rows:
