@@ -431,3 +431,42 @@ def test_subprocess_reader_going_away_is_not_an_error(tmp_path: Path) -> None:
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0
     assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+def test_store_unavailable_and_unexpected_errors(
+    cli: Run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import flagstaff.cli as cli_module
+    from flagstaff.errors import StoreUnavailable
+
+    def unavailable(url: str) -> None:
+        raise StoreUnavailable("database is locked (waited 5s)")
+
+    monkeypatch.setattr(cli_module, "open_store", unavailable)
+    assert main(["--store", "sqlite:///x.db", "list"]) == EXIT.UNAVAILABLE
+    assert capsys.readouterr().err == "flagstaff: error: database is locked (waited 5s)\n"
+
+    def bug(url: str) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli_module, "open_store", bug)
+    assert main(["--store", "sqlite:///x.db", "list"]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.endswith("flagstaff: error: RuntimeError: boom\n")
+
+
+def test_watch_reload_after_reset_reports_the_differences(cli: Run) -> None:
+    from flagstaff.cli import _reload
+    from flagstaff.stores import Reset
+
+    store = MemoryStore.from_url(cli.url)
+    store.put("same", '"on"')
+    store.put("changed", "20")
+    store.put("new", '"off"')
+    known = {"same": '"on"', "changed": "10", "gone": '"on"'}
+    changes = _reload(store, known, Reset("test"))
+    assert [(c.name, c.record.raw if c.record else None) for c in changes] == [
+        ("gone", None),
+        ("changed", "20"),
+        ("new", '"off"'),
+    ]
