@@ -272,7 +272,8 @@ class Admin:
     ) -> CopyResult:
         """Write many documents (all validated first: one bad one writes nothing).
 
-        A flag whose stored document is already identical is not rewritten.
+        Flags are written in name order. A flag whose stored document is
+        already identical is not rewritten.
         ``prune`` deletes flags the store has that ``documents`` does not.
         """
         raws = validate_documents(documents)
@@ -283,7 +284,7 @@ class Admin:
         created: list[str] = []
         updated: list[str] = []
         unchanged: list[str] = []
-        for i, (name, raw) in enumerate(raws.items(), 1):
+        for i, (name, raw) in enumerate(sorted(raws.items()), 1):
             old = existing.get(name)
             if old is not None and _same(old.raw, raw):
                 unchanged.append(name)
