@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flagstaff.cli import main
-from flagstaff.demo import DEMO_USERS, decide_all
+from flagstaff.demo import DEMO_USERS, cell, decide_all
 from flagstaff.model import parse_flag
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +51,18 @@ def test_demo_decisions() -> None:
     assert got["checkout_button", "visitor"].reason.value == "default"  # not logged in: not eligible
 
 
+def test_cell() -> None:
+    cells = {
+        (f, u): cell(d, killable=isinstance(FLAGS[f], dict)) for f, u, d in decide_all(FLAGS, DEMO_USERS, NOW)
+    }
+    assert cells["dark_mode", "bob"] == "on"
+    assert cells["legacy_search", "bob"] == "off"
+    assert cells["old_onboarding", "bob"] == "off (kill switch)"
+    assert cells["inbox_v2", "visitor"] == "on (url)"
+    assert cells["checkout_button", "qa-7"] == "off (excluded)"
+    assert cells["search_ranker", "qa-7"] in ("bm25 (regex)", "neural (regex)")
+
+
 def test_demo_command_json(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"memory://demo-{uuid.uuid4().hex}"
     assert main(["--store", url, "--json", "demo"]) == 0
@@ -76,10 +88,16 @@ def test_demo_from_a_fresh_directory(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    header = next(line for line in proc.stdout.splitlines() if line.startswith("FLAG"))
-    assert header.split() == ["FLAG", "USER", "ENABLED", "VARIANT", "REASON", "RULE"]
-    assert "beta_dashboard   alice    yes" in proc.stdout
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("FLAG"))
+    assert lines[header].split() == ["FLAG", *(u.upper() for u in DEMO_USERS)]
+    table = {row.split()[0]: row for row in lines[header + 1 : header + 1 + len(FLAGS)]}
+    assert set(table) == set(FLAGS)
+    assert table["beta_dashboard"].split()[1:3] == ["on", "(users)"]
+    assert table["old_onboarding"].count("off (kill switch)") == len(DEMO_USERS)
     assert f"Loaded {len(FLAGS)} example flags" in proc.stdout
+    assert (tmp_path / "flagstaff.db").exists()  # the SQLite default, in the working directory
+    assert "-m flagstaff check new_checkout --user bob" in proc.stdout
 
 
 def test_demo_missing_flags_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

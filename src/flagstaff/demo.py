@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 from flagstaff.admin import Admin
 from flagstaff.context import Context
-from flagstaff.decision import Decision
+from flagstaff.decision import Decision, Reason
 from flagstaff.evaluate import evaluate
 from flagstaff.model import decode_document, parse_flag
 from flagstaff.stores import open_store
 
-__all__ = ["DEMO_USERS", "decide_all", "default_demo_store", "find_examples", "run_demo"]
+__all__ = ["DEMO_USERS", "cell", "decide_all", "default_demo_store", "find_examples", "run_demo"]
 
 DEMO_USERS: dict[str, Context] = {
     "alice": Context(user_id="alice", user_name="alice", groups=frozenset({"employee"})),
@@ -104,21 +106,37 @@ def run_demo(
         f"{len(result.unchanged)} unchanged).\n\n"
     )
     out.write(_describe_users(DEMO_USERS))
+    matrix: dict[str, dict[str, str]] = {}
+    for name, user, decision in rows:
+        matrix.setdefault(name, {})[user] = cell(decision, killable=isinstance(stored[name], dict))
     out.write(
         format_table(
-            ["flag", "user", "enabled", "variant", "reason", "rule"],
-            [[f, u, d.enabled, d.variant, d.reason.value, d.rule or d.error] for f, u, d in rows],
+            ["flag", *DEMO_USERS],
+            [[name, *(cells[user] for user in DEMO_USERS)] for name, cells in matrix.items()],
         )
     )
+    out.write("\nEach cell: on/off or the variant, and (what decided it).\n")
     if url.startswith("memory:"):
         out.write("\n(The flags lived in memory only; give --store sqlite:///flagstaff.db to keep them.)\n")
     else:
-        hint = "" if store_url is None else f"--store {url} "
-        out.write(
-            f"\nTry: flagstaff {hint}check new_checkout --user bob"
-            f"   then: flagstaff {hint}rollout new_checkout 100\n"
-        )
+        cmd = _command() + ("" if store_url is None else f" --store {url}")
+        out.write(f"\nTry: {cmd} check new_checkout --user bob\n then: {cmd} rollout new_checkout 100\n")
     return 0
+
+
+def cell(decision: Decision, *, killable: bool = False) -> str:
+    """A short answer with its reason: ``on (users)``, ``bm25 (regex)``, ``off``."""
+    head = decision.variant or ("on" if decision.enabled else "off")
+    reason = decision.reason
+    if reason is Reason.TARGET:
+        why = decision.rule
+    elif reason is Reason.OFF:
+        why = "kill switch" if killable else None  # a bare "off" needs no explanation
+    elif reason in (Reason.ON, Reason.DEFAULT):
+        why = None
+    else:
+        why = reason.value
+    return f"{head} ({why})" if why else head
 
 
 def _describe_users(users: dict[str, Context]) -> str:
@@ -138,6 +156,17 @@ def _describe_users(users: dict[str, Context]) -> str:
         facts += [f"{k}={v}" for k, v in ctx.attributes.items()]
         lines.append(f"  {name:8} {'; '.join(facts)}")
     return "\n".join(lines) + "\n\n"
+
+
+def _command() -> str:
+    """How the user ran us, so the hint can be pasted: ``.venv/bin/flagstaff``…"""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "__main__.py":
+        return f"{Path(sys.executable).name} -m flagstaff"
+    found = shutil.which("flagstaff")
+    if found is not None and Path(found).resolve() == argv0.resolve():
+        return "flagstaff"
+    return _show_path(argv0)
 
 
 def _show_path(path: Path) -> str:
