@@ -1,7 +1,8 @@
 """``flagstaff demo``: load the example flags into a store and show decisions.
 
 This is what ``make run`` runs. It imports ``examples/flags.json`` through the
-validated write path (re-running it changes nothing), then evaluates every flag
+validated write path (re-running it restores the examples; flags already
+as in the file are not rewritten), then evaluates every flag
 for a handful of typical visitors and prints what each gets and why.
 """
 
