@@ -55,13 +55,15 @@ Options
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from kazoo.client import KazooClient, KazooState
@@ -102,6 +104,7 @@ MAX_DOCUMENT_BYTES = 1_000_000
 #: texts before and after only while the whole packet stays under this.
 _PACKET_BUDGET = 1_000_000
 HISTORY_LIMIT = 1000
+_REPLAY_LIMIT = 1000  # changes a mirror keeps to replay to late subscribers
 _HISTORY_SLACK = 100  # prune in batches, not on every write
 
 _META = ".flagstaff"
@@ -186,6 +189,30 @@ def _mask(url: str) -> str:
     return parts._replace(netloc=netloc, query=query).geturl()
 
 
+class _Redact(logging.Filter):
+    """Keeps credentials out of kazoo's debug logs (it logs auth packets verbatim)."""
+
+    _AUTH = re.compile(r"auth='[^']*'")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: collections.Counter[str] = collections.Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self._AUTH.sub("auth='***'", message)
+        for secret in list(self.secrets):
+            clean = clean.replace(secret, "***")
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_KAZOO_LOG = logging.getLogger("flagstaff.stores.zookeeper.kazoo")
+_REDACT = _Redact()
+_KAZOO_LOG.addFilter(_REDACT)
+
+
 def _handler(runtime: Runtime) -> Any:
     if runtime.name == "gevent":
         from kazoo.handlers.gevent import SequentialGeventHandler
@@ -232,8 +259,10 @@ class ZooKeeperStore:
             handler=_handler(self._runtime),
             auth_data=auth or None,
             default_acl=self._acl,
-            logger=logging.getLogger("flagstaff.stores.zookeeper.kazoo"),
+            logger=_KAZOO_LOG,
         )
+        self._secrets = [p for p in (self._opts.password, *(p for _, p in self._opts.readers)) if p]
+        _REDACT.secrets.update(self._secrets)
         self._lock = self._runtime.lock()
         self._mirror: _Mirror | None = None
         self._marker_known = False
@@ -252,6 +281,11 @@ class ZooKeeperStore:
     # -- reading -----------------------------------------------------------
 
     def load(self) -> StoreState:
+        # The mirror (which feeds watches) starts before the first load reads, so
+        # its replay log covers every change after the revision returned here:
+        # a watch from that revision never needs a Reset.
+        self._ensure_mirror().wait_synced(self._opts.timeout)
+
         def read() -> StoreState:
             try:
                 nodes, pzxid = self._read_all()
@@ -502,12 +536,15 @@ class ZooKeeperStore:
     # -- watching ----------------------------------------------------------
 
     def watch(self, on_event: Callable[[WatchEvent], None], since: int) -> Watch:
+        return self._ensure_mirror().subscribe(on_event, since)
+
+    def _ensure_mirror(self) -> _Mirror:
         with self._lock:
             if self._closed:
                 raise StoreError(f"{self.url} is closed")
             if self._mirror is None:
                 self._mirror = _Mirror(self)
-            return self._mirror.subscribe(on_event, since)
+            return self._mirror
 
     def close(self) -> None:
         with self._lock:
@@ -522,6 +559,8 @@ class ZooKeeperStore:
             self._zk.close()
         except KazooException as exc:
             log.warning("closing %s: %s", self.url, type(exc).__name__)
+        _REDACT.secrets.subtract(self._secrets)
+        _REDACT.secrets += collections.Counter()  # drop the ones no open store uses
 
     # -- plumbing ----------------------------------------------------------
 
@@ -583,31 +622,56 @@ class ZooKeeperStore:
             self._runtime.sleep(0.02)
 
 
+@dataclass(slots=True)
+class _Subscriber:
+    queue: QueueWatch
+    floor: int  # events at or before this zxid are already known to the subscriber
+
+
+# One candidate change found by a sync: (zxid, name, node or None for a delete).
+_Candidate: TypeAlias = tuple[int, str, "_Node | None"]
+
+
 class _Mirror:
     """The store's one set of ZooKeeper watches, fanned out to subscribers.
 
-    ZooKeeper notices only mark names dirty (they arrive on kazoo's callback
-    thread and must be quick); the mirror's task re-reads and delivers. The
-    number of ZooKeeper watches is one per flag plus one, however many
-    subscribers there are.
+    What it watches: the chroot's children, every flag's data, and the
+    history log's children. ZooKeeper notices only mark things dirty (they
+    arrive on kazoo's thread and must be quick); the mirror's task re-reads
+    and delivers. Watches are one-shot and coalesce, so the history log (one
+    entry per flagstaff write, made in the same transaction and so carrying
+    the same zxid) is what delivers every intermediate change in order;
+    reading the flags themselves catches writes made by other ZooKeeper
+    clients. A change is delivered once: anything at or before the zxid
+    already held for a flag (or its deletion) is skipped, so values never go
+    backwards. The number of ZooKeeper watches is one per flag plus two,
+    however many subscribers there are.
     """
 
     def __init__(self, store: ZooKeeperStore) -> None:
         self._store = store
         self._zk = store._zk
         self._runtime = store._runtime
+        self._root = store._root
+        self._hdir = f"{store._meta}/{_HISTORY}"
         self._lock = self._runtime.lock()
         self._wake = self._runtime.event()
         self._nodes: dict[str, _Node] = {}
-        self._pzxid = 0
-        self._revision = 0
+        self._gone: dict[str, int] = {}  # deleted flag -> zxid of its deletion (tombstones)
+        self._armed: set[str] = set()  # flags with a data watch in place
+        self._cursor = ""  # the last history entry taken into account
+        self._revision = 0  # the last revision delivered
+        self._log: collections.deque[tuple[int, Change]] = collections.deque(maxlen=_REPLAY_LIMIT)
+        self._log_base = 0  # the log holds every change after this revision
         self._dirty: set[str] = set()
         self._children_dirty = False
+        self._history_dirty = False
         self._full = True  # a full re-read is due (start, reconnect)
         self._expired = False  # the session was lost: deliver Reset after the re-read
         self._synced = False
-        self._joining: list[tuple[QueueWatch, int]] = []
-        self._subscribers: list[QueueWatch] = []
+        self._synced_event = self._runtime.event()
+        self._joining: list[_Subscriber] = []
+        self._subscribers: list[_Subscriber] = []
         self._stopped = False
         self._zk.add_listener(self._on_state)
         self._task = self._runtime.spawn(self._run, name="flagstaff-zookeeper-mirror")
@@ -615,27 +679,35 @@ class _Mirror:
     def subscribe(self, on_event: Callable[[WatchEvent], None], since: int) -> Watch:
         queue = QueueWatch(self._runtime, on_event, "flagstaff-zookeeper-watch")
         with self._lock:
-            self._joining.append((queue, since))
+            self._joining.append(_Subscriber(queue, since))
         self._wake.set()
         return _Subscription(self, queue)
 
     def unsubscribe(self, queue: QueueWatch) -> None:
         queue.stop()
         with self._lock:
-            self._joining = [(q, s) for q, s in self._joining if q is not queue]
-            if queue in self._subscribers:
-                self._subscribers.remove(queue)
+            self._joining = [s for s in self._joining if s.queue is not queue]
+            self._subscribers = [s for s in self._subscribers if s.queue is not queue]
 
     def stop(self) -> None:
         self._stopped = True
         self._zk.remove_listener(self._on_state)
         self._wake.set()
         with self._lock:
-            queues = [q for q, _ in self._joining] + self._subscribers
+            subscribers = self._joining + self._subscribers
             self._joining, self._subscribers = [], []
-        for queue in queues:
-            queue.stop()
+        for sub in subscribers:
+            sub.queue.stop()
         self._task.join(5)
+
+    def wait_synced(self, timeout: float) -> bool:
+        """Wait (bounded) until the first full read is done."""
+        return self._synced_event.wait(timeout)
+
+    @property
+    def watch_count(self) -> int:
+        """ZooKeeper watches this mirror keeps armed (for leak checks)."""
+        return len(self._armed) + 2
 
     # Kazoo calls these on its own thread: record and wake, nothing more.
 
@@ -644,20 +716,30 @@ class _Mirror:
             self._expired = True
             self._full = True
         elif state == KazooState.SUSPENDED:
-            self._full = True  # kazoo forgets watch callbacks on a dropped connection
+            self._full = True  # kazoo forgets its watch callbacks when a connection drops
         self._wake.set()
 
     def _on_data(self, event: WatchedEvent) -> None:
         if event.type == EventType.NONE or self._stopped:
             return  # a connection notice; _on_state handles those
         with self._lock:
-            self._dirty.add(event.path.rpartition("/")[2])
+            name = event.path.rpartition("/")[2]
+            self._armed.discard(name)
+            self._dirty.add(name)
         self._wake.set()
 
     def _on_children(self, event: WatchedEvent) -> None:
         if event.type == EventType.NONE or self._stopped:
             return
-        self._children_dirty = True
+        with self._lock:
+            self._children_dirty = True
+        self._wake.set()
+
+    def _on_history(self, event: WatchedEvent) -> None:
+        if event.type == EventType.NONE or self._stopped:
+            return
+        with self._lock:
+            self._history_dirty = True
         self._wake.set()
 
     # The mirror's task.
@@ -674,7 +756,7 @@ class _Mirror:
             try:
                 if self._full:
                     self._full_sync()
-                elif self._dirty or self._children_dirty:
+                elif self._dirty or self._children_dirty or self._history_dirty:
                     self._incremental_sync()
                 self._admit()
                 failures = 0
@@ -695,107 +777,159 @@ class _Mirror:
         self._full = False
         with self._lock:
             self._dirty.clear()
-            self._children_dirty = False
+            self._children_dirty = self._history_dirty = False
+            self._armed.clear()
+        # History first: entries after this cursor are newer than what the reads below may miss.
+        cursor = max(self._list_history(), default=self._cursor)
         try:
             nodes, pzxid = self._store._read_all(self._on_children, self._on_data)
         except NoNodeError:
-            self._watch_root_creation()
-            nodes, pzxid = {}, self._pzxid
+            self._watch_creation(self._root, self._on_children)
+            nodes, pzxid = {}, 0
+        with self._lock:
+            self._armed |= set(nodes)
         if expired or not self._synced:
-            self._nodes, self._pzxid = nodes, pzxid
+            self._nodes, self._gone, self._cursor = nodes, {}, cursor
             self._revision = max([self._revision, pzxid, *(n.mzxid for n in nodes.values())])
+            self._log.clear()
+            self._log_base = self._revision
             if expired and self._synced:
-                self._publish([Reset("the ZooKeeper session expired; watches were lost")])
+                log.info("zookeeper session expired: watches re-armed, subscribers reset")
+                self._publish(0, Reset("the ZooKeeper session expired; watches were lost"))
             self._synced = True
+            self._synced_event.set()
             return
-        self._apply(nodes, set(self._nodes) | set(nodes), pzxid)
-
-    def _watch_root_creation(self) -> None:
-        """No chroot yet: watch for its creation (and list it if it appeared meanwhile)."""
-        stat = self._zk.exists_async(self._store._root, watch=self._on_children).get(self._store._remaining())
-        if stat is not None:
-            with self._lock:
-                self._children_dirty = True
-            self._wake.set()
+        self._cursor = max(self._cursor, cursor)
+        candidates: list[_Candidate] = [(n.mzxid, name, n) for name, n in nodes.items()]
+        candidates += [(pzxid, name, None) for name in self._nodes if name not in nodes]
+        self._apply(candidates)
 
     def _incremental_sync(self) -> None:
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             children_dirty, self._children_dirty = self._children_dirty, False
+            history_dirty, self._history_dirty = self._history_dirty, False
         store = self._store
-        names = set(dirty)
-        pzxid = self._pzxid
-        if children_dirty:
+        reads = store._read_many(dirty, self._on_data, store._remaining())
+        candidates: list[_Candidate] = []
+        if children_dirty or len(reads) < len(dirty):
             try:
                 children, stat = self._zk.get_children_async(
-                    store._root, watch=self._on_children, include_data=True
+                    self._root, watch=self._on_children, include_data=True
                 ).get(store._remaining())
+                pzxid = stat.pzxid
             except NoNodeError:
-                self._watch_root_creation()
-                children, stat = [], None
+                self._watch_creation(self._root, self._on_children)
+                children, pzxid = [], self._revision
             listed = {c for c in children if _is_flag_name(c)}
-            pzxid = stat.pzxid if stat is not None else pzxid
-            names |= listed.symmetric_difference(self._nodes)
-            nodes = store._read_many(names & listed, self._on_data, store._remaining())
-        else:
-            nodes = store._read_many(names, self._on_data, store._remaining())
-            if names - set(nodes):
-                # A flag vanished: the listing tells us when (pzxid) and re-arms the children watch.
-                self._children_dirty = True
-                self._wake.set()
-                names &= set(nodes)
-        self._apply({n: nodes[n] for n in names if n in nodes}, names, pzxid)
+            with self._lock:
+                unarmed = listed - self._armed - set(reads)
+            reads.update(store._read_many(unarmed, self._on_data, store._remaining()))
+            candidates += [(pzxid, name, None) for name in (set(self._nodes) | dirty) - listed]
+        with self._lock:
+            self._armed |= set(reads)
+        found: list[_Candidate] = [(n.mzxid, name, n) for name, n in reads.items()]
+        if found or history_dirty:
+            logged, truncated = self._read_history()
+            seen = {(name, zxid) for zxid, name, _ in logged}
+            found = [c for c in found if (c[1], c[0]) not in seen or c[1] in truncated]
+            candidates += [c for c in logged if c[1] not in truncated]
+        self._apply(candidates + found)
 
-    def _apply(self, fresh: Mapping[str, _Node], names: Iterable[str], pzxid: int) -> None:
-        """Deliver the differences between what we held and ``fresh`` for ``names``."""
-        changes: list[tuple[int, str, _Node | None]] = []
-        for name in names:
-            old, new = self._nodes.get(name), fresh.get(name)
-            if new is None and old is not None:
-                changes.append((pzxid, name, None))
+    def _list_history(self) -> list[str]:
+        try:
+            names: list[str] = self._zk.get_children_async(self._hdir, watch=self._on_history).get(
+                self._store._remaining()
+            )
+        except NoNodeError:
+            self._watch_creation(self._hdir, self._on_history)
+            return []
+        return names
+
+    def _read_history(self) -> tuple[list[_Candidate], set[str]]:
+        """History entries after the cursor, as candidates; and flags whose entry lacks the text."""
+        fresh = sorted(n for n in self._list_history() if n > self._cursor)
+        pending = [self._zk.get_async(f"{self._hdir}/{n}") for n in fresh]
+        candidates: list[_Candidate] = []
+        truncated: set[str] = set()
+        for result in pending:
+            try:
+                data, stat = result.get(self._store._remaining())
+            except NoNodeError:
+                continue  # pruned already: the flag reads cover it
+            entry = _history_entry(data, stat)
+            if entry is None:
+                continue
+            if entry.version is None:
+                candidates.append((stat.czxid, entry.name, None))
+            elif entry.after is None:
+                truncated.add(entry.name)  # too large to log: the flag's own read delivers it
+            else:
+                record = Record(entry.name, entry.after, entry.version)
+                candidates.append((stat.czxid, entry.name, _Node(record, stat.czxid)))
+        if fresh:
+            self._cursor = fresh[-1]
+        if truncated:
+            with self._lock:
+                self._dirty |= truncated
+            self._wake.set()
+        return candidates, truncated
+
+    def _watch_creation(self, path: str, watch: Callable[[WatchedEvent], None]) -> None:
+        """``path`` does not exist: watch for its creation (and look again if it appeared meanwhile)."""
+        stat = self._zk.exists_async(path, watch=watch).get(self._store._remaining())
+        if stat is not None:
+            with self._lock:
+                self._children_dirty = self._history_dirty = True
+            self._wake.set()
+
+    def _apply(self, candidates: list[_Candidate]) -> None:
+        """Take the candidates in zxid order, skip what is not newer, deliver the rest."""
+        candidates.sort(key=lambda c: (c[0], c[2] is None, c[1]))
+        for zxid, name, node in candidates:
+            held, gone = self._nodes.get(name), self._gone.get(name, -1)
+            if (held is not None and zxid <= held.mzxid) or zxid <= gone:
+                continue  # already delivered (or superseded): never go backwards
+            if node is None:
+                if held is None:
+                    continue
                 del self._nodes[name]
-            elif new is not None and (old is None or old.mzxid != new.mzxid):
-                changes.append((new.mzxid, name, new))
-                self._nodes[name] = new
-        self._pzxid = max(self._pzxid, pzxid)
-        changes.sort(key=lambda c: (c[0], c[1]))
-        events: list[WatchEvent] = []
-        for zxid, name, node in changes:
+                self._gone[name] = zxid
+            else:
+                self._nodes[name] = node
+                self._gone.pop(name, None)
             self._revision = max(zxid, self._revision + 1)
-            events.append(Change(name, node.record if node else None, self._revision))
-        if events:
-            self._publish(events)
+            change = Change(name, node.record if node else None, self._revision)
+            self._log.append((zxid, change))
+            if len(self._log) == self._log.maxlen:
+                self._log_base = self._log[0][1].revision - 1
+            self._publish(zxid, change)
+        if len(self._gone) > 4 * _REPLAY_LIMIT:
+            # Tombstones only guard against entries older than the deletion; keep the newest.
+            newest = sorted(self._gone.items(), key=lambda kv: kv[1])[-_REPLAY_LIMIT:]
+            self._gone = dict(newest)
 
-    def _publish(self, events: list[WatchEvent]) -> None:
+    def _publish(self, zxid: int, event: WatchEvent) -> None:
         with self._lock:
             subscribers = list(self._subscribers)
-        for queue in subscribers:
-            for event in events:
-                queue.push(event)
+        for sub in subscribers:
+            if isinstance(event, Reset) or zxid > sub.floor:
+                sub.queue.push(event)
 
     def _admit(self) -> None:
-        """Bring waiting subscribers up to date from the mirror, then make them live."""
+        """Bring waiting subscribers up to date from the replay log, then make them live."""
         if not self._synced:
             return
         with self._lock:
             joining, self._joining = self._joining, []
-            for queue, since in joining:
-                if since == 0:
-                    missed = sorted(self._nodes.values(), key=lambda n: n.mzxid)
-                elif self._pzxid > since:
-                    missed = []
-                    queue.push(Reset("flags were created or deleted since that revision"))
+            for sub in joining:
+                if sub.floor < self._log_base:
+                    sub.queue.push(Reset("changes before the watch's revision are no longer known"))
                 else:
-                    missed = sorted(
-                        (n for n in self._nodes.values() if n.mzxid > since), key=lambda n: n.mzxid
-                    )
-                revision = since
-                for node in missed:
-                    revision = max(node.mzxid, revision + 1)
-                    queue.push(Change(node.record.name, node.record, revision))
-                # Later events must come after whatever this subscriber was told.
-                self._revision = max(self._revision, since, revision)
-                self._subscribers.append(queue)
+                    for zxid, change in self._log:
+                        if zxid > sub.floor:
+                            sub.queue.push(change)
+                self._subscribers.append(sub)
 
 
 class _Subscription:
