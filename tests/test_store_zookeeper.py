@@ -9,6 +9,7 @@ transactions, digest ACLs, the 1 MB node limit, secrets kept out of logs.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -51,6 +52,13 @@ def chroot() -> str:
     return f"/t-{uuid.uuid4().hex[:12]}"
 
 
+def _check_runtime(store: ZooKeeperStore) -> None:
+    """Under the gevent run (test_store_zookeeper_gevent.py), prove gevent is what runs."""
+    if os.environ.get("FLAGSTAFF_EXPECT_RUNTIME") == "gevent":
+        assert store._runtime.name == "gevent"
+        assert type(store._zk.handler).__name__ == "SequentialGeventHandler"
+
+
 def expire_session(store: ZooKeeperStore, hosts: str) -> None:
     """Expire the store's session the way a server does: close it from another connection."""
     session_id, password = store._zk.client_id
@@ -69,7 +77,9 @@ class TestZooKeeperStore(StoreConformance):
         self.base = f"/conf-{uuid.uuid4().hex[:8]}"
 
     def make_store(self, namespace: str) -> Store:
-        return ZooKeeperStore.from_url(f"zookeeper://{self.server.hosts}{self.base}/{namespace}")
+        store = ZooKeeperStore.from_url(f"zookeeper://{self.server.hosts}{self.base}/{namespace}")
+        _check_runtime(store)
+        return store
 
     def force_reset(self, store: Store) -> None:
         assert isinstance(store, ZooKeeperStore)
@@ -81,6 +91,7 @@ class TestZooKeeperStore(StoreConformance):
 
 def test_bare_kazoo_set_is_delivered_raw(zk_server: ZooKeeperServer, kazoo: KazooClient) -> None:
     store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}/experiments-{uuid.uuid4().hex[:6]}")
+    _check_runtime(store)
     root = store.url.rpartition("/")[2]
     kazoo.ensure_path(f"/{root}")
     recorder = EventRecorder()

@@ -673,7 +673,8 @@ class _Mirror:
         self._joining: list[_Subscriber] = []
         self._subscribers: list[_Subscriber] = []
         self._stopped = False
-        self._zk.add_listener(self._on_state)
+        self._zk.add_listener(self._on_state)  # before the first check of the connection: no lost wake-up
+        self._wake.set()
         self._task = self._runtime.spawn(self._run, name="flagstaff-zookeeper-mirror")
 
     def subscribe(self, on_event: Callable[[WatchEvent], None], since: int) -> Watch:
