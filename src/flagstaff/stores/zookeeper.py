@@ -291,7 +291,9 @@ class ZooKeeperStore:
                 nodes, pzxid = self._read_all()
             except NoNodeError:
                 return StoreState(0, MappingProxyType({}), initialized=False)
-            initialized = self._zk.exists_async(f"{self._meta}/{_MARKER}").get(self._remaining()) is not None
+            initialized = (
+                self._zk.exists_async(f"{self._meta}/{_MARKER}").get(timeout=self._remaining()) is not None
+            )
             revision = max([pzxid, *(n.mzxid for n in nodes.values())])
             records = {name: n.record for name, n in nodes.items()}
             return StoreState(revision, MappingProxyType(records), initialized)
@@ -301,7 +303,7 @@ class ZooKeeperStore:
     def get(self, name: str) -> Record | None:
         def read() -> Record | None:
             try:
-                data, stat = self._zk.get_async(self._path(name)).get(self._remaining())
+                data, stat = self._zk.get_async(self._path(name)).get(timeout=self._remaining())
             except NoNodeError:
                 return None
             return _Node.of(name, data, stat).record
@@ -318,7 +320,7 @@ class ZooKeeperStore:
         """Every flag (pipelined reads) and the chroot's pzxid. NoNodeError if no chroot."""
         timeout = self._remaining()
         children, stat = self._zk.get_children_async(self._root, watch=watch_children, include_data=True).get(
-            timeout
+            timeout=timeout
         )
         names = [c for c in children if _is_flag_name(c)]
         return self._read_many(names, watch_data, timeout), stat.pzxid
@@ -331,7 +333,7 @@ class ZooKeeperStore:
         nodes: dict[str, _Node] = {}
         for name, result in pending:
             try:
-                data, stat = result.get(timeout)
+                data, stat = result.get(timeout=timeout)
             except NoNodeError:
                 continue  # deleted between the listing and the read
             nodes[name] = _Node.of(name, data, stat)
@@ -385,7 +387,7 @@ class ZooKeeperStore:
             for name, _, old in ops:
                 before, version = (old.record.raw, old.record.version + 1) if old else (None, 1)
                 self._add_history(txn, name, version, before, docs[name], author, len(encoded[name]))
-            results = txn.commit_async().get(self._remaining())
+            results = txn.commit_async().get(timeout=self._remaining())
             self._raise_failed(results, ops)
             out: dict[str, Record] = {}
             for (name, _, old), result in zip(ops, results, strict=False):
@@ -412,7 +414,7 @@ class ZooKeeperStore:
             txn = self._zk.transaction()
             txn.delete(self._path(name), version=old.record.version - 1)
             self._add_history(txn, name, None, old.record.raw, None, author, 0)
-            results = txn.commit_async().get(self._remaining())
+            results = txn.commit_async().get(timeout=self._remaining())
             self._raise_failed(results, [(name, expect, old)])
 
         self._call(f"deleting {name!r}", remove)
@@ -476,7 +478,7 @@ class ZooKeeperStore:
         if self._marker_known:
             return
         for path in (self._root, self._meta, f"{self._meta}/{_HISTORY}", f"{self._meta}/{_MARKER}"):
-            if self._zk.exists_async(path).get(self._remaining()) is None:
+            if self._zk.exists_async(path).get(timeout=self._remaining()) is None:
                 self._ensure_path(path)
         self._marker_known = True
 
@@ -485,7 +487,7 @@ class ZooKeeperStore:
         for part in path.strip("/").split("/"):
             prefix += "/" + part
             try:
-                self._zk.create_async(prefix, b"", acl=self._acl).get(self._remaining())
+                self._zk.create_async(prefix, b"", acl=self._acl).get(timeout=self._remaining())
             except NodeExistsError:
                 continue
 
@@ -493,14 +495,14 @@ class ZooKeeperStore:
         """Keep the newest HISTORY_LIMIT entries (best effort: a failure is logged)."""
         hdir = f"{self._meta}/{_HISTORY}"
         try:
-            stat = self._zk.exists_async(hdir).get(self._remaining())
+            stat = self._zk.exists_async(hdir).get(timeout=self._remaining())
             if stat is None or stat.numChildren <= HISTORY_LIMIT + _HISTORY_SLACK:
                 return
-            children = sorted(self._zk.get_children_async(hdir).get(self._remaining()))
+            children = sorted(self._zk.get_children_async(hdir).get(timeout=self._remaining()))
             doomed = children[: len(children) - HISTORY_LIMIT]
             for result in [self._zk.delete_async(f"{hdir}/{c}") for c in doomed]:
                 try:
-                    result.get(self._remaining())
+                    result.get(timeout=self._remaining())
                 except NoNodeError:
                     continue  # another writer pruned it first
         except (KazooException, self._zk.handler.timeout_exception) as exc:
@@ -511,7 +513,9 @@ class ZooKeeperStore:
 
         def read() -> list[HistoryEntry]:
             try:
-                children = sorted(self._zk.get_children_async(hdir).get(self._remaining()), reverse=True)
+                children = sorted(
+                    self._zk.get_children_async(hdir).get(timeout=self._remaining()), reverse=True
+                )
             except NoNodeError:
                 return []
             out: list[HistoryEntry] = []
@@ -521,7 +525,7 @@ class ZooKeeperStore:
                 pending = [self._zk.get_async(f"{hdir}/{c}") for c in chunk]
                 for result in pending:
                     try:
-                        data, stat = result.get(self._remaining())
+                        data, stat = result.get(timeout=self._remaining())
                     except NoNodeError:
                         continue  # pruned meanwhile
                     entry = _history_entry(data, stat)
@@ -817,7 +821,7 @@ class _Mirror:
             try:
                 children, stat = self._zk.get_children_async(
                     self._root, watch=self._on_children, include_data=True
-                ).get(store._remaining())
+                ).get(timeout=store._remaining())
                 pzxid = stat.pzxid
             except NoNodeError:
                 self._watch_creation(self._root, self._on_children)
@@ -840,7 +844,7 @@ class _Mirror:
     def _list_history(self) -> list[str]:
         try:
             names: list[str] = self._zk.get_children_async(self._hdir, watch=self._on_history).get(
-                self._store._remaining()
+                timeout=self._store._remaining()
             )
         except NoNodeError:
             self._watch_creation(self._hdir, self._on_history)
@@ -855,7 +859,7 @@ class _Mirror:
         truncated: set[str] = set()
         for result in pending:
             try:
-                data, stat = result.get(self._store._remaining())
+                data, stat = result.get(timeout=self._store._remaining())
             except NoNodeError:
                 continue  # pruned already: the flag reads cover it
             entry = _history_entry(data, stat)
@@ -878,7 +882,7 @@ class _Mirror:
 
     def _watch_creation(self, path: str, watch: Callable[[WatchedEvent], None]) -> None:
         """``path`` does not exist: watch for its creation (and look again if it appeared meanwhile)."""
-        stat = self._zk.exists_async(path, watch=watch).get(self._store._remaining())
+        stat = self._zk.exists_async(path, watch=watch).get(timeout=self._store._remaining())
         if stat is not None:
             with self._lock:
                 self._children_dirty = self._history_dirty = True
