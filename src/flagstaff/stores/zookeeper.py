@@ -329,15 +329,7 @@ class ZooKeeperStore:
         self, names: Iterable[str], watch: Callable[[WatchedEvent], None] | None, timeout: float
     ) -> dict[str, _Node]:
         """The named flags that exist (pipelined: every request is sent before waiting)."""
-        pending = [(n, self._zk.get_async(self._path(n), watch=watch)) for n in names]
-        nodes: dict[str, _Node] = {}
-        for name, result in pending:
-            try:
-                data, stat = result.get(timeout=timeout)
-            except NoNodeError:
-                continue  # deleted between the listing and the read
-            nodes[name] = _Node.of(name, data, stat)
-        return nodes
+        return _collect([(n, self._zk.get_async(self._path(n), watch=watch)) for n in names], timeout)
 
     # -- writing -----------------------------------------------------------
 
@@ -663,13 +655,12 @@ class _Mirror:
         self._nodes: dict[str, _Node] = {}
         self._gone: dict[str, int] = {}  # deleted flag -> zxid of its deletion (tombstones)
         self._armed: set[str] = set()  # flags with a data watch in place
-        self._cursor = ""  # the last history entry taken into account
+        self._cursor = -1  # the sequence number of the last history entry taken into account
         self._revision = 0  # the last revision delivered
         self._log: collections.deque[tuple[int, Change]] = collections.deque(maxlen=_REPLAY_LIMIT)
         self._log_base = 0  # the log holds every change after this revision
         self._dirty: set[str] = set()
         self._children_dirty = False
-        self._history_dirty = False
         self._full = True  # a full re-read is due (start, reconnect)
         self._expired = False  # the session was lost: deliver Reset after the re-read
         self._synced = False
@@ -712,7 +703,7 @@ class _Mirror:
     @property
     def watch_count(self) -> int:
         """ZooKeeper watches this mirror keeps armed (for leak checks)."""
-        return len(self._armed) + 2
+        return len(self._armed) + 1
 
     # Kazoo calls these on its own thread: record and wake, nothing more.
 
@@ -740,13 +731,6 @@ class _Mirror:
             self._children_dirty = True
         self._wake.set()
 
-    def _on_history(self, event: WatchedEvent) -> None:
-        if event.type == EventType.NONE or self._stopped:
-            return
-        with self._lock:
-            self._history_dirty = True
-        self._wake.set()
-
     # The mirror's task.
 
     def _run(self) -> None:
@@ -761,7 +745,7 @@ class _Mirror:
             try:
                 if self._full:
                     self._full_sync()
-                elif self._dirty or self._children_dirty or self._history_dirty:
+                elif self._dirty or self._children_dirty:
                     self._incremental_sync()
                 self._admit()
                 failures = 0
@@ -782,10 +766,10 @@ class _Mirror:
         self._full = False
         with self._lock:
             self._dirty.clear()
-            self._children_dirty = self._history_dirty = False
+            self._children_dirty = False
             self._armed.clear()
         # History first: entries after this cursor are newer than what the reads below may miss.
-        cursor = max(self._list_history(), default=self._cursor)
+        cursor = self._history_end() - 1
         try:
             nodes, pzxid = self._store._read_all(self._on_children, self._on_data)
         except NoNodeError:
@@ -813,15 +797,23 @@ class _Mirror:
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             children_dirty, self._children_dirty = self._children_dirty, False
-            history_dirty, self._history_dirty = self._history_dirty, False
-        store = self._store
-        reads = store._read_many(dirty, self._on_data, store._remaining())
+        store, zk, timeout = self._store, self._zk, self._store._remaining()
+        # Round trip 1, pipelined: the dirty flags, the chroot's children, the history
+        # log, in this order. ZooKeeper answers a session's requests in order, so the
+        # log lists every flagstaff write that the reads saw.
+        reading = [(n, zk.get_async(store._path(n), watch=self._on_data)) for n in dirty]
+        listing = (
+            zk.get_children_async(self._root, watch=self._on_children, include_data=True)
+            if children_dirty
+            else None
+        )
+        log_stat = zk.exists_async(self._hdir)
+        reads = _collect(reading, timeout)
         candidates: list[_Candidate] = []
-        if children_dirty or len(reads) < len(dirty):
+        unarmed: set[str] = set()
+        if listing is not None:
             try:
-                children, stat = self._zk.get_children_async(
-                    self._root, watch=self._on_children, include_data=True
-                ).get(timeout=store._remaining())
+                children, stat = listing.get(timeout=timeout)
                 pzxid = stat.pzxid
             except NoNodeError:
                 self._watch_creation(self._root, self._on_children)
@@ -829,37 +821,36 @@ class _Mirror:
             listed = {c for c in children if _is_flag_name(c)}
             with self._lock:
                 unarmed = listed - self._armed - set(reads)
-            reads.update(store._read_many(unarmed, self._on_data, store._remaining()))
             candidates += [(pzxid, name, None) for name in (set(self._nodes) | dirty) - listed]
+        elif len(reads) < len(dirty):
+            # A flag vanished: the listing tells when (pzxid) and re-arms the children watch.
+            with self._lock:
+                self._children_dirty = True
+            self._wake.set()
+        logged = self._new_entries(log_stat.get(timeout=timeout))
+        # Round trip 2, pipelined: flags new in the listing, and the new log entries.
+        reading = [(n, zk.get_async(store._path(n), watch=self._on_data)) for n in unarmed]
+        entries = [zk.get_async(f"{self._hdir}/{n}") for n in logged]
+        reads.update(_collect(reading, timeout))
         with self._lock:
             self._armed |= set(reads)
-        found: list[_Candidate] = [(n.mzxid, name, n) for name, n in reads.items()]
-        if found or history_dirty:
-            logged, truncated = self._read_history()
-            seen = {(name, zxid) for zxid, name, _ in logged}
-            found = [c for c in found if (c[1], c[0]) not in seen or c[1] in truncated]
-            candidates += [c for c in logged if c[1] not in truncated]
-        self._apply(candidates + found)
+        history = self._history_candidates(entries, timeout)
+        if logged:
+            self._cursor = max(self._cursor, _sequence(logged[-1]))
+        seen = {(name, zxid) for zxid, name, _ in history}
+        # A read the log explains is the same change; the others were written by other clients.
+        found: list[_Candidate] = [
+            (n.mzxid, name, n) for name, n in reads.items() if (name, n.mzxid) not in seen
+        ]
+        self._apply(candidates + history + found)
 
-    def _list_history(self) -> list[str]:
-        try:
-            names: list[str] = self._zk.get_children_async(self._hdir, watch=self._on_history).get(
-                timeout=self._store._remaining()
-            )
-        except NoNodeError:
-            self._watch_creation(self._hdir, self._on_history)
-            return []
-        return names
-
-    def _read_history(self) -> tuple[list[_Candidate], set[str]]:
-        """History entries after the cursor, as candidates; and flags whose entry lacks the text."""
-        fresh = sorted(n for n in self._list_history() if n > self._cursor)
-        pending = [self._zk.get_async(f"{self._hdir}/{n}") for n in fresh]
+    def _history_candidates(self, entries: list[Any], timeout: float) -> list[_Candidate]:
+        """History entries as candidates (an entry too large to hold the text marks its flag dirty)."""
         candidates: list[_Candidate] = []
         truncated: set[str] = set()
-        for result in pending:
+        for result in entries:
             try:
-                data, stat = result.get(timeout=self._store._remaining())
+                data, stat = result.get(timeout=timeout)
             except NoNodeError:
                 continue  # pruned already: the flag reads cover it
             entry = _history_entry(data, stat)
@@ -872,20 +863,39 @@ class _Mirror:
             else:
                 record = Record(entry.name, entry.after, entry.version)
                 candidates.append((stat.czxid, entry.name, _Node(record, stat.czxid)))
-        if fresh:
-            self._cursor = fresh[-1]
         if truncated:
             with self._lock:
                 self._dirty |= truncated
             self._wake.set()
-        return candidates, truncated
+        return candidates
+
+    def _history_end(self) -> int:
+        """The sequence number the next history entry will get (0 if there is no log yet)."""
+        stat = self._zk.exists_async(self._hdir).get(timeout=self._store._remaining())
+        return 0 if stat is None else int(stat.cversion)
+
+    def _new_entries(self, stat: ZnodeStat | None) -> list[str]:
+        """Names of the history entries after the cursor, oldest first.
+
+        A sequential node's number is its parent's ``cversion`` when it was
+        created, so the entries since the cursor are numbered below the log's
+        current ``cversion`` (pruning leaves gaps: those reads find nothing).
+        This avoids listing the whole log on every change. Far behind, list it.
+        """
+        if stat is None:
+            return []
+        end = int(stat.cversion)
+        if end - self._cursor > 3 * HISTORY_LIMIT:
+            names = self._zk.get_children_async(self._hdir).get(timeout=self._store._remaining())
+            return sorted(n for n in names if _sequence(n) > self._cursor)
+        return [f"{_HISTORY_PREFIX}{seq:010d}" for seq in range(self._cursor + 1, end)]
 
     def _watch_creation(self, path: str, watch: Callable[[WatchedEvent], None]) -> None:
         """``path`` does not exist: watch for its creation (and look again if it appeared meanwhile)."""
         stat = self._zk.exists_async(path, watch=watch).get(timeout=self._store._remaining())
         if stat is not None:
             with self._lock:
-                self._children_dirty = self._history_dirty = True
+                self._children_dirty = True
             self._wake.set()
 
     def _apply(self, candidates: list[_Candidate]) -> None:
@@ -961,6 +971,23 @@ def _history_entry(data: bytes, stat: ZnodeStat) -> HistoryEntry | None:
     except (ValueError, KeyError, TypeError):
         log.warning("skipping an unreadable history entry (czxid %d)", stat.czxid)
         return None
+
+
+def _collect(pending: list[tuple[str, Any]], timeout: float) -> dict[str, _Node]:
+    """The answers to pipelined reads of flags; the ones gone meanwhile are left out."""
+    nodes: dict[str, _Node] = {}
+    for name, result in pending:
+        try:
+            data, stat = result.get(timeout=timeout)
+        except NoNodeError:
+            continue
+        nodes[name] = _Node.of(name, data, stat)
+    return nodes
+
+
+def _sequence(entry: str) -> int:
+    """The number of a history entry (``h-0000000042`` -> 42)."""
+    return int(entry.removeprefix(_HISTORY_PREFIX))
 
 
 def _is_flag_name(name: str) -> bool:
