@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import signal
@@ -342,3 +343,21 @@ def test_again_under_gevent() -> None:
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
+
+
+def test_wiped_prefix_resets_then_reinitializes(etcd: EtcdCluster, store: EtcdStore, prefix: str) -> None:
+    store.put("keep", doc(1))
+    follower = Follower(store)
+    etcd.call("kv/deleterange", {"key": _b64(f"/{prefix}/"), "range_end": _b64(f"/{prefix}0")})
+    wait_until(lambda: follower.resets >= 1, 3)
+    state = store.load()
+    assert not state.initialized and not state.records
+    assert follower.snapshot() == {"keep": doc(1)}  # an empty, unmarked store is not believed
+    store.put("new", doc(2))
+    wait_until(lambda: follower.snapshot() == {"new": doc(2)}, 3)
+    assert follower.resets >= 2
+    follower.stop()
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

@@ -344,3 +344,11 @@ def test_again_under_gevent() -> None:
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
+
+
+def test_out_of_band_document_is_read(server: RedisServer, store: RedisStore, prefix: str) -> None:
+    # What `redis-cli HSET NAME:flags some_flag '...'` leaves: a document without a version.
+    server.admin().hset(f"{prefix}:flags", "oob", "not json at all")
+    state = store.load()
+    assert state.records["oob"].raw == "not json at all" and state.records["oob"].version == 1
+    assert store.put("oob", doc(1), expect=1).version == 2

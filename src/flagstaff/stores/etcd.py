@@ -295,19 +295,10 @@ class EtcdStore:
             return None
         return Record(name, raw, kv.version)
 
-    def _max_mod_revision(self) -> int:
-        """The newest mod_revision of any key under the prefix (history keys included)."""
+    def _marker_revision(self) -> int:
+        """The revision of the last write through flagstaff (every one rewrites the marker); O(1)."""
         reply = self._gw.call(
-            "kv/range",
-            {
-                "key": b64(self._root),
-                "range_end": prefix_end(self._root),
-                "keys_only": True,
-                "limit": "1",
-                "sort_order": "DESCEND",
-                "sort_target": "MOD",
-            },
-            timeout=_PROBE_INTERVAL,
+            "kv/range", {"key": b64(self._marker), "keys_only": True}, timeout=_PROBE_INTERVAL
         )
         kvs = reply.get("kvs", [])
         return KeyValue.parse(kvs[0]).mod_revision if kvs else 0
@@ -378,20 +369,26 @@ class _EtcdWatch:
 
     def _deliver(self, events: list[dict[str, Any]]) -> None:
         store = self._store
-        for event in events:
-            kv = KeyValue.parse(event.get("kv", {}))
-            deleted = event.get("type") == "DELETE"
+        parsed = [(KeyValue.parse(e.get("kv", {})), e.get("type") == "DELETE") for e in events]
+        # A revision that deletes the marker wiped the prefix (``etcdctl del --prefix``): its flag
+        # deletions are not passed on one by one, only a Reset, so the subscriber can see the
+        # store empty *and* unmarked and keep its last good flags.
+        wiped = {kv.mod_revision for kv, deleted in parsed if deleted and kv.key == store._marker}
+        for kv, deleted in parsed:
             if kv.mod_revision < self._next:
                 continue  # already delivered before a reconnect
-            if kv.key == store._marker and deleted:
-                self._queue.push(Reset("the etcd prefix was wiped (marker deleted)"))
-            elif kv.key.startswith(store._root):
+            if kv.key == store._marker:
+                if deleted:
+                    self._queue.push(Reset("the etcd prefix was wiped (marker deleted)"))
+                elif kv.version == 1:
+                    # The first write after a wipe re-initialized it: time to believe it again.
+                    self._queue.push(Reset("the etcd prefix was initialized"))
+            elif kv.mod_revision not in wiped:
                 record = store._record(kv)
                 if record is not None:
                     self._queue.push(Change(record.name, None if deleted else record, kv.mod_revision))
-        if events:
-            last = max(int(e.get("kv", {}).get("mod_revision", 0)) for e in events)
-            self._next = max(self._next, last + 1)
+        if parsed:
+            self._next = max(self._next, max(kv.mod_revision for kv, _ in parsed) + 1)
 
     def _resync(self, why: str) -> None:
         """Re-list at one consistent revision, tell the subscriber to reload, watch on from there."""
@@ -404,7 +401,7 @@ class _EtcdWatch:
         suspect = 0  # a revision the stream should have delivered by the next probe
         while not self._stop.wait(_PROBE_INTERVAL):
             try:
-                newest = self._store._max_mod_revision()
+                newest = self._store._marker_revision()
             except StoreError as exc:
                 log.info("etcd probe failed for %s: %s", self._store.url, exc)
                 self._abort_stream()
