@@ -31,6 +31,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Block until the kernel reports ``pid`` stopped (state T), so the test starts from a hung server."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rpartition(")")[2].split()[0] in ("T", "t"):
+                return
+        time.sleep(0.01)
+    raise RuntimeError(f"process {pid} did not stop")
+
+
 def require_etcd() -> None:
     if not os.path.exists(ETCD):
         pytest.skip(f"etcd server binary not found at {ETCD} (apt-get install etcd-server)")
@@ -75,6 +86,8 @@ class EtcdNode:
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
+        if sig == signal.SIGSTOP:
+            wait_stopped(self.proc.pid)
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

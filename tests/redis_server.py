@@ -17,7 +17,7 @@ import time
 import pytest
 import redis
 
-from etcd_server import free_port
+from etcd_server import free_port, wait_stopped
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -70,6 +70,8 @@ class RedisServer:
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
+        if sig == signal.SIGSTOP:
+            wait_stopped(self.proc.pid)
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
