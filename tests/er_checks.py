@@ -51,6 +51,7 @@ class Follower:
         self.lock = threading.Lock()
         self.events: list[WatchEvent] = []
         self.resets = 0
+        self.refused_empty = False
         self.backwards: list[str] = []
         self.values: dict[str, str] = {}
         state = store.load()
@@ -65,6 +66,10 @@ class Follower:
             self.resets += 1
             self._reload()
         elif isinstance(event, Change):
+            if self.refused_empty:
+                # Written through flagstaff since it came back empty: believe it again, in full.
+                self._reload()
+                return
             with self.lock:
                 if event.revision <= self.revision:
                     return
@@ -86,7 +91,8 @@ class Follower:
         else:
             return
         with self.lock:
-            if not state.initialized and not state.records:
+            self.refused_empty = not state.initialized and not state.records
+            if self.refused_empty:
                 return  # an empty, unmarked store is not believed (what the client does)
             for name, record in state.records.items():
                 self._check_forward(name, record.raw)

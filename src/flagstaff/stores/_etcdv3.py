@@ -17,6 +17,7 @@ import base64
 import http.client
 import json
 import logging
+import select
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ Json = dict[str, Any]
 # gRPC status codes the gateway reports that mean "try again / elsewhere".
 _UNAVAILABLE_CODES = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE (no leader, leader changed, ...)
 _UNAUTHENTICATED = 16
+# Errors of a request on a kept-alive connection that the peer had closed meanwhile.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
 
 
 class GatewayError(StoreError):
@@ -196,26 +199,34 @@ class Gateway:
         self._token = str(reply.get("token", ""))
 
     def _post(self, index: int, path: str, body: Json, timeout: float | None, *, auth: bool = True) -> Json:
-        conn = self._checkout(index)
         headers = {"Content-Type": "application/json"}
         if auth and self._token:
             headers["Authorization"] = self._token
-        try:
-            if timeout is not None:
-                conn.timeout = timeout
+        payload = json.dumps(body)
+        for attempt in (1, 2):
+            conn, reused = self._checkout(index)
+            try:
+                conn.timeout = timeout or self._timeout
                 if conn.sock is not None:
-                    conn.sock.settimeout(timeout)
-            conn.request("POST", f"/v3/{path}", json.dumps(body), headers)
-            response = conn.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            host, port = self._endpoints[index]
-            raise StoreUnavailable(f"etcd at {host}:{port} unreachable: {exc}") from exc
-        if timeout is not None:
-            conn.timeout = self._timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(self._timeout)
+                    conn.sock.settimeout(conn.timeout)
+                conn.request("POST", f"/v3/{path}", payload, headers)
+                response = conn.getresponse()
+                data = response.read()
+                break
+            except _STALE as exc:
+                conn.close()
+                # A kept-alive connection the server (or a proxy) closed while idle: once more on
+                # a new one. A duplicated write is harmless: every write compares a revision.
+                if reused and attempt == 1:
+                    log.debug("etcd connection went stale (%s); reconnecting", type(exc).__name__)
+                    continue
+                host, port = self._endpoints[index]
+                raise StoreUnavailable(f"etcd at {host}:{port} unreachable: {exc}") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                host, port = self._endpoints[index]
+                raise StoreUnavailable(f"etcd at {host}:{port} unreachable: {exc}") from exc
+        conn.timeout = self._timeout
         self._checkin(index, conn)
         try:
             reply: Json = json.loads(data) if data else {}
@@ -227,14 +238,21 @@ class Gateway:
             raise GatewayError(code, message)
         return reply
 
-    def _checkout(self, index: int) -> http.client.HTTPConnection:
-        with self._lock:
-            for i, (idx, conn) in enumerate(self._idle):
-                if idx == index:
-                    del self._idle[i]
-                    return conn
+    def _checkout(self, index: int) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection to endpoint ``index`` (reused=True), else a new one."""
+        while True:
+            with self._lock:
+                found = next((i for i, (idx, _) in enumerate(self._idle) if idx == index), None)
+                if found is None:
+                    break
+                conn = self._idle.pop(found)[1]
+            sock = conn.sock
+            # Readable while idle means the peer closed it (or sent garbage): drop it.
+            if sock is not None and not select.select([sock], [], [], 0)[0]:
+                return conn, True
+            conn.close()
         host, port = self._endpoints[index]
-        return http.client.HTTPConnection(host, port, timeout=self._timeout)
+        return http.client.HTTPConnection(host, port, timeout=self._timeout), False
 
     def _checkin(self, index: int, conn: http.client.HTTPConnection) -> None:
         with self._lock:

@@ -380,9 +380,6 @@ class _EtcdWatch:
             if kv.key == store._marker:
                 if deleted:
                     self._queue.push(Reset("the etcd prefix was wiped (marker deleted)"))
-                elif kv.version == 1:
-                    # The first write after a wipe re-initialized it: time to believe it again.
-                    self._queue.push(Reset("the etcd prefix was initialized"))
             elif kv.mod_revision not in wiped:
                 record = store._record(kv)
                 if record is not None:
