@@ -86,16 +86,16 @@ def redis_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def zookeeper_server() -> Iterator[tuple[str, int]]:
-    """A standalone ZooKeeper (Debian's jars) on a random loopback port;
-    yields ``("127.0.0.1:PORT", PORT)``."""
+def zookeeper_server(port: int | None = None) -> Iterator[tuple[str, int]]:
+    """A standalone ZooKeeper (Debian's jars) on a loopback port (random unless
+    given); yields ``("127.0.0.1:PORT", PORT)``."""
     java = need("java")
     if not os.path.isdir("/usr/share/zookeeper"):
         if IN_CI:
             pytest.fail("ZooKeeper is not installed (CI must install the zookeeper package)")
         pytest.skip("ZooKeeper is not installed")
     with tempfile.TemporaryDirectory(prefix="flagstaff-zk-") as tmp:
-        port = free_port()
+        port = port or free_port()
         cfg = os.path.join(tmp, "zoo.cfg")
         with open(cfg, "w") as f:
             f.write(

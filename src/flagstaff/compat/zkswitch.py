@@ -35,7 +35,7 @@ from typing import Any
 
 from flagstaff.bucketing import BucketingMode
 from flagstaff.context import Context
-from flagstaff.errors import ClientError, ValidationError
+from flagstaff.errors import ClientError, StoreUnavailable, ValidationError
 from flagstaff.evaluate import evaluate
 from flagstaff.model import Flag, decode_document, parse_flag
 from flagstaff.runtime import Runtime, default_runtime
@@ -87,11 +87,13 @@ class Switchboard:
 
                     handler = SequentialGeventHandler()
                 client = KazooClient(hosts=self.hosts, handler=handler, timeout=self.timeout)
+                # gevent's handler times out with gevent.Timeout, a BaseException
+                timed_out = client.handler.timeout_exception
                 try:
                     client.start(timeout=self.timeout)
-                except Exception:
+                except (Exception, timed_out) as exc:
                     client.close()
-                    raise
+                    raise StoreUnavailable(f"ZooKeeper at {self.hosts} is unreachable: {exc!r}") from None
                 self._client = client
             return self._client
 
