@@ -1,5 +1,6 @@
 """flagstaff: feature flags and experiments, evaluated from an in-memory snapshot."""
 
+from flagstaff.client import Client, Options, State, Status, Update, connect
 from flagstaff.context import Context
 from flagstaff.decision import Decision, Reason
 from flagstaff.errors import (
@@ -14,8 +15,11 @@ from flagstaff.errors import (
 )
 from flagstaff.evaluate import evaluate
 from flagstaff.model import Flag, parse_flag
+from flagstaff.scope import Scope
+from flagstaff.snapshot import Snapshot
 
 __all__ = [
+    "Client",
     "ClientError",
     "ConflictError",
     "Context",
@@ -23,11 +27,18 @@ __all__ = [
     "Flag",
     "FlagstaffError",
     "NotFoundError",
+    "Options",
     "Reason",
+    "Scope",
+    "Snapshot",
+    "State",
+    "Status",
     "StoreError",
     "StoreUnavailable",
     "UnsupportedStoreURL",
+    "Update",
     "ValidationError",
+    "connect",
     "evaluate",
     "parse_flag",
 ]

@@ -138,10 +138,11 @@ def reddit_loggedout_bucket(loid: str) -> int | None:
 
 def modulo100_bucket(key: str) -> int | None:
     """The first seed's ``user_id % 100``; ``None`` for ids that are not integers."""
-    try:
-        return int(key) % 100
-    except ValueError:
+    # Only plain decimal integers: int() would also take " 7", "0_7" and non-ASCII digits.
+    digits = key[1:] if key[:1] == "-" else key
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 4000:
         return None
+    return int(key) % 100
 
 
 def in_percentage(mode: BucketingMode, salt: str, key: str, percent: float) -> bool:

@@ -7,7 +7,8 @@ user id (``str`` or ``int``), or ``None`` (an anonymous visitor with no cookie).
 Dict keys (all optional):
 
 ==================  ==========================================================
-``user_id``         stable id of the user (``id`` and ``user`` are accepted too)
+``user_id``         stable id of the user (``id`` and ``user`` are accepted too);
+                    ``""`` counts as no id
 ``user_name``       login name; matched case-insensitively by ``users``
 ``groups``          iterable of group names (``admin``, ``employee``, ``beta``…)
 ``logged_in``       bool; defaults to "has a user id"
@@ -16,7 +17,8 @@ Dict keys (all optional):
 ``subdomain``       the request's subdomain
 ``location``        where in the product the request is (reddit's subreddit)
 ``oauth_client``    OAuth client id of the request
-``time``            request time, seconds since the epoch (or a ``datetime``)
+``time``            request time: epoch seconds, a ``datetime`` (naive = UTC) or
+                    an ISO 8601 string with a UTC offset
 ``attributes``      free-form mapping used by attribute rules
 ==================  ==========================================================
 
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
-__all__ = ["Context", "ContextLike", "to_context"]
+__all__ = ["FIELDS", "Context", "ContextLike", "to_context"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -48,11 +50,20 @@ def _opt_str(value: Any) -> str | None:
 def _to_epoch(value: Any) -> float | None:
     if value is None:
         return None
+    if isinstance(value, str):
+        try:
+            value = _dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"time {value!r} is not ISO 8601") from None
+        if value.tzinfo is None:
+            raise ValueError("time needs a UTC offset, e.g. '2027-01-01T00:00:00Z'")
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=_dt.UTC)
         stamp: float = value.timestamp()
         return stamp
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"time must be epoch seconds, a datetime or an ISO 8601 string, not {value!r}")
     return float(value)
 
 
@@ -85,6 +96,13 @@ class Context:
             setattr_(self, "user_id", _opt_str(self.user_id))
         if self.cookie_id is not None and not isinstance(self.cookie_id, str):
             setattr_(self, "cookie_id", _opt_str(self.cookie_id))
+        # An empty id is no id: otherwise "" would hash to one fixed bucket and be
+        # inside or outside every percentage for every id-less caller (the rollout
+        # gem's nil-user bug).
+        if self.user_id == "":
+            setattr_(self, "user_id", None)
+        if self.cookie_id == "":
+            setattr_(self, "cookie_id", None)
         if not isinstance(self.groups, frozenset):
             groups: Any = self.groups
             setattr_(self, "groups", frozenset([groups] if isinstance(groups, str) else groups))
@@ -107,7 +125,7 @@ class Context:
 
     def attribute(self, name: str) -> Any:
         """Look up ``name``: a built-in field first, then the free-form attributes."""
-        if name in _FIELDS:
+        if name in FIELDS:
             return getattr(self, name)
         return self.attributes.get(name)
 
@@ -122,7 +140,7 @@ class Context:
         extra: dict[str, Any] = {}
         for key, value in data.items():
             target = _ALIASES.get(key, key)
-            if target in _FIELDS:
+            if target in FIELDS:
                 known[target] = value
             else:
                 extra[key] = value
@@ -154,7 +172,7 @@ def _replace_time(ctx: Context, now: float) -> Context:
     )
 
 
-_FIELDS = frozenset(
+FIELDS = frozenset(
     {
         "user_id",
         "user_name",

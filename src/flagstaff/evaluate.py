@@ -16,11 +16,15 @@ A flag with a top-level ``variants`` list gives every enabled user one of them.
 
 from __future__ import annotations
 
+import logging
+
 from flagstaff.context import Context
 from flagstaff.decision import Decision, Reason
 from flagstaff.model import Flag
 
 __all__ = ["evaluate", "unknown"]
+
+_log = logging.getLogger("flagstaff.evaluate")
 
 
 def evaluate(flag: Flag, context: Context, now: float | None = None) -> Decision:
@@ -30,24 +34,18 @@ def evaluate(flag: Flag, context: Context, now: float | None = None) -> Decision
     if constant is not None:
         return constant
     try:
-        schedule = flag.schedule
-        if schedule is not None:
+        if flag.schedule is not None:
             when = now if now is not None else context.time
             if when is None:
                 return Decision(
                     flag.name, False, Reason.ERROR, error="flag has a schedule but no time was given"
                 )
-            if not schedule.active(when):
+            if not flag.schedule.active(when):
                 return flag.scheduled_off
-        for check in flag.checks:
-            decision = check(context)
-            if decision is not None:
-                pick = flag.pick
-                if pick is not None and decision.enabled and decision.variant is None:
-                    return pick(context, decision)
-                return decision
-        return flag.default
+        # Steps 3 and 4, compiled by flagstaff.model into one function.
+        return flag.run(context)
     except Exception as exc:  # evaluation never raises into the caller
+        _log.debug("flag %r failed to evaluate", flag.name, exc_info=True)
         return Decision(flag.name, False, Reason.ERROR, error=f"{type(exc).__name__}: {exc}")
 
 

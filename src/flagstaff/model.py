@@ -34,7 +34,6 @@ from flagstaff.bucketing import (
     REDDIT_CONTROLS,
     VARIANT_SALT_SUFFIX,
     BucketingMode,
-    flagstaff_hash,
     fmix32,
     percentage_test,
     reddit_bucket,
@@ -46,7 +45,7 @@ from flagstaff.bucketing import (
 from flagstaff.context import Context
 from flagstaff.decision import Decision, Reason
 from flagstaff.errors import Problem, ValidationError
-from flagstaff.rules import compile_clause, compile_regex, parse_instant
+from flagstaff.rules import Condition, compile_clause, compile_regex, parse_instant
 
 __all__ = [
     "Experiment",
@@ -147,9 +146,11 @@ class Experiment:
 class Flag:
     """A validated flag. Build it with :func:`parse_flag`, never by hand.
 
-    ``checks`` are the compiled evaluation steps, tried in order by
-    :func:`flagstaff.evaluate.evaluate`; ``constant`` is set when the answer does
-    not depend on the context at all (``"on"``, ``"off"``, a kill switch).
+    ``run`` is the whole flag compiled into one function of the context (the
+    schedule aside, which needs the clock): :func:`flagstaff.evaluate.evaluate`
+    calls it. ``constant`` is set when the answer does not depend on the context
+    at all (``"on"``, ``"off"``, a kill switch), so evaluation is one attribute
+    read.
     """
 
     name: str
@@ -168,9 +169,7 @@ class Flag:
     experiment: Experiment | None
     selectors: tuple[str, ...]
     constant: Decision | None = field(repr=False)
-    checks: tuple[Check, ...] = field(repr=False, compare=False)
-    pick: Callable[[Context, Decision], Decision] | None = field(repr=False, compare=False)
-    default: Decision = field(repr=False)
+    run: Callable[[Context], Decision] = field(repr=False, compare=False)
     scheduled_off: Decision = field(repr=False)
 
     @property
@@ -266,6 +265,7 @@ class _Builder:
         self.problems = problems
         self.mode = BucketingMode.FLAGSTAFF
         self.salt = name
+        self.bucket_by = "user"
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -300,7 +300,8 @@ class _Builder:
         return self.obj(value)
 
     def simple(self, switch: Switch, percentages: dict[str, float]) -> Flag:
-        return self.assemble(switch, {}, percentages, (), None, (), None)
+        checks = self.percentage_checks(percentages) if switch is Switch.TARGETED else []
+        return self.assemble(switch, {}, percentages, (), None, (), None, checks, None)
 
     def obj(self, doc: dict[str, Any]) -> Flag | None:
         for key in doc:
@@ -314,13 +315,16 @@ class _Builder:
             else:
                 self.problem("salt", "must be a non-empty string")
         if "bucketing" in doc:
-            try:
-                self.mode = BucketingMode(doc["bucketing"])
-            except ValueError:
+            mode = doc["bucketing"]
+            if isinstance(mode, str) and mode in _MODES:
+                self.mode = BucketingMode(mode)
+            else:
                 modes = ", ".join(m.value for m in BucketingMode)
-                self.problem("bucketing", f"unknown mode {doc['bucketing']!r}; expected one of {modes}")
+                self.problem("bucketing", f"unknown mode {_show(mode)}; expected one of {modes}")
         bucket_by = doc.get("bucket_by", "user")
-        if bucket_by not in ("user", "cookie"):
+        if bucket_by in ("user", "cookie"):
+            self.bucket_by = bucket_by
+        else:
             self.problem("bucket_by", "must be 'user' (the user id, else the cookie id) or 'cookie'")
         schedule = self.schedule(doc["schedule"]) if "schedule" in doc else None
         selectors, checks = self.selectors(doc, "")
@@ -334,14 +338,22 @@ class _Builder:
                     percentages[key] = float(p)
         variants = self.variant_list(doc["variants"]) if "variants" in doc else ()
         experiment = self.experiment(doc["experiment"]) if "experiment" in doc else None
+        if variants and experiment is not None:
+            self.problem(
+                "variants",
+                "a flag has either a top-level 'variants' list or an 'experiment', not both; "
+                "put weighted variants in experiment.variants",
+            )
         if self.problems:
             return None
-        checks.extend(self.percentage_checks(percentages, bucket_by))
+        # The url selector forces a variant even when "enabled" is "on", as in reddit.
+        url_check = checks[selectors.index("url")] if "url" in selectors else None
+        checks.extend(self.percentage_checks(percentages))
         exp_check = self.experiment_check(doc.get("experiment"), experiment)
         if exp_check is not None:
             checks.append(exp_check)
         return self.assemble(
-            switch, meta, percentages, tuple(selectors), experiment, variants, schedule, checks
+            switch, meta, percentages, tuple(selectors), experiment, variants, schedule, checks, url_check
         )
 
     def assemble(
@@ -353,21 +365,27 @@ class _Builder:
         experiment: Experiment | None,
         variants: tuple[str, ...],
         schedule: Schedule | None,
-        checks: list[Check] | None = None,
+        checks: list[Check],
+        url_check: Check | None,
     ) -> Flag:
-        checks = list(checks or [])
-        if not checks and percentages:
-            checks.extend(self.percentage_checks(percentages, "user"))
+        default = self.decision(False, Reason.DEFAULT)
+        on = self.decision(True, Reason.ON, "enabled")
         constant: Decision | None = None
         if switch is Switch.OFF:
             constant = self.decision(False, Reason.OFF, "enabled")
-        elif switch is Switch.ON and not variants and schedule is None:
-            constant = self.decision(True, Reason.ON, "enabled")
-        elif not checks and schedule is None and switch is Switch.TARGETED:
-            constant = self.decision(False, Reason.DEFAULT)
-        if switch is Switch.ON:
-            on = self.decision(True, Reason.ON, "enabled")
-            checks = [lambda ctx: on]
+        elif switch is Switch.ON:
+            checks = [] if url_check is None else [url_check]
+            if not checks and not variants and schedule is None:
+                constant = on
+        elif not checks and schedule is None:
+            constant = default
+        run = _chain(checks, on if switch is Switch.ON else default)
+        if switch is Switch.TARGETED and len(checks) == 1 and not selectors and experiment is None:
+            # A lone percentage (the commonest flag): compile it to answer
+            # ``default`` itself, saving a call per evaluation.
+            (run,) = self.percentage_checks(percentages, miss=default)  # type: ignore[assignment]
+        if variants:
+            run = self.with_variants(run, variants)
         return Flag(
             name=self.name,
             document=self.text,
@@ -385,9 +403,7 @@ class _Builder:
             experiment=experiment,
             selectors=selectors,
             constant=constant,
-            checks=tuple(checks),
-            pick=self.variant_picker(variants) if variants else None,
-            default=self.decision(False, Reason.DEFAULT),
+            run=run,
             scheduled_off=self.decision(False, Reason.SCHEDULE, "schedule"),
         )
 
@@ -465,22 +481,47 @@ class _Builder:
         return None
 
     def selectors(self, doc: dict[str, Any], prefix: str) -> tuple[list[str], list[Check]]:
-        """Compile the selectors present in ``doc`` (top level or experiment)."""
+        """Compile the selectors present in ``doc`` (top level or experiment).
+
+        Group-membership selectors (``admin``, ``employee``, ``gold``, ``beta``,
+        ``groups``) are adjacent in evaluation order and compile into one check
+        that does a single set-intersection test for the common miss.
+        """
         names: list[str] = []
         checks: list[Check] = []
+        membership: list[tuple[frozenset[str], Decision]] = []
+        position = 0
         for key in SELECTOR_KEYS:
             if key not in doc:
                 continue
             path = prefix + key
+            if key in GROUP_SELECTORS or key == "groups":
+                wanted = self.group_selector(key, doc[key], path)
+                if wanted:
+                    if not membership:
+                        position = len(checks)
+                    membership.append((wanted, self.decision(True, Reason.TARGET, key)))
+                    names.append(key)
+                continue
             check = self.selector(key, doc[key], path)
             if check is not None:
                 names.append(key)
                 checks.append(check)
+        if membership:
+            checks.insert(position, _membership(tuple(membership)))
         return names, checks
+
+    def group_selector(self, key: str, value: Any, path: str) -> frozenset[str] | None:
+        if key == "groups":
+            groups = self.string_list(value, path)
+            return None if groups is None else frozenset(groups)
+        # admin, employee, gold, beta: true means "members of that group"; false
+        # selects nobody, as in reddit, so it is dropped.
+        return frozenset({key}) if self.flag_bool(value, path) else None
 
     def selector(self, key: str, value: Any, path: str) -> Check | None:
         d = self.decision(True, Reason.TARGET, key)
-        if key == "everyone" or key in GROUP_SELECTORS or key in ("loggedin", "loggedout"):
+        if key in ("everyone", "loggedin", "loggedout"):
             flag = self.flag_bool(value, path)
             if not flag:  # false selectors select nobody: drop them
                 return None
@@ -490,15 +531,8 @@ class _Builder:
                 return lambda ctx: d if ctx.logged_in else None
             if key == "loggedout":
                 return lambda ctx: None if ctx.logged_in else d
-            return lambda ctx: d if key in ctx.groups else None
         if key == "url":
             return self.url_selector(value, path)
-        if key == "groups":
-            groups = self.string_list(value, path)
-            if groups is None:
-                return None
-            wanted = frozenset(groups)
-            return lambda ctx: d if not wanted.isdisjoint(ctx.groups) else None
         if key == "users":
             users = self.string_list(value, path)
             if users is None:
@@ -566,32 +600,39 @@ class _Builder:
         if not isinstance(value, list) or not value:
             self.problem(path, "must be a non-empty list of rules")
             return None
-        compiled: list[tuple[Decision, list[tuple[str, Callable[[Any], bool]]]]] = []
+        compiled: list[tuple[Decision, tuple[Condition, ...]]] = []
         for i, rule in enumerate(value):
             rpath = f"{path}[{i}]"
-            clauses = rule.get("all") if isinstance(rule, dict) and "all" in rule else [rule]
-            if isinstance(rule, dict) and "all" in rule and set(rule) != {"all"}:
-                self.problem(rpath, "a rule with 'all' may have no other keys")
-            if not isinstance(clauses, list) or not clauses:
-                self.problem(rpath + ".all", "must be a non-empty list of clauses")
-                continue
-            parts: list[tuple[str, Callable[[Any], bool]]] = []
-            for j, clause in enumerate(clauses):
-                cpath = rpath if clauses is not rule.get("all") else f"{rpath}.all[{j}]"
-                test = self.clause(clause, cpath)
-                if test is not None:
-                    parts.append(test)
-            compiled.append((self.decision(True, Reason.TARGET, f"rules[{i}]"), parts))
+            if isinstance(rule, dict) and "all" in rule:
+                if set(rule) != {"all"}:
+                    self.problem(rpath, "a rule with 'all' may have no other keys")
+                clauses = rule["all"]
+                if not isinstance(clauses, list) or not clauses:
+                    self.problem(rpath + ".all", "must be a non-empty list of clauses")
+                    continue
+                paths = [f"{rpath}.all[{j}]" for j in range(len(clauses))]
+            else:
+                clauses, paths = [rule], [rpath]
+            parts = [self.clause(c, p) for c, p in zip(clauses, paths, strict=True)]
+            conditions = tuple(c for c in parts if c is not None)
+            compiled.append((self.decision(True, Reason.TARGET, f"rules[{i}]"), conditions))
+
+        if len(compiled) == 1 and len(compiled[0][1]) == 1:
+            (d, (only,)) = compiled[0]
+            return lambda ctx: d if only(ctx) else None
 
         def rules_check(ctx: Context) -> Decision | None:
-            for decision, parts in compiled:
-                if all(test(ctx.attribute(attr)) for attr, test in parts):
+            for decision, conditions in compiled:
+                for condition in conditions:
+                    if not condition(ctx):
+                        break
+                else:
                     return decision
             return None
 
         return rules_check
 
-    def clause(self, clause: Any, path: str) -> tuple[str, Callable[[Any], bool]] | None:
+    def clause(self, clause: Any, path: str) -> Condition | None:
         if not isinstance(clause, dict):
             self.problem(path, 'must be an object such as {"attribute": "plan", "op": "eq", "value": "pro"}')
             return None
@@ -613,8 +654,7 @@ class _Builder:
         if not isinstance(negate, bool):
             self.problem(f"{path}.negate", "must be true or false")
             return None
-        test = compile_clause(op, clause.get("value"), negate, f"{path}.value", self.problems)
-        return None if test is None else (attr, test)
+        return compile_clause(attr, op, clause.get("value"), negate, f"{path}.value", self.problems)
 
     def variant_list(self, value: Any) -> tuple[str, ...]:
         if (
@@ -674,54 +714,33 @@ class _Builder:
 
     # -- compiled steps ----------------------------------------------------------
 
-    def percentage_checks(self, percentages: dict[str, float], bucket_by: str) -> list[Check]:
+    def percentage_checks(self, percentages: dict[str, float], miss: Decision | None = None) -> list[Check]:
+        """One check per positive percentage; each answers ``miss`` when the
+        context is outside it (``None``: let the next check decide)."""
+        bucket_by = self.bucket_by
         checks: list[Check] = []
         for key, pct in percentages.items():
-            d = self.decision(True, Reason.PERCENTAGE, key)
             if pct <= 0:
-                continue
+                continue  # nobody: no check at all
+            d = self.decision(True, Reason.PERCENTAGE, key)
             if key == "percent_loggedout" and self.mode is BucketingMode.REDDIT:
-                # reddit: int(loid[-4:], 36) % 100 < p, with no feature salt.
-                def loggedout(ctx: Context, d: Decision = d, pct: float = pct) -> Decision | None:
-                    if ctx.logged_in or ctx.cookie_id is None:
-                        return None
-                    b = reddit_loggedout_bucket(ctx.cookie_id)
-                    return d if b is not None and b < pct else None
-
-                checks.append(loggedout)
+                checks.append(_reddit_loggedout(d, pct, miss))
                 continue
-            test = percentage_test(self.mode, self.salt, pct)
-            if key == "percent_loggedin":
-
-                def loggedin(ctx: Context, d: Decision = d, test: Any = test) -> Decision | None:
-                    k = ctx.user_key
-                    return d if ctx.logged_in and k is not None and test(k, ctx.user_id) else None
-
-                checks.append(loggedin)
-            elif key == "percent_loggedout":
-
-                def loggedout_native(ctx: Context, d: Decision = d, test: Any = test) -> Decision | None:
-                    k = ctx.cookie_key
-                    return d if not ctx.logged_in and k is not None and test(k, ctx.cookie_id) else None
-
-                checks.append(loggedout_native)
-            elif bucket_by == "cookie":
-
-                def by_cookie(ctx: Context, d: Decision = d, test: Any = test) -> Decision | None:
-                    k = ctx.cookie_key
-                    return d if k is not None and test(k, ctx.cookie_id) else None
-
-                checks.append(by_cookie)
+            source = (
+                _LOGGED_IN
+                if key == "percent_loggedin"
+                else _LOGGED_OUT
+                if key == "percent_loggedout"
+                else _COOKIE
+                if bucket_by == "cookie"
+                else _USER_ELSE_COOKIE
+            )
+            if pct >= 100 and source in (_USER_ELSE_COOKIE, _COOKIE):
+                checks.append(_always(d))  # everyone, with or without an id
+            elif self.mode is BucketingMode.FLAGSTAFF and pct < 100:
+                checks.append(_native_percentage(d, source, salt_seed(self.salt), threshold(pct), miss))
             else:
-
-                def by_user(ctx: Context, d: Decision = d, test: Any = test) -> Decision | None:
-                    k = ctx.user_key
-                    if k is not None:
-                        return d if test(k, ctx.user_id) else None
-                    k = ctx.cookie_key
-                    return d if k is not None and test(k, ctx.cookie_id) else None
-
-                checks.append(by_user)
+                checks.append(_percentage(d, source, percentage_test(self.mode, self.salt, pct), miss))
         return checks
 
     def experiment_check(self, raw: Any, exp: Experiment | None) -> Check | None:
@@ -729,7 +748,8 @@ class _Builder:
             # reddit: an experiment with no eligibility selector has nobody eligible.
             return None
         _, eligible = self.selectors(raw, "experiment.")
-        outcomes: dict[str | None, Decision] = {None: self.decision(False, Reason.EXCLUDED, "experiment")}
+        excluded = self.decision(False, Reason.EXCLUDED, "experiment")
+        outcomes: dict[str | None, Decision] = {None: excluded}
         for vname in exp.variants:
             control = vname in REDDIT_CONTROLS
             outcomes[vname] = self.decision(
@@ -739,68 +759,225 @@ class _Builder:
                 variant=vname,
                 experiment_id=exp.experiment_id,
             )
-        choose = self.chooser(exp.variants)
+        choose = self.chooser(exp.variants, outcomes)
+        first = eligible[0]
+        rest = tuple(eligible[1:])
 
         def experiment(ctx: Context) -> Decision | None:
-            for check in eligible:
-                if check(ctx) is not None:
-                    break
-            else:
-                return None
-            seed = ctx.user_id if ctx.logged_in and ctx.user_id is not None else ctx.cookie_id
-            if seed is None:
-                return outcomes[None]
-            return outcomes[choose(seed)]
+            if first(ctx) is None:
+                for check in rest:
+                    if check(ctx) is not None:
+                        break
+                else:
+                    return None
+            # Logged-in users bucket by user id, logged-out visitors by cookie id.
+            if ctx.logged_in and ctx.user_key is not None:
+                return choose(ctx.user_key, ctx.user_id)  # type: ignore[arg-type]
+            if ctx.cookie_key is None:
+                return excluded
+            return choose(ctx.cookie_key, ctx.cookie_id)  # type: ignore[arg-type]
 
         return experiment
 
-    def chooser(self, weights: Mapping[str, float]) -> Callable[[str], str | None]:
-        """``seed -> variant or None`` over weighted variants."""
+    def chooser(
+        self, weights: Mapping[str, float], outcomes: Mapping[str | None, Decision]
+    ) -> Callable[[bytes, str], Decision]:
+        """``(seed bytes, seed) -> the decision for its variant (or exclusion)``."""
         if self.mode is BucketingMode.REDDIT:
             salt = self.salt
             pool = dict(weights)
-            return lambda seed: reddit_variant(reddit_bucket(salt, seed), pool)
+            return lambda key, seed: outcomes[reddit_variant(reddit_bucket(salt, seed), pool)]
         names = sorted(weights)
         n = len(names)
-        limits = [threshold(weights[v]) for v in names]
+        lanes = [(threshold(weights[v]), outcomes[v]) for v in names]
+        excluded = outcomes[None]
         seed0 = salt_seed(self.salt + VARIANT_SALT_SUFFIX)
         crc = zlib.crc32
 
-        def native(seed: str) -> str | None:
-            hv = fmix32(crc(seed.encode(), seed0))
-            lane = hv % n
-            return names[lane] if hv // n < limits[lane] else None
+        def native(key: bytes, seed: str) -> Decision:
+            # bucketing.variant_for with fmix32 inlined: lane h % n, position h // n.
+            h = crc(key, seed0)
+            h ^= h >> 16
+            h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+            h ^= h >> 13
+            h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+            h ^= h >> 16
+            limit, decision = lanes[h % n]
+            return decision if h // n < limit else excluded
 
         return native
 
-    def variant_picker(self, variants: tuple[str, ...]) -> Callable[[Context, Decision], Decision]:
+    def with_variants(
+        self, run: Callable[[Context], Decision], variants: tuple[str, ...]
+    ) -> Callable[[Context], Decision]:
         """For a top-level variant list: every enabled user gets one, equal weights."""
         cache: dict[tuple[str | None, Reason, str], Decision] = {}
         name = self.name
+        n = len(variants)
+        crc = zlib.crc32
         if self.mode is BucketingMode.HANOI:
-
-            def index(seed: str) -> str:
-                return variants[zlib.crc32(seed.encode()) % len(variants)]
+            # hanoi: variants[crc32(id) % n] in the order given, unsalted.
+            def index(key: bytes) -> str:
+                return variants[crc(key) % n]
         else:
             ordered = sorted(variants)
-            vsalt = self.salt + VARIANT_SALT_SUFFIX
+            vseed = salt_seed(self.salt + VARIANT_SALT_SUFFIX)
 
-            def index(seed: str) -> str:
-                return ordered[flagstaff_hash(vsalt, seed) % len(ordered)]
+            def index(key: bytes) -> str:
+                return ordered[fmix32(crc(key, vseed)) % n]
 
-        def pick(ctx: Context, d: Decision) -> Decision:
-            seed = ctx.bucketing_id
-            if seed is None:
+        def run_with_variant(ctx: Context) -> Decision:
+            d = run(ctx)
+            if not d.enabled or d.variant is not None:
                 return d
-            variant = index(seed)
-            key = (d.rule, d.reason, variant)
-            hit = cache.get(key)
+            key = ctx.user_key if ctx.user_key is not None else ctx.cookie_key
+            if key is None:
+                return d
+            variant = index(key)
+            slot = (d.rule, d.reason, variant)
+            hit = cache.get(slot)
             if hit is None:
                 hit = Decision(name, True, d.reason, variant=variant, rule=d.rule)
-                cache[key] = hit  # bounded: rules x reasons x variants
+                cache[slot] = hit  # bounded: rules x reasons x variants
             return hit
 
-        return pick
+        return run_with_variant
+
+
+_MODES = frozenset(m.value for m in BucketingMode)
+
+KeySource = Callable[[Context], "tuple[bytes, str] | None"]
+
+
+def _user_else_cookie(ctx: Context) -> tuple[bytes, str] | None:
+    if ctx.user_key is not None:
+        return ctx.user_key, ctx.user_id  # type: ignore[return-value]
+    if ctx.cookie_key is not None:
+        return ctx.cookie_key, ctx.cookie_id  # type: ignore[return-value]
+    return None
+
+
+def _cookie(ctx: Context) -> tuple[bytes, str] | None:
+    return None if ctx.cookie_key is None else (ctx.cookie_key, ctx.cookie_id)  # type: ignore[return-value]
+
+
+def _logged_in(ctx: Context) -> tuple[bytes, str] | None:
+    if not ctx.logged_in or ctx.user_key is None:
+        return None
+    return ctx.user_key, ctx.user_id  # type: ignore[return-value]
+
+
+def _logged_out(ctx: Context) -> tuple[bytes, str] | None:
+    if ctx.logged_in or ctx.cookie_key is None:
+        return None
+    return ctx.cookie_key, ctx.cookie_id  # type: ignore[return-value]
+
+
+_USER_ELSE_COOKIE: KeySource = _user_else_cookie
+_COOKIE: KeySource = _cookie
+_LOGGED_IN: KeySource = _logged_in
+_LOGGED_OUT: KeySource = _logged_out
+
+
+def _percentage(
+    d: Decision, source: KeySource, test: Callable[[bytes, str], bool], miss: Decision | None
+) -> Check:
+    def percentage(ctx: Context) -> Decision | None:
+        key = source(ctx)
+        return d if key is not None and test(*key) else miss
+
+    return percentage
+
+
+def _native_percentage(d: Decision, source: KeySource, seed: int, limit: int, miss: Decision | None) -> Check:
+    """Native mode, fully inlined (this is the hot path of most flags).
+    Equal to ``bucketing.in_percentage(FLAGSTAFF, salt, id, pct)``."""
+    crc = zlib.crc32
+    user_else_cookie = source is _USER_ELSE_COOKIE
+    logged_in = source is _LOGGED_IN
+    logged_out = source is _LOGGED_OUT
+
+    def native_percentage(ctx: Context) -> Decision | None:
+        if user_else_cookie:
+            key = ctx.user_key
+            if key is None:
+                key = ctx.cookie_key
+        elif logged_in:
+            key = ctx.user_key if ctx.logged_in else None
+        elif logged_out:
+            key = None if ctx.logged_in else ctx.cookie_key
+        else:
+            key = ctx.cookie_key
+        if key is None:
+            return miss
+        h = crc(key, seed)
+        h ^= h >> 16
+        h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+        h ^= h >> 13
+        h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+        return d if (h ^ (h >> 16)) < limit else miss
+
+    return native_percentage
+
+
+def _reddit_loggedout(d: Decision, pct: float, miss: Decision | None) -> Check:
+    """reddit: ``int(loid[-4:], 36) % 100 < p`` for logged-out visitors, unsalted."""
+
+    def loggedout(ctx: Context) -> Decision | None:
+        if ctx.logged_in or ctx.cookie_id is None:
+            return miss
+        b = reddit_loggedout_bucket(ctx.cookie_id)
+        return d if b is not None and b < pct else miss
+
+    return loggedout
+
+
+def _membership(selectors: tuple[tuple[frozenset[str], Decision], ...]) -> Check:
+    """One check for all group selectors, ``selectors`` in evaluation order."""
+    any_of = frozenset().union(*(wanted for wanted, _ in selectors))
+    if len(selectors) == 1:
+        (only,) = selectors
+        d1 = only[1]
+        return lambda ctx: None if any_of.isdisjoint(ctx.groups) else d1
+
+    def membership(ctx: Context) -> Decision | None:
+        groups = ctx.groups
+        if not groups or any_of.isdisjoint(groups):
+            return None
+        for wanted, d in selectors:
+            if not wanted.isdisjoint(groups):
+                return d
+        return None  # pragma: no cover (any_of covers every selector)
+
+    return membership
+
+
+def _always(d: Decision) -> Check:
+    return lambda ctx: d
+
+
+def _chain(checks: list[Check], fallback: Decision) -> Callable[[Context], Decision]:
+    """One function trying ``checks`` in order; ``fallback`` when none decides."""
+    if not checks:
+        return lambda ctx: fallback
+    if len(checks) == 1:
+        only = checks[0]
+
+        def run_one(ctx: Context) -> Decision:
+            d = only(ctx)
+            return fallback if d is None else d
+
+        return run_one
+    ordered = tuple(checks)
+
+    def run(ctx: Context) -> Decision:
+        for check in ordered:
+            d = check(ctx)
+            if d is not None:
+                return d
+        return fallback
+
+    return run
 
 
 def _kind(value: Any) -> str:

@@ -26,16 +26,28 @@ missing attribute holds).
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import re
 from collections.abc import Callable, Sequence
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 import re2
 
+from flagstaff.context import FIELDS as CONTEXT_FIELDS
 from flagstaff.errors import Problem
 
-__all__ = ["OPERATORS", "Test", "compile_clause", "compile_regex", "parse_instant", "parse_semver"]
+__all__ = [
+    "OPERATORS",
+    "Condition",
+    "Test",
+    "attribute_getter",
+    "compile_clause",
+    "compile_regex",
+    "parse_instant",
+    "parse_semver",
+]
 
 Test = Callable[[Any], bool]
 """A compiled comparison of one attribute value."""
@@ -121,13 +133,19 @@ def _scalar_tests(op: str, value: Any, path: str, problems: list[Problem]) -> Te
     """The test one element of the attribute must pass, for every op but
     ``contains`` and ``exists``."""
     if op == "eq":
+        if not isinstance(value, _SCALARS):
+            problems.append(Problem(path, "op 'eq' needs a string, number or boolean value"))
+            return None
         return lambda a: a == value
     if op == "in":
         if not isinstance(value, list):
             problems.append(Problem(path, "op 'in' needs a list value"))
             return None
-        allowed = frozenset(v for v in value if isinstance(v, str | int | float))
-        return lambda a: isinstance(a, str | int | float) and a in allowed
+        if not all(isinstance(v, _SCALARS) for v in value):
+            problems.append(Problem(path, "op 'in' needs a list of strings or numbers"))
+            return None
+        allowed = frozenset(value)
+        return lambda a: isinstance(a, _SCALARS) and a in allowed
     if op in ("starts_with", "ends_with"):
         if not isinstance(value, str):
             problems.append(Problem(path, f"op {op!r} needs a string value"))
@@ -143,7 +161,7 @@ def _scalar_tests(op: str, value: Any, path: str, problems: list[Problem]) -> Te
         return lambda a: isinstance(a, str) and search(a) is not None
     if op in ("lt", "lte", "gt", "gte"):
         bound = _num(value)
-        if bound is None:
+        if bound is None or not math.isfinite(bound):
             problems.append(Problem(path, f"op {op!r} needs a number"))
             return None
         cmp = _COMPARE[op]
@@ -198,51 +216,70 @@ OPERATORS: Sequence[str] = (
     "exists",
 )
 
-_MISSING = object()
+_SEQUENCES = (list, tuple, set, frozenset)
+_SCALARS = (str, int, float)
+
+Condition = Callable[[Any], bool]
+"""A compiled clause: takes a :class:`~flagstaff.context.Context`, says whether it holds."""
 
 
-def compile_clause(op: str, value: Any, negate: bool, path: str, problems: list[Problem]) -> Test | None:
-    """Compile a clause into a test of the raw attribute value (``_MISSING``-aware
-    through ``None``: a missing attribute is passed as ``None``)."""
-    test: Test
+def attribute_getter(name: str) -> Callable[[Any], Any]:
+    """``ctx -> value`` of a built-in context field, else of a free-form attribute."""
+    if name in CONTEXT_FIELDS:
+        return attrgetter(name)
+
+    def custom(ctx: Any) -> Any:
+        return ctx.attributes.get(name)
+
+    return custom
+
+
+def compile_clause(
+    attribute: str, op: str, value: Any, negate: bool, path: str, problems: list[Problem]
+) -> Condition | None:
+    """Compile one clause into a test of a context, or record a problem and return ``None``.
+
+    A missing attribute never satisfies a clause, so its negation holds. A list
+    attribute satisfies a clause when any element does (``contains`` and
+    ``exists`` look at the attribute as a whole).
+    """
+    get = attribute_getter(attribute)
     if op == "exists":
-        test = _exists
-    elif op == "contains":
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
+
+        def exists(ctx: Any) -> bool:
+            return (get(ctx) is not None) is not negate
+
+        return exists
+    whole: Test
+    if op == "contains":
+        if not isinstance(value, _SCALARS) or isinstance(value, bool):
             problems.append(Problem(path, "op 'contains' needs a string or number value"))
             return None
-        test = partial(_contains, value=value)
-    else:
-        one = _scalar_tests(op, value, path, problems)
-        if one is None:
-            return None
-        test = partial(_any_element, one=one)
+        whole = partial(_contains, value=value)
 
-    if negate:
-        positive = test
+        def contains(ctx: Any) -> bool:
+            a = get(ctx)
+            return negate if a is None else whole(a) is not negate
 
-        def negated(a: Any) -> bool:
-            return not positive(a)
+        return contains
+    one = _scalar_tests(op, value, path, problems)
+    if one is None:
+        return None
 
-        return negated
-    return test
+    def clause(ctx: Any) -> bool:
+        a = get(ctx)
+        if a is None:
+            return negate
+        if isinstance(a, _SEQUENCES):
+            return any(one(x) for x in a) is not negate
+        return one(a) is not negate
 
-
-def _exists(attr: Any) -> bool:
-    return attr is not None
-
-
-def _any_element(attr: Any, one: Test) -> bool:
-    if attr is None:
-        return False
-    if isinstance(attr, list | tuple | set | frozenset):
-        return any(one(x) for x in attr)
-    return one(attr)
+    return clause
 
 
 def _contains(attr: Any, value: Any) -> bool:
     if isinstance(attr, str):
         return isinstance(value, str) and value in attr
-    if isinstance(attr, list | tuple | set | frozenset):
+    if isinstance(attr, _SEQUENCES):
         return value in attr
     return False

@@ -113,7 +113,9 @@ class MemoryStore:
         with s.lock:
             w = QueueWatch(self._runtime, on_event, "flagstaff-memory-watch")
             missed = [c for c in s.log if c.revision > since]
-            if missed and missed[0].revision != since + 1:
+            if since > s.revision:
+                w.push(Reset(f"revision {since} is newer than this store's ({s.revision})"))
+            elif missed and missed[0].revision != since + 1:
                 w.push(Reset("changes older than the kept log were missed"))
             else:
                 for change in missed:
@@ -121,6 +123,14 @@ class MemoryStore:
             s.watches.add(w)
             self._own.append(w)
             return w
+
+    def reset_watches(self, reason: str = "reset requested") -> None:
+        """Make every open watch on this namespace deliver :class:`Reset`, as a
+        lost notification would (for tests of code that follows a store)."""
+        s = self._space
+        with s.lock:
+            for watch in list(s.watches):
+                watch.push(Reset(reason))
 
     def history(self, name: str | None = None, limit: int = 100) -> list[HistoryEntry]:
         with self._space.lock:

@@ -1,0 +1,559 @@
+"""``sqlite:///path.db``: the embedded default. One file, many processes.
+
+URL forms (SQLAlchemy's convention)::
+
+    sqlite:///flags.db                 relative to the working directory
+    sqlite:////var/lib/app/flags.db    absolute
+    sqlite:///flags.db?namespace=web&timeout=5&poll=0.025&max_pages=100000
+
+``namespace`` (default ``default``) separates flag sets sharing a file;
+``timeout`` is how long a write waits for another writer's lock (seconds,
+default 5); ``poll`` is how often watches look for changes (seconds, default
+0.025); ``max_pages`` caps the database size in pages (``PRAGMA
+max_page_count``), a guard against a runaway writer and a way to test "disk full".
+
+How it works (the schema is in ``docs/stores.md``):
+
+* WAL journal, so readers never block the writer nor each other; every write
+  is one ``BEGIN IMMEDIATE`` transaction that checks the expected version
+  (compare-and-set), so concurrent writers from any process serialize.
+* Triggers on the flags table append every change to ``flagstaff_changes``
+  (whose autoincrement id is the revision) and bump the version, so even a
+  row edited by hand with the ``sqlite3`` shell is versioned, kept in history
+  and delivered to watches.
+* A watch owns a connection and checks ``PRAGMA data_version`` every
+  ``poll`` seconds, which costs a read of the shared-memory index and no I/O;
+  only when it moves does it read the change rows after the last one it saw.
+* Errors: a locked database (another writer held the lock for ``timeout``
+  seconds) or a full one raise :class:`~flagstaff.errors.StoreUnavailable`;
+  the transaction is rolled back whole, so no flag is ever half written.
+* ``os.fork()``: connections are per process; a child opens its own (the
+  parent's are left alone, never closed in the child). Watches are tasks of
+  the process that made them and do not cross a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from flagstaff.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, UnsupportedStoreURL
+from flagstaff.runtime import Runtime, Task, default_runtime
+from flagstaff.stores._dispatch import QueueWatch
+from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, StoreState, Watch, WatchEvent
+
+__all__ = ["SQLiteStore"]
+
+log = logging.getLogger("flagstaff.stores.sqlite")
+
+SCHEMA_VERSION = 1
+
+# Seconds since the epoch, with sub-second precision, in SQL (unixepoch('subsec')
+# needs SQLite 3.42; this works everywhere).
+_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS flagstaff_flags (
+    namespace TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    raw       TEXT NOT NULL,
+    version   INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (namespace, name)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS flagstaff_changes (
+    revision  INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    kind      TEXT NOT NULL CHECK (kind IN ('put', 'delete', 'reset')),
+    version   INTEGER,
+    at        REAL NOT NULL,
+    author    TEXT,
+    before    TEXT,
+    after     TEXT
+);
+CREATE INDEX IF NOT EXISTS flagstaff_changes_by_namespace
+    ON flagstaff_changes (namespace, revision);
+CREATE INDEX IF NOT EXISTS flagstaff_changes_by_name
+    ON flagstaff_changes (namespace, name, revision);
+
+CREATE TABLE IF NOT EXISTS flagstaff_meta (
+    namespace TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS flagstaff_flags_inserted AFTER INSERT ON flagstaff_flags
+BEGIN
+    INSERT INTO flagstaff_changes (namespace, name, kind, version, at, before, after)
+    VALUES (new.namespace, new.name, 'put', new.version, {_NOW}, NULL, new.raw);
+    INSERT OR IGNORE INTO flagstaff_meta (namespace, key, value) VALUES (new.namespace, 'initialized', '1');
+END;
+
+-- An UPDATE that does not raise the version (a hand edit) gets it raised here,
+-- so "every write increases the version" holds for every writer. Renaming a
+-- row is recorded as a delete of the old name and a put of the new one.
+CREATE TRIGGER IF NOT EXISTS flagstaff_flags_updated AFTER UPDATE ON flagstaff_flags
+BEGIN
+    UPDATE flagstaff_flags SET version = old.version + 1
+    WHERE namespace = new.namespace AND name = new.name
+      AND new.version <= old.version AND new.namespace = old.namespace AND new.name = old.name;
+    INSERT INTO flagstaff_changes (namespace, name, kind, version, at, before, after)
+    SELECT old.namespace, old.name, 'delete', NULL, {_NOW}, old.raw, NULL
+    WHERE new.namespace <> old.namespace OR new.name <> old.name;
+    INSERT INTO flagstaff_changes (namespace, name, kind, version, at, before, after)
+    SELECT new.namespace, new.name, 'put', version, {_NOW},
+           CASE WHEN new.namespace = old.namespace AND new.name = old.name THEN old.raw END, new.raw
+    FROM flagstaff_flags WHERE namespace = new.namespace AND name = new.name;
+    INSERT OR IGNORE INTO flagstaff_meta (namespace, key, value) VALUES (new.namespace, 'initialized', '1');
+END;
+
+CREATE TRIGGER IF NOT EXISTS flagstaff_flags_deleted AFTER DELETE ON flagstaff_flags
+BEGIN
+    INSERT INTO flagstaff_changes (namespace, name, kind, version, at, before, after)
+    VALUES (old.namespace, old.name, 'delete', NULL, {_NOW}, old.raw, NULL);
+    INSERT OR IGNORE INTO flagstaff_meta (namespace, key, value) VALUES (old.namespace, 'initialized', '1');
+END;
+"""
+
+_BATCH = 500  # change rows read per query by a watch
+
+# Connections inherited through fork() are dropped but never closed in the
+# child: closing would run SQLite's shutdown on the parent's file handles.
+_ABANDONED: list[sqlite3.Connection] = []
+
+
+def _errname(exc: sqlite3.Error) -> str:
+    return str(getattr(exc, "sqlite_errorname", "") or "")
+
+
+class SQLiteStore:
+    """Flags in a SQLite database file, shared by any number of processes."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        namespace: str = "default",
+        runtime: Runtime | None = None,
+        timeout: float = 5.0,
+        poll: float = 0.025,
+        max_pages: int | None = None,
+    ) -> None:
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise UnsupportedStoreURL(
+                f"the SQLite store needs a database file path, not {path!r} "
+                "(an in-memory database is not shared; use memory:// instead)"
+            )
+        self.path = os.path.abspath(path)
+        self.namespace = namespace
+        self.url = f"sqlite:///{self.path}?namespace={namespace}"
+        self._runtime = runtime or default_runtime()
+        self._timeout = timeout
+        self._poll = poll
+        self._max_pages = max_pages
+        self._lock = self._runtime.lock()
+        self._conn: sqlite3.Connection | None = None
+        self._conn_pid = 0
+        self._conn_inode: tuple[int, int] | None = None
+        self._closed = False
+        self._followers: list[_Follower] = []
+
+    @classmethod
+    def from_url(cls, url: str, runtime: Runtime | None = None) -> SQLiteStore:
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite" or parts.netloc:
+            raise UnsupportedStoreURL(
+                f"bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////absolute/path.db"
+            )
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        options: dict[str, Any] = {}
+        try:
+            for key, value in parse_qsl(
+                parts.query, keep_blank_values=True, strict_parsing=bool(parts.query)
+            ):
+                if key == "namespace" and value:
+                    options["namespace"] = value
+                elif key in ("timeout", "poll") and float(value) >= 0:
+                    options[key] = float(value)
+                elif key == "max_pages" and int(value) > 0:
+                    options["max_pages"] = int(value)
+                else:
+                    raise ValueError(f"{key}={value!r}")
+        except ValueError as exc:
+            raise UnsupportedStoreURL(
+                f"bad SQLite URL option in {url!r} ({exc}); known options: namespace=NAME, "
+                "timeout=SECONDS, poll=SECONDS, max_pages=N"
+            ) from None
+        return cls(path, runtime=runtime, **options)
+
+    # ------------------------------------------------------------ connections
+
+    def _open(self) -> sqlite3.Connection:
+        """A new connection with the schema in place. Raises StoreUnavailable."""
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc, "open") from exc
+        try:
+            if self._max_pages is not None:
+                conn.execute(f"PRAGMA max_page_count = {int(self._max_pages)}").fetchall()
+            if conn.execute("PRAGMA user_version").fetchall()[0][0] < SCHEMA_VERSION:
+                mode = conn.execute("PRAGMA journal_mode").fetchall()[0][0]
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL").fetchall()
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _split_schema(_SCHEMA):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            # FULL: a committed change survives power loss too (writes are rare).
+            conn.execute("PRAGMA synchronous = FULL").fetchall()
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            conn.close()
+            raise self._unavailable(exc, "set up") from exc
+        return conn
+
+    def _file_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _connection(self) -> sqlite3.Connection:
+        """The store's own connection, reopened after fork or if the file was replaced.
+
+        Call with ``self._lock`` held.
+        """
+        if self._closed:
+            raise StoreError(f"the store {self.url} is closed")
+        conn = self._conn
+        if conn is not None and self._conn_pid != os.getpid():
+            _ABANDONED.append(conn)
+            conn = None
+        elif conn is not None and self._file_id() != self._conn_inode:
+            # Replaced (restored from a backup, deleted): the old handle would
+            # write into an unlinked file nobody reads.
+            log.warning("%s was replaced or removed; reopening it", self.path)
+            conn.close()
+            conn = None
+        if conn is None:
+            conn = self._open()
+            self._conn, self._conn_pid, self._conn_inode = conn, os.getpid(), self._file_id()
+        return conn
+
+    def _guard(self) -> Any:
+        # A lock held by another thread at fork() time would never be released
+        # in the child: a forked child starts with a fresh one.
+        if self._conn_pid and self._conn_pid != os.getpid():
+            self._lock = self._runtime.lock()
+        return self._lock
+
+    def _unavailable(self, exc: sqlite3.Error, doing: str) -> StoreUnavailable:
+        name = _errname(exc)
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            text = (
+                f"the SQLite database {self.path} is locked: another writer held it for more "
+                f"than {self._timeout:g} s ({doing})"
+            )
+        elif name.startswith("SQLITE_FULL"):
+            text = (
+                f"the SQLite database {self.path} is full (no disk space, or its max_page_count "
+                f"was reached); nothing was written ({doing})"
+            )
+        else:
+            text = f"the SQLite database {self.path} failed ({doing}): {exc}"
+        return StoreUnavailable(text)
+
+    @contextmanager
+    def _read(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """A read transaction: everything read inside sees one moment."""
+        with self._guard():
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise self._unavailable(exc, doing) from exc
+            except BaseException:
+                self._rollback(conn)
+                raise
+
+    @contextmanager
+    def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the database's write lock throughout."""
+        with self._guard():
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise self._unavailable(exc, doing) from exc
+            except BaseException:
+                self._rollback(conn)
+                raise
+        for follower in list(self._followers):
+            follower.kick()
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rollback failed")
+
+    # ------------------------------------------------------------------ reads
+
+    def load(self) -> StoreState:
+        with self._read("load") as conn:
+            rows = conn.execute(
+                "SELECT name, raw, version FROM flagstaff_flags WHERE namespace = ?", (self.namespace,)
+            ).fetchall()
+            revision = _revision(conn, self.namespace)
+            initialized = bool(
+                conn.execute(
+                    "SELECT 1 FROM flagstaff_meta WHERE namespace = ? AND key = 'initialized'",
+                    (self.namespace,),
+                ).fetchall()
+            )
+        records = {name: Record(name, raw, version) for name, raw, version in rows}
+        return StoreState(revision, MappingProxyType(records), initialized)
+
+    def get(self, name: str) -> Record | None:
+        with self._read("get") as conn:
+            rows = conn.execute(
+                "SELECT raw, version FROM flagstaff_flags WHERE namespace = ? AND name = ?",
+                (self.namespace, name),
+            ).fetchall()
+        return Record(name, rows[0][0], rows[0][1]) if rows else None
+
+    def history(self, name: str | None = None, limit: int = 100) -> list[HistoryEntry]:
+        query = (
+            "SELECT name, revision, version, at, author, before, after FROM flagstaff_changes "
+            "WHERE namespace = ? AND kind <> 'reset'"
+        )
+        args: list[Any] = [self.namespace]
+        if name is not None:
+            query += " AND name = ?"
+            args.append(name)
+        query += " ORDER BY revision DESC LIMIT ?"
+        args.append(max(0, limit))
+        with self._read("history") as conn:
+            rows = conn.execute(query, args).fetchall()
+        return [HistoryEntry(*row) for row in rows]
+
+    # ----------------------------------------------------------------- writes
+
+    def put(self, name: str, raw: str, *, expect: int | None = None, author: str | None = None) -> Record:
+        with self._write(f"put {name!r}") as conn:
+            actual = _version(conn, self.namespace, name)
+            _check(name, expect, actual)
+            if actual:
+                conn.execute(
+                    "UPDATE flagstaff_flags SET raw = ?, version = ? WHERE namespace = ? AND name = ?",
+                    (raw, actual + 1, self.namespace, name),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO flagstaff_flags (namespace, name, raw, version) VALUES (?, ?, ?, 1)",
+                    (self.namespace, name, raw),
+                )
+            self._sign(conn, author)
+        return Record(name, raw, actual + 1)
+
+    def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
+        with self._write(f"delete {name!r}") as conn:
+            actual = _version(conn, self.namespace, name)
+            if not actual:
+                raise NotFoundError(name)
+            _check(name, expect, actual)
+            conn.execute(
+                "DELETE FROM flagstaff_flags WHERE namespace = ? AND name = ?", (self.namespace, name)
+            )
+            self._sign(conn, author)
+
+    def _sign(self, conn: sqlite3.Connection, author: str | None) -> None:
+        # The trigger wrote the change row; only this transaction writes, so
+        # the namespace's newest row is ours.
+        if author is not None:
+            conn.execute(
+                "UPDATE flagstaff_changes SET author = ? WHERE revision = ?",
+                (author, _revision(conn, self.namespace)),
+            )
+
+    def reset_watches(self, reason: str = "reset requested") -> None:
+        """Make every watch on this namespace, in every process, deliver
+        :class:`Reset` (e.g. after restoring rows by hand with triggers off)."""
+        with self._write("reset watches") as conn:
+            conn.execute(
+                "INSERT INTO flagstaff_changes (namespace, name, kind, at, after) "
+                f"VALUES (?, '', 'reset', {_NOW}, ?)",
+                (self.namespace, reason),
+            )
+
+    # ---------------------------------------------------------------- watches
+
+    def watch(self, on_event: Callable[[WatchEvent], None], since: int) -> Watch:
+        with self._guard():
+            if self._closed:
+                raise StoreError(f"the store {self.url} is closed")
+            follower = _Follower(self, on_event, since)
+            self._followers.append(follower)
+        return follower
+
+    def _forget(self, follower: _Follower) -> None:
+        with self._guard():
+            if follower in self._followers:
+                self._followers.remove(follower)
+
+    def close(self) -> None:
+        with self._guard():
+            if self._closed:
+                return
+            self._closed = True
+            followers, self._followers = self._followers, []
+            conn, self._conn = self._conn, None
+        for follower in followers:
+            follower.stop()
+        if conn is not None and self._conn_pid == os.getpid():
+            conn.close()
+
+
+class _Follower:
+    """One watch: a task polling ``PRAGMA data_version`` on its own connection."""
+
+    def __init__(self, store: SQLiteStore, on_event: Callable[[WatchEvent], None], since: int) -> None:
+        self._store = store
+        self._since = since
+        self._queue = QueueWatch(store._runtime, on_event, "flagstaff-sqlite-watch")
+        self._wake = store._runtime.event()
+        self._stopped = False
+        self._task: Task = store._runtime.spawn(self._run, name="flagstaff-sqlite-follow")
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._queue.stop()
+        self._wake.set()
+        self._store._forget(self)
+
+    def _run(self) -> None:
+        store = self._store
+        conn: sqlite3.Connection | None = None
+        file_id: tuple[int, int] | None = None
+        data_version: int | None = None
+        last = self._since
+        reset: str | None = None  # why a Reset is owed once the database answers again
+        first = True
+        try:
+            while not self._stopped:
+                try:
+                    if conn is not None and store._file_id() != file_id:
+                        conn.close()
+                        conn = None
+                        reset = f"{store.path} was replaced"
+                    if conn is None:
+                        conn = store._open()
+                        file_id = store._file_id()
+                        data_version = None
+                    current = conn.execute("PRAGMA data_version").fetchall()[0][0]
+                    if current != data_version or self._wake.is_set():
+                        self._wake.clear()
+                        data_version = current
+                        head = _revision(conn, store.namespace)
+                        if first and last > head:
+                            reset = f"revision {last} is newer than the database's ({head})"
+                        if reset is not None:
+                            # Resume after what exists now: the reload covers the rest.
+                            last, why, reset = head, reset, None
+                            self._queue.push(Reset(why))
+                        first = False
+                        while True:
+                            count, last = self._deliver(conn, last)
+                            if count < _BATCH or self._stopped:
+                                break
+                except (sqlite3.Error, StoreUnavailable) as exc:
+                    log.warning("watch on %s lost track (%s); will reset", store.url, exc)
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+                    reset = reset or f"the database failed: {exc}"
+                    self._wake.wait(min(1.0, max(store._poll, 0.1) * 4))
+                    continue
+                self._wake.wait(store._poll)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _deliver(self, conn: sqlite3.Connection, last: int) -> tuple[int, int]:
+        """Push the change rows after ``last``; return how many and the new last."""
+        rows = conn.execute(
+            "SELECT revision, name, kind, version, after FROM flagstaff_changes "
+            "WHERE namespace = ? AND revision > ? ORDER BY revision LIMIT ?",
+            (self._store.namespace, last, _BATCH),
+        ).fetchall()
+        for revision, name, kind, version, after in rows:
+            if self._stopped:
+                break
+            if kind == "reset":
+                event: WatchEvent = Reset(after or "reset requested")
+            elif kind == "delete":
+                event = Change(name, None, revision)
+            else:
+                event = Change(name, Record(name, after, version), revision)
+            self._queue.push(event)
+            last = revision
+        return len(rows), last
+
+
+def _revision(conn: sqlite3.Connection, namespace: str) -> int:
+    rows = conn.execute(
+        "SELECT max(revision) FROM flagstaff_changes WHERE namespace = ?", (namespace,)
+    ).fetchall()
+    return int(rows[0][0] or 0)
+
+
+def _version(conn: sqlite3.Connection, namespace: str, name: str) -> int:
+    rows = conn.execute(
+        "SELECT version FROM flagstaff_flags WHERE namespace = ? AND name = ?", (namespace, name)
+    ).fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def _check(name: str, expect: int | None, actual: int) -> None:
+    if expect is not None and expect != actual:
+        raise ConflictError(name, expect, actual)
+
+
+def _split_schema(script: str) -> list[str]:
+    """The schema's statements, one by one (triggers contain ``;`` inside)."""
+    statements: list[str] = []
+    current: list[str] = []
+    for line in script.splitlines():
+        if line.strip().startswith("--") or not line.strip():
+            continue
+        current.append(line)
+        text = "\n".join(current)
+        if line.rstrip().endswith(";") and sqlite3.complete_statement(text):
+            statements.append(text)
+            current = []
+    return statements

@@ -1,0 +1,515 @@
+"""The conformance suite: what every :class:`~flagstaff.stores.base.Store` must do.
+
+Every store (memory, file, SQLite, ZooKeeper, etcd, Redis, the HTTP store,
+wrappers) runs these same tests. To run them for a store, subclass
+:class:`StoreConformance` in a test module, with a name starting with ``Test``
+so pytest collects it, and provide two methods::
+
+    import pytest
+    from flagstaff.stores.base import Store
+    from flagstaff.testing.conformance import StoreConformance
+
+    class TestRedisStore(StoreConformance):
+        keeps_history = False            # class attributes: see below
+
+        @pytest.fixture(autouse=True)
+        def _server(self, redis_server):  # any fixture the store needs,
+            self.server = redis_server    # kept on self for make_store
+
+        def make_store(self, namespace: str) -> Store:
+            # A new store object on the same backend, in ``namespace``. Called
+            # several times per test, with the same namespace (two clients of
+            # one namespace) or different ones (isolation). Namespaces are
+            # fresh per test, lowercase letters, digits and '-'.
+            return RedisStore.from_url(f"redis://{self.server.address}/0?prefix={namespace}")
+
+        def force_reset(self, store: Store) -> None:
+            # Make every open watch on ``store`` deliver a Reset, the way the
+            # backend really loses track (drop the connection, expire the
+            # session, compact the log...). Writes may follow immediately.
+            self.server.kill_client_connections()
+
+Stores are closed after each test by the suite. Every wait is bounded by
+:attr:`StoreConformance.timeout`; checks that nothing (more) arrives wait
+:attr:`StoreConformance.settle`.
+
+Class attributes a store may change:
+
+``keeps_history``
+    ``True`` if ``history()`` records who/when/before/after of every change.
+``replays_changes``
+    ``True`` if ``watch(since=r)`` replays the changes after an old revision
+    ``r``; ``False`` if the store may deliver a ``Reset`` instead (allowed by
+    the protocol: "a store that may have missed changes delivers Reset").
+``keeps_raw_text``
+    ``True`` if the store returns ``raw`` byte for byte, whatever it is;
+    ``False`` for stores holding parsed documents (the file store): raw
+    that is not a document is refused with ``ValidationError`` and raw comes
+    back as canonical JSON (:func:`flagstaff.model.encode_document`). The suite
+    writes canonical JSON everywhere else, so both kinds pass the same checks.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import ClassVar
+
+import pytest
+
+from flagstaff.errors import ConflictError, NotFoundError, StoreError, ValidationError
+from flagstaff.model import encode_document
+from flagstaff.stores.base import Change, Record, Reset, Store, StoreState, Watch, WatchEvent
+from flagstaff.testing import EventRecorder, wait_until
+
+__all__ = ["StoreConformance", "document"]
+
+
+def document(n: int, **extra: object) -> str:
+    """A small canonical flag document, distinct for each ``n``."""
+    return encode_document({"enabled": True, "percentage": n % 101, "description": f"doc {n}", **extra})
+
+
+StoreFactory = Callable[[str], Store]
+
+
+class StoreConformance:
+    """Base class of every store's conformance tests. See the module doc."""
+
+    keeps_history: ClassVar[bool] = True
+    replays_changes: ClassVar[bool] = True
+    keeps_raw_text: ClassVar[bool] = True
+    #: Upper bound on any wait for an event (seconds).
+    timeout: ClassVar[float] = 5.0
+    #: How long to watch for events that must *not* arrive (seconds).
+    settle: ClassVar[float] = 0.3
+
+    # ------------------------------------------------------------ to provide
+
+    def make_store(self, namespace: str) -> Store:
+        """A new store object on the backend under test, in ``namespace``."""
+        raise NotImplementedError(f"{type(self).__name__} must define make_store(namespace)")
+
+    def force_reset(self, store: Store) -> None:
+        """Make every open watch on ``store`` deliver :class:`Reset`."""
+        raise NotImplementedError(f"{type(self).__name__} must define force_reset(store)")
+
+    # -------------------------------------------------------------- fixtures
+
+    @pytest.fixture
+    def open_store(self) -> Iterator[StoreFactory]:
+        """``open_store(namespace)``: a store closed after the test."""
+        opened: list[Store] = []
+
+        def open_(namespace: str) -> Store:
+            store = self.make_store(namespace)
+            opened.append(store)
+            return store
+
+        yield open_
+        for store in reversed(opened):
+            store.close()
+
+    @pytest.fixture
+    def namespace(self) -> str:
+        return f"conf-{uuid.uuid4().hex[:12]}"
+
+    @pytest.fixture
+    def store(self, open_store: StoreFactory, namespace: str) -> Store:
+        return open_store(namespace)
+
+    # --------------------------------------------------------------- helpers
+
+    def _settle(self) -> None:
+        time.sleep(self.settle)
+
+    @staticmethod
+    def _same_state(a: StoreState, b: StoreState) -> bool:
+        return a.revision == b.revision and dict(a.records) == dict(b.records)
+
+    # ---------------------------------------------------------------- basics
+
+    def test_round_trip(self, store: Store) -> None:
+        raw = document(1)
+        record = store.put("alpha", raw)
+        assert record == Record("alpha", raw, 1)
+        assert store.get("alpha") == record
+        state = store.load()
+        assert dict(state.records) == {"alpha": record}
+        assert state.revision > 0
+
+    def test_unicode_and_large_documents(self, store: Store) -> None:
+        small = document(2, description='ünïcødé ✓ 旗 \u2028 "quoted" \\ back')
+        large = document(3, blob="x" * 60_000)
+        store.put("unicode", small)
+        store.put("large", large)
+        assert store.get("unicode") == Record("unicode", small, 1)
+        assert store.get("large") == Record("large", large, 1)
+        assert {r.raw for r in store.load().records.values()} == {small, large}
+
+    def test_missing_keys(self, store: Store) -> None:
+        assert store.get("nope") is None
+        with pytest.raises(NotFoundError):
+            store.delete("nope")
+        with pytest.raises(NotFoundError):
+            store.delete("nope", expect=1)
+        assert "nope" not in store.load().records
+
+    def test_overwrite_bumps_version(self, store: Store) -> None:
+        assert store.put("alpha", document(1)).version == 1
+        assert store.put("alpha", document(2)).version == 2
+        # Writing identical text is still a write.
+        assert store.put("alpha", document(2)).version == 3
+        assert store.get("alpha") == Record("alpha", document(2), 3)
+
+    def test_delete(self, store: Store) -> None:
+        store.put("alpha", document(1))
+        store.put("beta", document(2))
+        store.delete("alpha")
+        assert store.get("alpha") is None
+        assert set(store.load().records) == {"beta"}
+        with pytest.raises(NotFoundError):
+            store.delete("alpha")
+        # Once deleted, the flag does not exist for compare-and-set either.
+        again = store.put("alpha", document(3), expect=0)
+        assert again.version >= 1
+        assert store.get("alpha") == again
+
+    def test_raw_text(self, store: Store) -> None:
+        if self.keeps_raw_text:
+            for name, raw in [
+                ("garbage", "{not json at all"),
+                ("bare", "on"),
+                ("spaced", '{ "b": 1, "a": 2 }'),
+            ]:
+                assert store.put(name, raw).raw == raw
+                record = store.get(name)
+                assert record is not None
+                assert record.raw == raw
+        else:
+            before = store.load()
+            with pytest.raises(ValidationError):
+                store.put("garbage", "{not json at all")
+            assert self._same_state(store.load(), before)
+            assert store.get("garbage") is None
+            record = store.put("spaced", '{ "b": 1, "a": 2 }')
+            assert record.raw == '{"a":2,"b":1}'
+            assert store.get("spaced") == record
+
+    # ------------------------------------------------------ compare-and-set
+
+    def test_compare_and_set(self, store: Store) -> None:
+        created = store.put("alpha", document(1), expect=0)
+        assert created.version == 1
+        before = store.load()
+
+        with pytest.raises(ConflictError):
+            store.put("alpha", document(2), expect=0)  # exists already
+        with pytest.raises(ConflictError):
+            store.put("alpha", document(2), expect=created.version + 1)  # not there yet
+        with pytest.raises(ConflictError):
+            store.put("absent", document(2), expect=1)  # does not exist
+        with pytest.raises(ConflictError):
+            store.delete("alpha", expect=created.version + 7)
+        after = store.load()
+        assert self._same_state(after, before), "a failed compare-and-set changed the store"
+        assert store.get("absent") is None
+
+        updated = store.put("alpha", document(3), expect=created.version)
+        assert updated.version == created.version + 1
+        with pytest.raises(ConflictError):
+            store.put("alpha", document(4), expect=created.version)  # stale now
+        with pytest.raises(ConflictError):
+            store.delete("alpha", expect=created.version)  # stale
+        assert store.get("alpha") == updated
+        store.delete("alpha", expect=updated.version)
+        assert store.get("alpha") is None
+
+    def test_conflict_error_names_the_flag(self, store: Store) -> None:
+        store.put("alpha", document(1))
+        with pytest.raises(ConflictError) as info:
+            store.put("alpha", document(2), expect=0)
+        assert info.value.name == "alpha"
+        assert isinstance(info.value, StoreError)
+
+    def test_concurrent_compare_and_set_loses_no_update(self, store: Store) -> None:
+        store.put("counter", encode_document({"count": 0}), expect=0)
+        threads, per_thread = 4, 6
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for _ in range(per_thread):
+                    for _attempt in range(500):
+                        record = store.get("counter")
+                        assert record is not None
+                        count = int(json.loads(record.raw)["count"])
+                        try:
+                            store.put("counter", encode_document({"count": count + 1}), expect=record.version)
+                            break
+                        except ConflictError:
+                            continue
+                    else:
+                        raise AssertionError("500 compare-and-set attempts all conflicted")
+            except BaseException as exc:  # reported by the main thread below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=work, name=f"cas-{i}") for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(self.timeout * 6)
+        assert not any(w.is_alive() for w in workers), "compare-and-set workers did not finish"
+        assert errors == []
+        record = store.get("counter")
+        assert record is not None
+        assert record.raw == encode_document({"count": threads * per_thread})
+        assert record.version == threads * per_thread + 1
+
+    # ------------------------------------------------------------ revisions
+
+    def test_versions_and_revisions_increase(self, store: Store) -> None:
+        revisions = [store.load().revision]
+        versions = []
+        for i, name in enumerate(["alpha", "beta", "alpha", "gamma", "alpha"]):
+            versions.append((name, store.put(name, document(i)).version))
+            revisions.append(store.load().revision)
+        store.delete("beta")
+        revisions.append(store.load().revision)
+        assert versions == [("alpha", 1), ("beta", 1), ("alpha", 2), ("gamma", 1), ("alpha", 3)]
+        assert revisions == sorted(set(revisions)), f"not strictly increasing: {revisions}"
+
+    def test_load_revision_is_last_change(self, store: Store) -> None:
+        store.put("alpha", document(1))
+        recorder = EventRecorder()
+        store.watch(recorder, since=store.load().revision)
+        store.put("beta", document(2))
+        store.delete("alpha")
+        changes = recorder.wait_for_changes(2, self.timeout)
+        assert store.load().revision == changes[-1].revision
+
+    # --------------------------------------------------------------- watches
+
+    def test_watch_sees_put_and_delete_in_order(self, store: Store) -> None:
+        start = store.load().revision
+        recorder = EventRecorder()
+        store.watch(recorder, since=start)
+        a1 = store.put("alpha", document(1))
+        b1 = store.put("beta", document(2))
+        a2 = store.put("alpha", document(3))
+        store.delete("alpha")
+        changes = recorder.wait_for_changes(4, self.timeout)
+        self._settle()
+        assert recorder.resets() == []
+        changes = recorder.changes()
+        assert [(c.name, c.record) for c in changes] == [
+            ("alpha", a1),
+            ("beta", b1),
+            ("alpha", a2),
+            ("alpha", None),
+        ]
+        revisions = [c.revision for c in changes]
+        assert revisions[0] > start
+        assert revisions == sorted(set(revisions)), f"not strictly increasing: {revisions}"
+        assert revisions[-1] == store.load().revision
+
+    def test_watch_since_delivers_only_later_changes(self, store: Store) -> None:
+        store.put("alpha", document(1))
+        r1 = store.load().revision
+        b = store.put("beta", document(2))
+        c = store.put("gamma", document(3))
+        r3 = store.load().revision
+
+        recorder = EventRecorder()
+        store.watch(recorder, since=r1)
+        events = recorder.wait_for_events(1, self.timeout)
+        if isinstance(events[0], Reset):
+            assert not self.replays_changes, "a store that replays changes sent Reset for a recent revision"
+        else:
+            recorder.wait_for_changes(2, self.timeout)
+            self._settle()
+            assert [(ch.name, ch.record) for ch in recorder.changes()] == [("beta", b), ("gamma", c)]
+            assert recorder.changes()[-1].revision == r3
+
+        current = EventRecorder()
+        store.watch(current, since=r3)
+        self._settle()
+        assert current.events == [], "watch(since=current revision) replayed old changes"
+        d = store.put("delta", document(4))
+        change = current.wait_for_change(lambda ch: ch.name == "delta", self.timeout)
+        self._settle()
+        assert current.events == [Change("delta", d, change.revision)]
+        assert change.revision > r3
+
+    def test_two_watches_each_get_everything(
+        self, store: Store, open_store: StoreFactory, namespace: str
+    ) -> None:
+        other = open_store(namespace)
+        start = store.load().revision
+        first, second = EventRecorder(), EventRecorder()
+        store.watch(first, since=start)
+        other.watch(second, since=start)
+        store.put("alpha", document(1))
+        other.put("beta", document(2))
+        store.delete("alpha")
+        for recorder in (first, second):
+            recorder.wait_for_changes(3, self.timeout)
+        self._settle()
+        assert first.changes() == second.changes()
+        assert [(c.name, c.record is None) for c in first.changes()] == [
+            ("alpha", False),
+            ("beta", False),
+            ("alpha", True),
+        ]
+
+    def test_failing_callback_does_not_end_the_watch(self, store: Store) -> None:
+        recorder = EventRecorder(fail_first=True)
+        store.watch(recorder, since=store.load().revision)
+        store.put("alpha", document(1))
+        wait_until(lambda: recorder.calls >= 1, self.timeout, message="first callback never ran")
+        store.put("beta", document(2))
+        change = recorder.wait_for_change(lambda c: c.name == "beta", self.timeout)
+        assert change.record is not None
+
+    def test_stop_is_silent(self, store: Store) -> None:
+        recorder = EventRecorder(delay=0.05)
+        watch = store.watch(recorder, since=store.load().revision)
+        for i in range(5):
+            store.put(f"flag-{i}", document(i))
+        wait_until(lambda: recorder.calls >= 1, self.timeout, message="no callback ran")
+        watch.stop()
+        assert not recorder.in_callback, "stop() returned while a callback was still running"
+        calls = recorder.calls
+        for i in range(3):
+            store.put(f"late-{i}", document(i))
+        self._settle()
+        assert recorder.calls == calls, "a callback ran after stop() returned"
+        watch.stop()  # stopping twice is harmless
+
+    def test_stop_from_inside_the_callback(self, store: Store) -> None:
+        calls: list[WatchEvent] = []
+        watches: list[Watch] = []
+
+        def on_event(event: WatchEvent) -> None:
+            calls.append(event)
+            wait_until(lambda: watches, self.timeout, message="watch() did not return")
+            watches[0].stop()
+
+        watches.append(store.watch(on_event, since=store.load().revision))
+        store.put("alpha", document(1))
+        wait_until(lambda: calls, self.timeout, message="callback never ran")
+        store.put("beta", document(2))
+        self._settle()
+        assert len(calls) == 1
+
+    def test_reset_leads_to_reload(self, store: Store) -> None:
+        store.put("alpha", document(1))
+        recorder = EventRecorder()
+        store.watch(recorder, since=store.load().revision)
+        self.force_reset(store)
+        b = store.put("beta", document(2))
+        store.delete("alpha")
+        recorder.wait_for_reset(self.timeout)
+        # What the client does on Reset: load everything again.
+        state = store.load()
+        assert {n: r.raw for n, r in state.records.items()} == {"beta": b.raw}
+        assert store.get("alpha") is None
+        # The watch carries on after a Reset: changes after the reload arrive.
+        c = store.put("gamma", document(3))
+        change = recorder.wait_for_change(lambda ch: ch.name == "gamma", self.timeout)
+        assert change.record == c
+        assert change.revision > state.revision
+
+    def test_close_is_idempotent_and_stops_watches(
+        self, store: Store, open_store: StoreFactory, namespace: str
+    ) -> None:
+        other = open_store(namespace)
+        recorder = EventRecorder()
+        store.watch(recorder, since=store.load().revision)
+        store.close()
+        store.close()
+        other.put("alpha", document(1))
+        self._settle()
+        assert recorder.events == [], "a closed store's watch delivered an event"
+        assert other.get("alpha") is not None
+        other.close()
+        other.close()
+
+    # ------------------------------------------------------------ namespaces
+
+    def test_namespaces_are_isolated(self, open_store: StoreFactory) -> None:
+        suffix = uuid.uuid4().hex[:8]
+        one, two = open_store(f"iso-a-{suffix}"), open_store(f"iso-b-{suffix}")
+        recorder = EventRecorder()
+        two.watch(recorder, since=two.load().revision)
+        one.put("alpha", document(1))
+        one.put("shared", document(2))
+        assert two.get("alpha") is None
+        assert dict(two.load().records) == {}
+        assert two.load().initialized is False
+        mine = two.put("shared", document(3))
+        assert mine.version == 1
+        recorder.wait_for_change(lambda c: c.name == "shared", self.timeout)
+        self._settle()
+        assert [(c.name, c.record) for c in recorder.changes()] == [("shared", mine)]
+        one_shared = one.get("shared")
+        assert one_shared is not None
+        assert one_shared.raw == document(2)
+        two.delete("shared")
+        assert one.get("shared") is not None
+
+    def test_same_namespace_shared_between_store_objects(
+        self, store: Store, open_store: StoreFactory, namespace: str
+    ) -> None:
+        other = open_store(namespace)
+        record = store.put("alpha", document(1))
+        assert other.get("alpha") == record
+        assert other.load().revision == store.load().revision
+        with pytest.raises(ConflictError):
+            other.put("alpha", document(2), expect=0)
+
+    def test_initialized_marker(self, store: Store) -> None:
+        fresh = store.load()
+        assert fresh.initialized is False
+        assert dict(fresh.records) == {}
+        store.put("alpha", document(1))
+        assert store.load().initialized is True
+        store.delete("alpha")
+        emptied = store.load()
+        # Emptied on purpose through flagstaff: believed.
+        assert dict(emptied.records) == {}
+        assert emptied.initialized is True
+
+    # --------------------------------------------------------------- history
+
+    def test_history(self, store: Store) -> None:
+        t0 = time.time()
+        d1, d2, d3 = document(1), document(2), document(3)
+        store.put("alpha", d1, author="alice")
+        store.put("alpha", d2, author="bob")
+        store.put("beta", d3)
+        store.delete("alpha", author="carol")
+        t1 = time.time()
+        entries = store.history("alpha")
+        if not self.keeps_history:
+            assert all(e.name == "alpha" for e in entries)
+            return
+        assert [e.author for e in entries] == ["carol", "bob", "alice"]
+        assert [(e.before, e.after) for e in entries] == [(d2, None), (d1, d2), (None, d1)]
+        assert [e.version for e in entries[1:]] == [2, 1]
+        revisions = [e.revision for e in entries]
+        assert revisions == sorted(revisions, reverse=True)
+        assert len(set(revisions)) == 3
+        assert revisions[0] == store.load().revision
+        # Clocks of a server on this machine: allow a little skew.
+        assert all(t0 - 2 <= e.at <= t1 + 2 for e in entries), [e.at for e in entries]
+
+        everything = store.history()
+        assert [e.name for e in everything] == ["alpha", "beta", "alpha", "alpha"]
+        assert everything[1].author is None
+        assert everything[1].after == d3
+        assert len(store.history(limit=2)) == 2
+        assert store.history("nope") == []
