@@ -49,7 +49,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote
 
 from flagstaff.compat._flags import FlagView
 from flagstaff.context import Context
@@ -413,24 +413,22 @@ class MemoryBackEnd(_BackEnd):
 
 def _redis_url(connection: Any) -> tuple[str, Any]:
     """A ``redis://`` URL and a redis-py client for what hanoi accepted: ``None``
-    (localhost), ``(host, port[, db])``, a URL, or a redis-py client."""
+    (localhost), ``(host, port[, db])``, a redis-py client; or a URL."""
     import redis
 
     if connection is None:
         connection = ("localhost", 6379)
     if isinstance(connection, str):
-        client = redis.Redis.from_url(connection)
-        parts = urlsplit(connection)
-        return connection.split("?", 1)[0] if parts.query else connection, client
+        return connection, redis.Redis.from_url(connection)
     if isinstance(connection, tuple):
         host, port, *rest = connection
         db = int(rest[0]) if rest else 0
         return f"redis://{host}:{int(port)}/{db}", redis.Redis(host=host, port=int(port), db=db)
     kwargs = connection.connection_pool.connection_kwargs
-    url = f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
-    if kwargs.get("password"):
-        raise RolloutException("pass a redis:// URL with the password rather than a client that has one")
-    return url, connection
+    password = kwargs.get("password")
+    auth = f":{quote(str(password), safe='')}@" if password else ""
+    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
+    return f"redis://{auth}{host}:{port}/{db}", connection
 
 
 class RedisBackEnd(_BackEnd):
@@ -443,7 +441,7 @@ class RedisBackEnd(_BackEnd):
     def __init__(self, obj: Any = None, *, prefix: str | None = None) -> None:
         url, self._redis = _redis_url(obj)
         if prefix is not None:
-            url = f"{url}?prefix={prefix}"
+            url = f"{url}{'&' if '?' in url else '?'}prefix={quote(prefix, safe='')}"
         super().__init__(url)
 
 
