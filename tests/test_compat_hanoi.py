@@ -15,7 +15,15 @@ from collections.abc import Iterator
 import gevent
 import pytest
 
-from flagstaff.compat.hanoi import Feature, MemoryBackEnd, Rollout, RolloutException
+from flagstaff.compat.hanoi import (
+    Feature,
+    MemoryBackEnd,
+    RedisBackEnd,
+    RedisHighPerfBackEnd,
+    Rollout,
+    RolloutException,
+)
+from hanoi_suite._servers import redis_server
 
 
 @pytest.fixture
@@ -253,3 +261,45 @@ def test_current_id_is_task_local(rollout: Rollout) -> None:
         return list(await asyncio.gather(worker("alice"), worker("bob")))
 
     assert asyncio.run(main()) == ["alice", "bob"]
+
+
+def test_redis_backends_share_features_across_processes() -> None:
+    """Two RedisBackEnds on one (throwaway) redis-server stand in for two processes."""
+    with redis_server() as url:
+        a = Rollout(RedisBackEnd(url))
+        b = Rollout(RedisHighPerfBackEnd(url))
+        try:
+            a.add_func("shared", "id", percentage=0)
+            a.register("shared", "alice")
+            deadline = time.monotonic() + 10
+            while not b.is_enabled("shared", "alice") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert b.is_enabled("shared", "alice") and not b.is_enabled("shared", "bob")
+            b.disable("shared")
+            while a.is_enabled("shared") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not a.is_enabled("shared", "alice")
+            feature = a.backend.get_functionality("shared")
+            assert feature is not None and feature.field == "id" and not feature.enabled
+        finally:
+            a.backend.close()
+            b.backend.close()
+
+
+def test_hanoi_calls_edit_any_flag_without_moving_users() -> None:
+    backend = MemoryBackEnd()
+    try:
+        backend.store.put("plain_on", '"on"')
+        backend.store.put("native", "25")  # flagstaff's own bucketing: must stay so
+        r = Rollout(MemoryBackEnd(backend.store))
+        assert r.is_enabled("plain_on", "anyone")
+        r.toggle("plain_on")
+        assert not r.is_enabled("plain_on", "anyone")
+        r.toggle("plain_on")
+        assert r.is_enabled("plain_on", "anyone")
+        r.set_percentage("native", 30)
+        record = backend.store.get("native")
+        assert record is not None and json.loads(record.raw) == {"enabled": True, "percentage": 30}
+        r.backend.close()
+    finally:
+        backend.close()

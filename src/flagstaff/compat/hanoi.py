@@ -156,30 +156,33 @@ class Feature:
 
     def get_item_id(self, item: Any) -> str:
         """The id of ``item`` (see the class doc)."""
-        if isinstance(item, str):
-            return item
-        if isinstance(item, int) and not isinstance(item, bool):
-            return str(item)
-        field = self.field
-        if field is None:
-            return str(item)
-        if callable(field):
-            return str(field(item))
-        if isinstance(field, str):
-            try:
-                return str(getattr(item, field))
-            except AttributeError:
-                raise RolloutException(
-                    f"feature {self._name!r} reads the id from attribute {field!r}, "
-                    f"which {type(item).__name__} does not have"
-                ) from None
-        raise RolloutException(f"feature {self._name!r} has an unusable id field {field!r}")
+        return _item_id(self._name, self.field, item)
 
     def __repr__(self) -> str:
         return (
             f"Feature({self._name!r}, field={self.field!r}, percentage={self.percentage!r}, "
             f"enabled={self.enabled!r}, variants={self.variants!r})"
         )
+
+
+def _item_id(name: str, field: IdField, item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, int) and not isinstance(item, bool):
+        return str(item)
+    if field is None:
+        return str(item)
+    if callable(field):
+        return str(field(item))
+    if isinstance(field, str):
+        try:
+            return str(getattr(item, field))
+        except AttributeError:
+            raise RolloutException(
+                f"feature {name!r} reads the id from attribute {field!r}, "
+                f"which {type(item).__name__} does not have"
+            ) from None
+    raise RolloutException(f"feature {name!r} has an unusable id field {field!r}")
 
 
 # --------------------------------------------------------------------------- documents
@@ -212,6 +215,25 @@ def feature_document(feature: Feature, users: Sequence[str] = (), rule: str | No
     if isinstance(feature.field, str):
         doc["tags"] = [FIELD_TAG + feature.field]
     return doc
+
+
+def _as_object(doc: Any) -> dict[str, Any]:
+    """A flag document in object form, so hanoi's calls can edit any flag:
+    ``"on"`` is everyone, ``"off"`` nobody, a number a percentage (in the
+    flag's own bucketing mode: nobody moves)."""
+    if isinstance(doc, dict):
+        return doc
+    if doc is True or doc == "on":
+        return {"enabled": True, "percentage": 100}
+    if doc is False or doc == "off":
+        return {"enabled": False, "percentage": 0}
+    if isinstance(doc, int | float):
+        return {"enabled": True, "percentage": doc}
+    return {"bucketing": "hanoi", "enabled": True, "percentage": 0}
+
+
+def _switched_on(doc: dict[str, Any]) -> bool:
+    return doc.get("enabled", True) not in (False, "off")
 
 
 def _field_of(flag: Flag) -> str | None:
@@ -269,10 +291,9 @@ class _BackEnd:
         return self._feature(flag), list(flag.value.get("users", []))
 
     def _feature(self, flag: Flag) -> Feature:
-        doc = flag.value
+        doc = _as_object(flag.value)
         local = self._local.get(flag.name)
         field: IdField = local.field if local is not None and local.field is not None else _field_of(flag)
-        doc = doc if isinstance(doc, dict) else {}
         feature = Feature(flag.name, field, doc.get("percentage", 0), doc.get("variants"))
         feature.enabled = flag.switch is not Switch.OFF
         return feature
@@ -304,9 +325,11 @@ class _BackEnd:
         return None
 
     def _item_id(self, flag: Flag, item: Any) -> str:
+        if isinstance(item, str):  # the common case: already an id
+            return item
         local = self._local.get(flag.name)
         field: IdField = local.field if local is not None and local.field is not None else _field_of(flag)
-        return Feature(flag.name, field).get_item_id(item)
+        return _item_id(flag.name, field, item)
 
     # -- writing ---------------------------------------------------------------
 
@@ -359,7 +382,8 @@ class _BackEnd:
         self._require(name)
 
         def change(doc: dict[str, Any]) -> dict[str, Any]:
-            doc["enabled"] = True
+            if not _switched_on(doc):
+                doc["enabled"] = True  # ("on", everyone, stays "on")
             if enable_to_all:
                 doc["percentage"] = 100
             return doc
@@ -372,7 +396,7 @@ class _BackEnd:
 
     def toggle(self, name: str) -> None:
         self._require(name)
-        self._write(name, lambda doc: {**doc, "enabled": doc.get("enabled", True) is False})
+        self._write(name, lambda doc: {**doc, "enabled": not _switched_on(doc)})
 
     def delete(self, name: str) -> None:
         self._local.pop(name, None)
@@ -386,8 +410,7 @@ class _BackEnd:
 
     def _write(self, name: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         def apply(doc: Any) -> Any:
-            base = doc if isinstance(doc, dict) else {"bucketing": "hanoi", "enabled": True, "percentage": 0}
-            return change(base)
+            return change(_as_object(doc))
 
         try:
             self._view.update(name, apply)
