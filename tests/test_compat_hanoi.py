@@ -303,3 +303,28 @@ def test_hanoi_calls_edit_any_flag_without_moving_users() -> None:
         r.backend.close()
     finally:
         backend.close()
+
+
+def test_concurrent_registrations_are_not_lost() -> None:
+    """Every write is a compare-and-set of the whole document, retried on conflict."""
+    backends = [MemoryBackEnd("memory://compat-hanoi-cas") for _ in range(4)]
+    try:
+        Rollout(backends[0]).add_func("f", percentage=0)
+        time.sleep(0.1)
+
+        def worker(i: int) -> None:
+            r = Rollout(backends[i])
+            for j in range(25):
+                r.register("f", f"user-{i}-{j}")
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        record = backends[0].store.get("f")
+        assert record is not None
+        assert len(json.loads(record.raw)["users"]) == 100
+    finally:
+        for b in backends:
+            b.close()

@@ -128,7 +128,7 @@ def test_rollout_2_3_formula_is_refused(r: redis.Redis) -> None:
 
 
 def test_rollout_notes_groups_and_data(r: redis.Redis) -> None:
-    write_rollout_v2(r, {"g": '10||admins,all|{"a":1}'})
+    write_rollout_v2(r, {"g": '10||admins,all|{"a":"x|y"}'})  # the JSON may hold "|"
     (entry,) = read_rollout(r)
     assert entry.document["groups"] == ["admins"] and entry.document["loggedin"] is True
     assert any("lambdas" in n for n in entry.notes) and any("data" in n for n in entry.notes)
