@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from flagstaff import Context
 from flagstaff.client import Client, Options
-from flagstaff.stores import Change, Record, StoreState
+from flagstaff.stores import Change, Record
 from flagstaff.stores.memory import MemoryStore
 
 try:
@@ -202,21 +202,21 @@ def _evaluation_rows(client: Client, quick: bool) -> list[Row]:
 
 
 def _snapshot_rows(quick: bool) -> list[Row]:
-    """Snapshot upkeep, driven through the watch task's own methods on an idle client."""
+    """A cold start of a client on 10,000 flags, then single changes applied to it."""
     n = 10_000
-    records = {
-        f"flag_{i}": Record(f"flag_{i}", json.dumps({"percentage": i % 100, "owner": "team"}), 1)
-        for i in range(n)
-    }
     store = MemoryStore()
+    for i in range(n):
+        store.put(f"flag_{i}", json.dumps({"percentage": i % 100, "owner": "team"}))
+    loads = []
+    for _ in range(1 if quick else 3):
+        t0 = time.perf_counter()
+        cold = Client(store, Options(timeout=30))  # returns once the first load is in
+        loads.append(time.perf_counter() - t0)
+        assert len(cold.snapshot) == n
+        cold.close()
     client = Client(store, Options(timeout=30))
     try:
-        loads = []
-        for _ in range(1 if quick else 3):
-            client._documents.clear()  # nothing to reuse: a cold parse of every document
-            t0 = time.perf_counter()
-            client._adopt(StoreState(n, records, True))
-            loads.append(time.perf_counter() - t0)
+        # Drive the watch task's own method on the idle client, to time one change alone.
         applies = []
         changed: set[str] = set()
         for k in range(50 if quick else 300):
@@ -238,7 +238,14 @@ def _snapshot_rows(quick: bool) -> list[Row]:
             None,
             "<= 1 ms",
         ),
-        Row(GROUP, f"load {n:,} flags cold", statistics.median(loads), "s", None, "<= 0.5 s"),
+        Row(
+            GROUP,
+            f"load {n:,} flags cold (new client to first load)",
+            statistics.median(loads),
+            "s",
+            None,
+            "<= 0.5 s",
+        ),
     ]
 
 

@@ -125,7 +125,9 @@ def run(quick: bool) -> list[Row]:
         rows.append(Row(GROUP, f"evaluate: {label}", value, "ns/call", floor, targets[label]))
 
     flags = hundred_flags()
-    ctx = Context(user_id="user-42", user_name="umbrae", groups=frozenset({"beta"}), attributes={"plan": "pro"})
+    ctx = Context(
+        user_id="user-42", user_name="umbrae", groups=frozenset({"beta"}), attributes={"plan": "pro"}
+    )
     names = [f.name for f in flags]
     ftable = dict.fromkeys(names, 10.0)
 
@@ -155,4 +157,24 @@ def run(quick: bool) -> list[Row]:
             "<= 50000 ns",
         )
     )
+    rows.extend(_regex_rows(batches))
+    return rows
+
+
+def _regex_rows(batches: int) -> list[Row]:
+    """A catastrophic pattern on hostile input: RE2 keeps it linear."""
+    rows = []
+    flag = parse_flag("hostile", {"regex": "(a+)+$"})
+    for label, text, target in (
+        ('"a"*5000+"!"', "a" * 5000 + "!", "< 10 ms"),
+        ("64 KB input", "a" * 65536 + "!", ""),
+    ):
+        ctx = Context(user_id=text)
+        samples = []
+        for _ in range(batches):
+            t0 = time.perf_counter_ns()
+            decision = evaluate(flag, ctx)
+            samples.append((time.perf_counter_ns() - t0) / 1e6)
+            assert not decision.enabled
+        rows.append(Row("regex", f"(a+)+$ on {label}", statistics.median(samples), "ms", None, target))
     return rows

@@ -53,7 +53,9 @@ def render(rows: list[Row]) -> str:
     right = {2, 4, 5}
     lines = []
     for n, row in enumerate(table):
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:
             failed.append(path.stem)
             traceback.print_exc()
-        print(f"# {path.stem}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        print(f"# {path.stem}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     print(f"# python {platform.python_version()} on {platform.machine()}, quick={args.quick}")
     print(render(rows))
     print(f"# {len(rows)} rows in {time.perf_counter() - started:.1f} s")

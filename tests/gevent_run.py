@@ -17,7 +17,7 @@ import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
-MODULES = ["tests/test_client.py", "tests/test_client_fork.py"]
+MODULES = ["tests/test_client.py", "tests/test_client_fork.py", "tests/test_client_stores.py"]
 
 
 def main() -> int:

@@ -6,6 +6,8 @@ through tests/test_client_gevent.py.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -18,7 +20,7 @@ import flagstaff
 from client_support import FakeStore, FlakyStore, eventually, expected_runtime, unique_memory_url
 from flagstaff import Context, Decision, Reason
 from flagstaff.cache import CachedFlags, SnapshotCache
-from flagstaff.client import Client, Options, State, Update
+from flagstaff.client import Client, Options, SnapshotChange, State, redact_url
 from flagstaff.errors import ClientError, StoreUnavailable, UnsupportedStoreURL
 from flagstaff.stores import SCHEMES, Change, Record, Reset, StoreState
 from flagstaff.stores.memory import MemoryStore
@@ -142,7 +144,7 @@ def test_changes_not_newer_than_held_are_ignored_and_reset_reloads() -> None:
         fake.records = {"h": Record("h", "on", 1)}
         fake.revision = 3  # a reset store may restart its revisions
         loads = fake.loads
-        updates: list[Update] = []
+        updates: list[SnapshotChange] = []
         c.on_change(updates.append)
         fake.emit(Reset("test"))
         assert eventually(lambda: c.is_enabled("h") and fake.loads > loads)
@@ -311,13 +313,13 @@ def test_a_cache_of_another_store_is_ignored(tmp_path: Path) -> None:
 
 
 def test_listeners_run_off_the_watch_task(store: MemoryStore, client: Client) -> None:
-    seen: list[Update] = []
+    seen: list[SnapshotChange] = []
     released = client._runtime.event()
 
-    def slow(update: Update) -> None:
+    def slow(update: SnapshotChange) -> None:
         released.wait(5)
 
-    def failing(update: Update) -> None:
+    def failing(update: SnapshotChange) -> None:
         raise RuntimeError("boom")
 
     client.on_change(slow)
@@ -481,3 +483,69 @@ def test_close_stops_following_and_releases_an_opened_store(store: MemoryStore) 
         pass
     assert not fake.closed  # a store passed in belongs to the caller
     assert fake.watches and all(w.stopped for w in fake.watches)
+
+
+def test_a_flag_that_fails_to_evaluate_is_an_error_decision(store: MemoryStore, client: Client) -> None:
+    store.put("f", "50")
+    assert eventually(lambda: "f" in client.snapshot)
+    flag = client.snapshot.flags["f"]
+
+    def boom(context: Context) -> Decision:
+        raise ZeroDivisionError("compiled check failed")
+
+    # Swap in a broken compiled flag, as a bug in a check would produce.
+    snap = client.snapshot
+    client._snapshot = snap.with_flag(dataclasses.replace(flag, run=boom), snap.revision, snap.loaded_at)
+    assert client.is_enabled("f", "u1") is False
+    decision = client.evaluate("f", "u1")
+    assert decision.reason is Reason.ERROR and "compiled check failed" in (decision.error or "")
+    assert client.all("u1")["f"].reason is Reason.ERROR
+
+
+def test_close_ends_the_client_tasks(store: MemoryStore) -> None:
+    c = flagstaff.connect(store.url)
+    tasks = [c._task, c._dispatcher]
+    c.close()
+    if c._runtime.name == "threads":
+        assert not any(t.is_alive() for t in tasks)  # type: ignore[union-attr]
+    else:
+        assert all(t.dead for t in tasks)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("etcd://root:pw@localhost:2379/flags", "etcd://root:***@localhost:2379/flags"),
+        ("sqlite:///var/flags.db", "sqlite:///var/flags.db"),
+        ("memory://x", "memory://x"),
+        (
+            "https://flags.example/api?namespace=web&token=abc123",
+            "https://flags.example/api?namespace=web&token=***",
+        ),
+    ],
+)
+def test_store_urls_are_shown_without_passwords(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    fake = FakeStore()
+    fake.url = url
+    with Client(fake) as c:
+        assert c.status().store_url == shown
+        assert "s3cret" not in repr(c) and ":pw@" not in repr(c)
+
+
+def test_scopes_are_local_to_each_asyncio_task(store: MemoryStore, client: Client) -> None:
+    store.put("f", json.dumps({"users": ["ann"]}))
+    assert eventually(lambda: "f" in client.snapshot)
+
+    async def request(user: str, results: dict[str, bool]) -> None:
+        with client.scope({"user_name": user}):
+            await asyncio.sleep(0.01)  # the other request runs meanwhile, in its own scope
+            results[user] = client.is_enabled("f")
+
+    async def main() -> dict[str, bool]:
+        results: dict[str, bool] = {}
+        await asyncio.gather(request("ann", results), request("bob", results))
+        return results
+
+    assert asyncio.run(main()) == {"ann": True, "bob": False}

@@ -98,3 +98,15 @@ def test_killing_a_writer_never_leaves_an_unreadable_file(tmp_path: Path) -> Non
         assert loaded.documents["flag_2999"] == f'{{"percentage": {(2999 + r) % 100}}}'
         revisions.append(r)
     assert len(revisions) == 12
+    # The killed writers' temporary files are swept (their processes are gone).
+    leftovers = list(tmp_path.glob(".flags.json.*.tmp"))
+    assert SnapshotCache(path).sweep() == len(leftovers)
+    assert not list(tmp_path.glob(".flags.json.*.tmp"))
+
+
+def test_sweep_keeps_a_live_writers_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    mine = tmp_path / f".flags.json.{os.getpid()}.tmp"
+    mine.write_text("partial")
+    assert SnapshotCache(path).sweep() == 0
+    assert mine.exists()

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flagstaff import Context, Decision, Reason, evaluate, parse_flag
 from flagstaff.context import to_context
@@ -116,3 +118,183 @@ def test_variant_list_only_for_enabled_users() -> None:
     assert evaluate(flag, Context(groups=frozenset({"beta"}))) == Decision(
         "f", True, Reason.TARGET, rule="groups"
     )
+
+
+SINGLE_CHECK_FLAGS = [
+    {"users": ["alice", "42"]},
+    {"admin": True},
+    {"groups": ["beta", "staff"]},
+    {"loggedin": True},
+    {"loggedout": True},
+    {"url": "try"},
+    {"url": {"try": "b"}},
+    {"regex": "^4"},
+    {"subreddits": ["aww"]},
+    {"subdomains": ["beta"]},
+    {"oauth_clients": ["abc"]},
+    {"rules": [{"attribute": "plan", "op": "eq", "value": "pro"}]},
+    {
+        "rules": [
+            {"attribute": "plan", "op": "eq", "value": "pro"},
+            {"attribute": "n", "op": "gt", "value": 3},
+        ]
+    },
+    {"percentage": 50},
+    {"percent_loggedin": 50},
+    {"percent_loggedout": 50},
+    {"experiment": {"loggedin": True, "variants": {"a": 30}}},
+    {"everyone": True},
+]
+
+contexts = st.builds(
+    Context,
+    user_id=st.one_of(st.none(), st.sampled_from(["42", "alice", "7", "u1"])),
+    user_name=st.one_of(st.none(), st.sampled_from(["Alice", "bob"])),
+    groups=st.frozensets(st.sampled_from(["beta", "staff", "admin"])),
+    cookie_id=st.one_of(st.none(), st.sampled_from(["c1", "c2"])),
+    features=st.lists(st.sampled_from(["try", "x"]), max_size=2).map(tuple),
+    location=st.one_of(st.none(), st.just("aww")),
+    subdomain=st.one_of(st.none(), st.just("beta")),
+    oauth_client=st.one_of(st.none(), st.just("abc")),
+    attributes=st.fixed_dictionaries({"plan": st.sampled_from(["pro", "free"]), "n": st.integers(0, 5)}),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(SINGLE_CHECK_FLAGS), contexts)
+def test_single_check_flags_compile_like_chains(document: dict[str, object], ctx: Context) -> None:
+    # A flag with one check is compiled to answer "default" itself (a fast path);
+    # adding a selector that never matches forces the general chain. Same answers.
+    alone = evaluate(parse_flag("f", document), ctx)
+    never = "oauth_clients" if "subdomains" in document else "subdomains"
+    chained_flag = parse_flag("f", {never: ["__nobody__"], **document})
+    assert chained_flag.run is not chained_flag.constant
+    chained = evaluate(chained_flag, ctx)
+    assert alone == chained
+
+
+def test_paused_experiment_leaves_the_percentage_working() -> None:
+    doc = {"percentage": 100, "experiment": {"loggedin": True, "enabled": False, "variants": {"a": 10}}}
+    decision = evaluate(parse_flag("f", doc), Context(user_id="u"))
+    assert (decision.enabled, decision.reason) == (True, Reason.PERCENTAGE)
+    doc = {"percentage": 50, "experiment": {"enabled": False, "variants": {"a": 10}}}
+    flag = parse_flag("f", doc)
+    assert any(evaluate(flag, Context(user_id=f"u{i}")).enabled for i in range(20))
+
+
+# --------------------------------------------------------------------------- a reference evaluator
+
+FRAGMENTS: list[dict[str, Any]] = [
+    *SINGLE_CHECK_FLAGS,
+    {"experiment": {"everyone": True, "enabled": False, "variants": {"a": 30}}},
+    {"experiment": {"users": ["alice"], "url": "try", "variants": {"a": 25, "b": 5}}},
+    {"percentage": 0},
+    {"percentage": 100},
+    {"admin": False},
+    {"enabled": "on"},
+    {"enabled": "off"},
+    {"enabled": True},
+    {"variants": ["x", "y", "z"]},
+    {"bucket_by": "cookie"},
+]
+
+
+def _reference(doc: dict[str, Any], ctx: Context) -> tuple[bool, str | None, str]:
+    """docs/flags.md's evaluation order, written plainly and slowly."""
+    import re
+
+    from flagstaff.bucketing import BucketingMode, flagstaff_hash, in_percentage, variant_for
+
+    if doc.get("enabled") in ("off", False):
+        return False, None, "off"
+
+    def forced() -> tuple[bool, str | None, str] | None:
+        url = doc.get("url")
+        if isinstance(url, dict):
+            for value in ctx.features:
+                if value in url:
+                    return url[value] not in ("control_1", "control_2"), url[value], "forced"
+        return None
+
+    def selects(d: dict[str, Any]) -> bool:
+        name = (ctx.user_name or "").lower()
+        return any(
+            [
+                d.get("everyone") is True,
+                isinstance(d.get("url"), str) and d["url"] in ctx.features,
+                any(d.get(g) is True and g in ctx.groups for g in ("admin", "employee", "gold", "beta")),
+                bool(set(d.get("groups", ())) & ctx.groups),
+                d.get("loggedin") is True and bool(ctx.logged_in),
+                d.get("loggedout") is True and not ctx.logged_in,
+                ctx.user_id in d.get("users", ()) or name in [u.lower() for u in d.get("users", ())],
+                "regex" in d and ctx.user_id is not None and re.search(d["regex"], ctx.user_id) is not None,
+                (ctx.location or "").lower() in [s.lower() for s in d.get("subreddits", ())],
+                (ctx.subdomain or "").lower() in [s.lower() for s in d.get("subdomains", ())],
+                ctx.oauth_client in d.get("oauth_clients", ()),
+                any(
+                    (r["op"] == "eq" and ctx.attributes.get(r["attribute"]) == r["value"])
+                    or (r["op"] == "gt" and ctx.attributes.get(r["attribute"], -1) > r["value"])
+                    for r in d.get("rules", ())
+                ),
+            ]
+        )
+
+    def decide() -> tuple[bool, str | None, str]:
+        hit = forced()
+        if hit is not None:
+            return hit
+        if doc.get("enabled") == "on":
+            return True, None, "on"
+        if selects(doc):
+            return True, None, "target"
+        by_cookie = doc.get("bucket_by") == "cookie"
+        for key in ("percentage", "percent_loggedin", "percent_loggedout"):
+            if key not in doc:
+                continue
+            if key == "percentage":
+                bid = ctx.cookie_id if by_cookie else (ctx.user_id or ctx.cookie_id)
+            elif key == "percent_loggedin":
+                bid = ctx.user_id if ctx.logged_in else None
+            else:
+                bid = None if ctx.logged_in else ctx.cookie_id
+            if doc[key] >= 100 and key == "percentage":
+                return True, None, "percentage"
+            if bid is not None and in_percentage(BucketingMode.FLAGSTAFF, "f", bid, doc[key]):
+                return True, None, "percentage"
+        exp = doc.get("experiment")
+        if exp is not None and exp.get("enabled", True) and selects(exp):
+            seed = ctx.user_id if ctx.logged_in and ctx.user_id else ctx.cookie_id
+            if seed is None:
+                return False, None, "excluded"
+            pool = {"control_1": 10.0, "control_2": 10.0, **exp["variants"]}
+            v = variant_for(BucketingMode.FLAGSTAFF, "f", seed, list(pool), list(pool.values()))
+            if v is None:
+                return False, None, "excluded"
+            return (
+                v not in ("control_1", "control_2"),
+                v,
+                "control" if v.startswith("control") else "experiment",
+            )
+        return False, None, "default"
+
+    enabled, variant, reason = decide()
+    if enabled and variant is None and "variants" in doc:
+        seed = ctx.user_id or ctx.cookie_id
+        if seed is not None:
+            names = sorted(doc["variants"])
+            variant = names[flagstaff_hash("f\x00variant", seed) % len(names)]
+    return enabled, variant, reason
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=4), contexts)
+def test_compiled_flags_agree_with_a_reference_evaluator(
+    fragments: list[dict[str, Any]], ctx: Context
+) -> None:
+    doc: dict[str, Any] = {}
+    for fragment in fragments:
+        doc.update(fragment)
+    if "variants" in doc and "experiment" in doc:
+        del doc["variants"]
+    decision = evaluate(parse_flag("f", doc), ctx)
+    assert (decision.enabled, decision.variant, decision.reason.value) == _reference(doc, ctx)

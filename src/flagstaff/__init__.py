@@ -1,6 +1,6 @@
 """flagstaff: feature flags and experiments, evaluated from an in-memory snapshot."""
 
-from flagstaff.client import Client, Options, State, Status, Update, connect
+from flagstaff.client import Client, Options, SnapshotChange, State, Status, connect
 from flagstaff.context import Context
 from flagstaff.decision import Decision, Reason
 from flagstaff.errors import (
@@ -31,12 +31,12 @@ __all__ = [
     "Reason",
     "Scope",
     "Snapshot",
+    "SnapshotChange",
     "State",
     "Status",
     "StoreError",
     "StoreUnavailable",
     "UnsupportedStoreURL",
-    "Update",
     "ValidationError",
     "connect",
     "evaluate",

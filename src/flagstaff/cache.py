@@ -82,6 +82,18 @@ class SnapshotCache:
             log.warning("ignoring the snapshot cache %s: %s", self.path, exc)
             return None
 
+    def sweep(self) -> int:
+        """Remove temporary files left by writers that died mid-write (their
+        process is gone); returns how many were removed."""
+        removed = 0
+        for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            pid_text = tmp.name.removeprefix(f".{self.path.name}.").removesuffix(".tmp")
+            if not pid_text.isdigit() or _alive(int(pid_text)):
+                continue
+            _unlink_quietly(tmp)
+            removed += 1
+        return removed
+
     def save(self, flags: CachedFlags) -> None:
         """Write ``flags`` atomically. Raises ``OSError`` (the caller logs it)."""
         payload = {
@@ -115,6 +127,16 @@ class SnapshotCache:
             _unlink_quietly(tmp)
             raise
         _fsync_directory(directory)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -44,6 +45,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType, TracebackType
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flagstaff.cache import CachedFlags, SnapshotCache
 from flagstaff.context import Context, ContextLike, to_context
@@ -56,7 +58,7 @@ from flagstaff.scope import ExposureHook, Scope, context_error, current_scope, r
 from flagstaff.snapshot import Snapshot
 from flagstaff.stores import Change, Reset, Store, StoreState, Watch, WatchEvent, open_store
 
-__all__ = ["Client", "Listener", "Options", "State", "Status", "Update", "connect"]
+__all__ = ["Client", "Listener", "Options", "SnapshotChange", "State", "Status", "connect", "redact_url"]
 
 log = logging.getLogger("flagstaff.client")
 
@@ -92,10 +94,11 @@ class Status:
     """Flags whose latest document was skipped, with the validation error."""
     last_error: str | None = None
     store_url: str = ""
+    """The store's URL, password removed."""
 
 
 @dataclass(frozen=True, slots=True)
-class Update:
+class SnapshotChange:
     """What a change listener is told: which flags changed, at which revision."""
 
     names: frozenset[str]
@@ -104,7 +107,7 @@ class Update:
     """True when the change came from a full load (a start, a reset)."""
 
 
-Listener = Callable[[Update], None]
+Listener = Callable[[SnapshotChange], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +169,13 @@ class Client:
             try:
                 self._store = open_store(store, runtime=self._runtime)
             except StoreUnavailable as exc:  # retried on the watch task
-                log.warning("store %s unavailable at start: %s", store, exc)
+                log.warning("store %s unavailable at start: %s", redact_url(store), exc)
                 self._last_error = str(exc)
-            self.store_url = store
+            self.store_url = redact_url(store)
         else:
             self._url = None
             self._store = store
-            self.store_url = store.url
+            self.store_url = redact_url(store.url)
         self._owns_store = self._url is not None
         cache = options.cache
         self._cache = (
@@ -231,10 +234,13 @@ class Client:
                 ctx = to_context(context)
             except Exception:  # never raise into the caller: a bad context is off
                 return False
-        if flag.schedule is not None and ctx.time is None:
-            decision = evaluate(flag, ctx, time.time())
+        if flag.schedule is None:
+            try:
+                decision = flag.run(ctx)  # what evaluate() would do, minus one call
+            except Exception:
+                decision = evaluate(flag, ctx)  # turns the failure into Reason.ERROR
         else:
-            decision = evaluate(flag, ctx)
+            decision = evaluate(flag, ctx, time.time() if ctx.time is None else None)
         if decision.experiment_id is not None and self._on_exposure is not None:
             report_exposure(self._on_exposure, decision, ctx)
         return decision.enabled
@@ -277,7 +283,13 @@ class Client:
         for name, flag in flags.items():
             decision = flag.constant
             if decision is None:
-                decision = evaluate(flag, ctx, now)
+                if flag.schedule is None:
+                    try:
+                        decision = flag.run(ctx)
+                    except Exception:
+                        decision = evaluate(flag, ctx)
+                else:
+                    decision = evaluate(flag, ctx, now)
                 if hook is not None and decision.experiment_id is not None:
                     report_exposure(hook, decision, ctx)
             out[name] = decision
@@ -291,10 +303,13 @@ class Client:
                 ctx = to_context(context)
             except Exception as exc:  # never raise into the caller
                 return context_error(flag.name, exc)
-        if flag.schedule is not None and ctx.time is None:
-            decision = evaluate(flag, ctx, time.time())
+        if flag.schedule is None:
+            try:
+                decision = flag.run(ctx)
+            except Exception:
+                decision = evaluate(flag, ctx)
         else:
-            decision = evaluate(flag, ctx)
+            decision = evaluate(flag, ctx, time.time() if ctx.time is None else None)
         if decision.experiment_id is not None and self._on_exposure is not None:
             report_exposure(self._on_exposure, decision, ctx)
         return decision
@@ -441,7 +456,7 @@ class Client:
         self._loaded: Event = rt.event()
         self._dispatch_wake: Event = rt.event()
         self._inbox: collections.deque[WatchEvent] = collections.deque()
-        self._outbox: collections.deque[Update] = collections.deque()
+        self._outbox: collections.deque[SnapshotChange] = collections.deque()
         self._waiters: dict[str, list[Event]] = {}
         self._need_load = True
         self._task_idents: set[int] = set()
@@ -530,7 +545,7 @@ class Client:
                 else:
                     self._apply(event, changed)
         if changed:
-            self._publish(Update(frozenset(changed), self._snapshot.revision))
+            self._publish(SnapshotChange(frozenset(changed), self._snapshot.revision))
 
     def _apply(self, change: Change, changed: set[str]) -> None:
         """One change: parse one document, copy the dict once, swap."""
@@ -595,7 +610,7 @@ class Client:
         self._dirty = True
         self._live()
         if changed:
-            self._publish(Update(frozenset(changed), state.revision, reload=True))
+            self._publish(SnapshotChange(frozenset(changed), state.revision, reload=True))
 
     def _skip(self, name: str, exc: ValidationError, *, kept: bool) -> None:
         self._invalid[name] = str(exc)
@@ -612,7 +627,7 @@ class Client:
 
     # ------------------------------------------------------------------ listeners' task
 
-    def _publish(self, update: Update) -> None:
+    def _publish(self, update: SnapshotChange) -> None:
         with self._lock:
             for name in update.names:
                 for event in self._waiters.get(name, ()):
@@ -639,6 +654,7 @@ class Client:
     def _start_from_cache(self) -> None:
         if self._cache is None:
             return
+        self._cache.sweep()
         cached = self._cache.load()
         if cached is None:
             return
@@ -694,6 +710,35 @@ class Client:
             self._store = None
         self._start_tasks()
         log.debug("restarted the watch on %s after fork (pid %d)", self.store_url, os.getpid())
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its secrets, for logs and status: the password of the
+    user part (``redis://user:***@host``) and query values whose name says
+    password, token, secret or key."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            host = parts.hostname or ""
+            if parts.port is not None:
+                host = f"{host}:{parts.port}"
+            netloc = f"{parts.username or ''}:***@{host}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if any(_SECRET_PARAM.search(k) for k, _ in pairs):
+                query = "&".join(
+                    f"{k}=***" if _SECRET_PARAM.search(k) else urlencode({k: v}) for k, v in pairs
+                )
+        if netloc == parts.netloc and query == parts.query:
+            return url
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:  # not parseable: show only the scheme
+        return url.split(":", 1)[0] + "://***"
+
+
+_SECRET_PARAM = re.compile(r"pass|token|secret|key|auth", re.IGNORECASE)
 
 
 def _parse(name: str, raw: str) -> Flag:

@@ -41,7 +41,7 @@ def evaluate(flag: Flag, context: Context, now: float | None = None) -> Decision
                     flag.name, False, Reason.ERROR, error="flag has a schedule but no time was given"
                 )
             if not flag.schedule.active(when):
-                return flag.scheduled_off
+                return flag.scheduled_off or Decision(flag.name, False, Reason.SCHEDULE, rule="schedule")
         # Steps 3 and 4, compiled by flagstaff.model into one function.
         return flag.run(context)
     except Exception as exc:  # evaluation never raises into the caller

@@ -21,6 +21,7 @@ every problem with its path; it never repairs a document silently.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import re
@@ -28,6 +29,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from importlib import resources
 from typing import Any
 
 from flagstaff.bucketing import (
@@ -45,7 +47,7 @@ from flagstaff.bucketing import (
 from flagstaff.context import Context
 from flagstaff.decision import Decision, Reason
 from flagstaff.errors import Problem, ValidationError
-from flagstaff.rules import Condition, compile_clause, compile_regex, parse_instant
+from flagstaff.rules import OPERATORS, Condition, compile_clause, compile_regex, parse_instant
 
 __all__ = [
     "Experiment",
@@ -55,7 +57,9 @@ __all__ = [
     "Switch",
     "decode_document",
     "encode_document",
+    "json_schema",
     "parse_flag",
+    "parse_flags",
     "validate_name",
 ]
 
@@ -68,8 +72,8 @@ _NAME = re.compile(r"^[^\s/\x00-\x1f\x7f.][^\s/\x00-\x1f\x7f]{0,199}$")
 # order only decides which one the reason names when several match.
 GROUP_SELECTORS = ("admin", "employee", "gold", "beta")
 SELECTOR_KEYS = (
+    "url",  # first: a forced variant wins over every other selector, as in reddit
     "everyone",
-    "url",
     *GROUP_SELECTORS,
     "groups",
     "loggedin",
@@ -99,6 +103,8 @@ TOP_KEYS = frozenset(
     }
 )
 EXPERIMENT_KEYS = frozenset({"experiment_id", "variants", "enabled", *SELECTOR_KEYS})
+CLAUSE_KEYS = frozenset({"attribute", "op", "value", "negate"})
+SCHEDULE_KEYS = ("start", "end")
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 
 
@@ -170,7 +176,7 @@ class Flag:
     selectors: tuple[str, ...]
     constant: Decision | None = field(repr=False)
     run: Callable[[Context], Decision] = field(repr=False, compare=False)
-    scheduled_off: Decision = field(repr=False)
+    scheduled_off: Decision | None = field(repr=False)  # set when there is a schedule
 
     @property
     def value(self) -> Any:
@@ -206,6 +212,23 @@ def decode_document(raw: str | bytes) -> Any:
 def encode_document(value: Any) -> str:
     """Canonical JSON text of a document (sorted keys, compact)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a flag document, as shipped in
+    ``flagstaff/schema/flag.schema.json`` (a fresh copy each call).
+
+    It is for editors and other tools; :func:`parse_flag` is authoritative and
+    also checks what a schema cannot (RE2 syntax, experiment weights against
+    ``100/n``, schedule order). A test keeps its keys equal to this module's.
+    """
+    schema: dict[str, Any] = json.loads(_schema_text())
+    return schema
+
+
+@functools.cache
+def _schema_text() -> str:
+    return (resources.files("flagstaff") / "schema" / "flag.schema.json").read_text(encoding="utf-8")
 
 
 def validate_name(name: Any) -> list[Problem]:
@@ -266,6 +289,10 @@ class _Builder:
         self.mode = BucketingMode.FLAGSTAFF
         self.salt = name
         self.bucket_by = "user"
+        self.default = Decision(name, False, Reason.DEFAULT)
+        # What a compiled check answers when it does not match: None lets the
+        # next check decide; ``default`` when the check is the whole flag.
+        self.miss: Decision | None = None
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -289,6 +316,9 @@ class _Builder:
                 "for a percentage write a number such as 25",
             )
             return None
+        if isinstance(value, float) and not math.isfinite(value):
+            self.problem("", f"a percentage must be a finite number between 0 and 100, not {value}")
+            return None
         if _is_number(value):
             if not 0 <= value <= 100:
                 self.problem("", f"a percentage must be between 0 and 100, not {value}")
@@ -300,8 +330,9 @@ class _Builder:
         return self.obj(value)
 
     def simple(self, switch: Switch, percentages: dict[str, float]) -> Flag:
-        checks = self.percentage_checks(percentages) if switch is Switch.TARGETED else []
-        return self.assemble(switch, {}, percentages, (), None, (), None, checks, None)
+        # A bare percentage compiles its single check to answer ``default`` itself.
+        checks = self.percentage_checks(percentages, self.default) if switch is Switch.TARGETED else []
+        return self.assemble(switch, {}, percentages, (), None, (), None, checks, None, True)
 
     def obj(self, doc: dict[str, Any]) -> Flag | None:
         for key in doc:
@@ -347,13 +378,36 @@ class _Builder:
         if self.problems:
             return None
         # The url selector forces a variant even when "enabled" is "on", as in reddit.
-        url_check = checks[selectors.index("url")] if "url" in selectors else None
-        checks.extend(self.percentage_checks(percentages))
+        forcing = "url" in selectors and isinstance(doc["url"], dict)
+        url_check = checks[selectors.index("url")] if forcing else None
+        # A lone percentage (the commonest flag) compiles to answer ``default``
+        # itself, saving a call per evaluation; see assemble().
         exp_check = self.experiment_check(doc.get("experiment"), experiment)
+        lone = not checks and exp_check is None and sum(p > 0 for p in percentages.values()) == 1
+        checks.extend(self.percentage_checks(percentages, self.default if lone else None))
         if exp_check is not None:
             checks.append(exp_check)
+        terminal = switch is Switch.TARGETED and len(checks) == 1
+        if terminal and not lone:
+            # One selector or the experiment is the whole flag: compile it again
+            # answering ``default`` itself, saving a call per evaluation.
+            self.miss = self.default
+            if exp_check is not None:
+                checks = [self.experiment_check(doc.get("experiment"), experiment)]  # type: ignore[list-item]
+            else:
+                _, checks = self.selectors(doc, "")
+            self.miss = None
         return self.assemble(
-            switch, meta, percentages, tuple(selectors), experiment, variants, schedule, checks, url_check
+            switch,
+            meta,
+            percentages,
+            tuple(selectors),
+            experiment,
+            variants,
+            schedule,
+            checks,
+            url_check,
+            terminal,
         )
 
     def assemble(
@@ -367,23 +421,26 @@ class _Builder:
         schedule: Schedule | None,
         checks: list[Check],
         url_check: Check | None,
+        terminal: bool,
     ) -> Flag:
-        default = self.decision(False, Reason.DEFAULT)
-        on = self.decision(True, Reason.ON, "enabled")
+        """Build the flag. ``terminal``: a single check in ``checks`` was compiled
+        to answer ``default`` itself and is used as the flag's ``run``."""
+        default = self.default
+        fallback = default
         constant: Decision | None = None
         if switch is Switch.OFF:
             constant = self.decision(False, Reason.OFF, "enabled")
         elif switch is Switch.ON:
+            fallback = self.decision(True, Reason.ON, "enabled")
             checks = [] if url_check is None else [url_check]
             if not checks and not variants and schedule is None:
-                constant = on
+                constant = fallback
         elif not checks and schedule is None:
             constant = default
-        run = _chain(checks, on if switch is Switch.ON else default)
-        if switch is Switch.TARGETED and len(checks) == 1 and not selectors and experiment is None:
-            # A lone percentage (the commonest flag): compile it to answer
-            # ``default`` itself, saving a call per evaluation.
-            (run,) = self.percentage_checks(percentages, miss=default)  # type: ignore[assignment]
+        if switch is Switch.TARGETED and terminal and len(checks) == 1:
+            run: Callable[[Context], Decision] = checks[0]  # type: ignore[assignment]
+        else:
+            run = _chain(checks, fallback)
         if variants:
             run = self.with_variants(run, variants)
         return Flag(
@@ -404,7 +461,7 @@ class _Builder:
             selectors=selectors,
             constant=constant,
             run=run,
-            scheduled_off=self.decision(False, Reason.SCHEDULE, "schedule"),
+            scheduled_off=None if schedule is None else self.decision(False, Reason.SCHEDULE, "schedule"),
         )
 
     # -- pieces ----------------------------------------------------------------
@@ -444,7 +501,7 @@ class _Builder:
         if not isinstance(value, dict):
             self.problem("schedule", "must be an object with 'start' and/or 'end'")
             return None
-        bounds: dict[str, float | None] = {"start": None, "end": None}
+        bounds: dict[str, float | None] = dict.fromkeys(SCHEDULE_KEYS)
         for key, item in value.items():
             if key not in bounds:
                 self.problem(f"schedule.{key}", "unknown key; expected 'start' or 'end'")
@@ -508,7 +565,7 @@ class _Builder:
                 names.append(key)
                 checks.append(check)
         if membership:
-            checks.insert(position, _membership(tuple(membership)))
+            checks.insert(position, _membership(tuple(membership), self.miss))
         return names, checks
 
     def group_selector(self, key: str, value: Any, path: str) -> frozenset[str] | None:
@@ -521,6 +578,7 @@ class _Builder:
 
     def selector(self, key: str, value: Any, path: str) -> Check | None:
         d = self.decision(True, Reason.TARGET, key)
+        miss = self.miss
         if key in ("everyone", "loggedin", "loggedout"):
             flag = self.flag_bool(value, path)
             if not flag:  # false selectors select nobody: drop them
@@ -528,9 +586,9 @@ class _Builder:
             if key == "everyone":
                 return lambda ctx: d
             if key == "loggedin":
-                return lambda ctx: d if ctx.logged_in else None
+                return lambda ctx: d if ctx.logged_in else miss
             if key == "loggedout":
-                return lambda ctx: None if ctx.logged_in else d
+                return lambda ctx: miss if ctx.logged_in else d
         if key == "url":
             return self.url_selector(value, path)
         if key == "users":
@@ -544,7 +602,7 @@ class _Builder:
                 if ctx.user_id in exact:
                     return d
                 name = ctx.user_name
-                return d if name is not None and name.lower() in lower else None
+                return d if name is not None and name.lower() in lower else miss
 
             return users_check
         if key == "regex":
@@ -552,32 +610,33 @@ class _Builder:
             if rx is None:
                 return None
             search = rx.search
-            return lambda ctx: d if ctx.user_id is not None and search(ctx.user_id) is not None else None
+            return lambda ctx: d if ctx.user_id is not None and search(ctx.user_id) is not None else miss
         if key in ("subreddits", "locations", "subdomains"):
             items = self.string_list(value, path)
             if items is None:
                 return None
             places = frozenset(i.lower() for i in items)
             attr = "subdomain" if key == "subdomains" else "location"
-            return lambda ctx: d if (v := getattr(ctx, attr)) is not None and v.lower() in places else None
+            return lambda ctx: d if (v := getattr(ctx, attr)) is not None and v.lower() in places else miss
         if key == "oauth_clients":
             items = self.string_list(value, path)
             if items is None:
                 return None
             clients = frozenset(items)  # case-sensitive, as reddit
-            return lambda ctx: d if ctx.oauth_client in clients else None
+            return lambda ctx: d if ctx.oauth_client in clients else miss
         if key == "rules":
             return self.rules(value, path)
         raise AssertionError(key)  # pragma: no cover
 
     def url_selector(self, value: Any, path: str) -> Check | None:
+        miss = self.miss
         if isinstance(value, str):
             d = self.decision(True, Reason.TARGET, "url")
-            return lambda ctx: d if value in ctx.features else None
+            return lambda ctx: d if value in ctx.features else miss
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             names = frozenset(value)
             d = self.decision(True, Reason.TARGET, "url")
-            return lambda ctx: d if not names.isdisjoint(ctx.features) else None
+            return lambda ctx: d if not names.isdisjoint(ctx.features) else miss
         if isinstance(value, dict) and value and all(isinstance(v, str) for v in value.values()):
             forced = {
                 param: self.decision(variant not in REDDIT_CONTROLS, Reason.FORCED, "url", variant=variant)
@@ -590,7 +649,7 @@ class _Builder:
                     hit = forced.get(feature)
                     if hit is not None:
                         return hit
-                return None
+                return miss
 
             return force
         self.problem(path, "must be a name, a list of names, or an object mapping names to variants")
@@ -617,9 +676,10 @@ class _Builder:
             conditions = tuple(c for c in parts if c is not None)
             compiled.append((self.decision(True, Reason.TARGET, f"rules[{i}]"), conditions))
 
+        miss = self.miss
         if len(compiled) == 1 and len(compiled[0][1]) == 1:
             (d, (only,)) = compiled[0]
-            return lambda ctx: d if only(ctx) else None
+            return lambda ctx: d if only(ctx) else miss
 
         def rules_check(ctx: Context) -> Decision | None:
             for decision, conditions in compiled:
@@ -628,7 +688,7 @@ class _Builder:
                         break
                 else:
                     return decision
-            return None
+            return miss
 
         return rules_check
 
@@ -636,16 +696,17 @@ class _Builder:
         if not isinstance(clause, dict):
             self.problem(path, 'must be an object such as {"attribute": "plan", "op": "eq", "value": "pro"}')
             return None
-        allowed = frozenset({"attribute", "op", "value", "negate"})
         for key in clause:
-            if key not in allowed:
-                self.problem(f"{path}.{key}", f"unknown key{_suggest(str(key), allowed)}")
+            if key not in CLAUSE_KEYS:
+                self.problem(f"{path}.{key}", f"unknown key{_suggest(str(key), CLAUSE_KEYS)}")
         attr, op = clause.get("attribute"), clause.get("op")
         if not isinstance(attr, str) or not attr:
             self.problem(f"{path}.attribute", "must name a context attribute")
             return None
-        if not isinstance(op, str):
-            self.problem(f"{path}.op", "must be an operator name such as 'eq' or 'in'")
+        if not isinstance(op, str) or op not in OPERATORS:
+            self.problem(
+                f"{path}.op", f"unknown operator {_show(op)}; expected one of {', '.join(OPERATORS)}"
+            )
             return None
         if op != "exists" and "value" not in clause:
             self.problem(f"{path}.value", f"op {op!r} needs a value")
@@ -747,8 +808,10 @@ class _Builder:
         if exp is None or not exp.enabled or not exp.eligibility:
             # reddit: an experiment with no eligibility selector has nobody eligible.
             return None
+        miss, self.miss = self.miss, None  # eligibility checks must say "no" with None
         _, eligible = self.selectors(raw, "experiment.")
-        excluded = self.decision(False, Reason.EXCLUDED, "experiment")
+        self.miss = miss
+        excluded = self.decision(False, Reason.EXCLUDED, "experiment")  # eligible, in no variant
         outcomes: dict[str | None, Decision] = {None: excluded}
         for vname in exp.variants:
             control = vname in REDDIT_CONTROLS
@@ -769,7 +832,7 @@ class _Builder:
                     if check(ctx) is not None:
                         break
                 else:
-                    return None
+                    return miss
             # Logged-in users bucket by user id, logged-out visitors by cookie id.
             if ctx.logged_in and ctx.user_key is not None:
                 return choose(ctx.user_key, ctx.user_id)  # type: ignore[arg-type]
@@ -893,16 +956,28 @@ def _native_percentage(d: Decision, source: KeySource, seed: int, limit: int, mi
     """Native mode, fully inlined (this is the hot path of most flags).
     Equal to ``bucketing.in_percentage(FLAGSTAFF, salt, id, pct)``."""
     crc = zlib.crc32
-    user_else_cookie = source is _USER_ELSE_COOKIE
     logged_in = source is _LOGGED_IN
     logged_out = source is _LOGGED_OUT
 
-    def native_percentage(ctx: Context) -> Decision | None:
-        if user_else_cookie:
+    if source is _USER_ELSE_COOKIE:
+        # The commonest shape of all, without the branches below.
+        def by_user(ctx: Context) -> Decision | None:
             key = ctx.user_key
             if key is None:
                 key = ctx.cookie_key
-        elif logged_in:
+                if key is None:
+                    return miss
+            h = crc(key, seed)
+            h ^= h >> 16
+            h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+            h ^= h >> 13
+            h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+            return d if (h ^ (h >> 16)) < limit else miss
+
+        return by_user
+
+    def native_percentage(ctx: Context) -> Decision | None:
+        if logged_in:
             key = ctx.user_key if ctx.logged_in else None
         elif logged_out:
             key = None if ctx.logged_in else ctx.cookie_key
@@ -932,22 +1007,22 @@ def _reddit_loggedout(d: Decision, pct: float, miss: Decision | None) -> Check:
     return loggedout
 
 
-def _membership(selectors: tuple[tuple[frozenset[str], Decision], ...]) -> Check:
+def _membership(selectors: tuple[tuple[frozenset[str], Decision], ...], miss: Decision | None) -> Check:
     """One check for all group selectors, ``selectors`` in evaluation order."""
     any_of = frozenset().union(*(wanted for wanted, _ in selectors))
     if len(selectors) == 1:
         (only,) = selectors
         d1 = only[1]
-        return lambda ctx: None if any_of.isdisjoint(ctx.groups) else d1
+        return lambda ctx: miss if any_of.isdisjoint(ctx.groups) else d1
 
     def membership(ctx: Context) -> Decision | None:
         groups = ctx.groups
         if not groups or any_of.isdisjoint(groups):
-            return None
+            return miss
         for wanted, d in selectors:
             if not wanted.isdisjoint(groups):
                 return d
-        return None  # pragma: no cover (any_of covers every selector)
+        return miss  # pragma: no cover (any_of covers every selector)
 
     return membership
 

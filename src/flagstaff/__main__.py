@@ -1,0 +1,5 @@
+"""``python -m flagstaff``: the command line."""
+
+from flagstaff.cli import run
+
+run()

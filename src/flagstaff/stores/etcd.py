@@ -1,0 +1,443 @@
+"""``etcd://[user:pass@]host:port[,host:port...]/prefix``: flags in etcd v3.
+
+Layout under ``<prefix>``::
+
+    <prefix>/<flag>                          the flag document (any etcd client may write it)
+    <prefix>/.flagstaff/initialized          the marker written with every change through flagstaff
+    <prefix>/.flagstaff/history/<time>-<id>  one history entry (JSON), bounded to HISTORY_LIMIT
+
+Versions: a flag's version is etcd's per-key ``version`` (1 on creation, +1 per
+write, as the Store protocol asks). Writes read the key, then commit in a
+transaction guarded by its ``mod_revision`` (so the history entry records the
+exact text it replaced); the store revision is etcd's header revision.
+
+Watches: one prefix watch, resumed from the last seen revision after any
+disconnect (etcd replays what happened meanwhile, so no Reset is needed). If
+that revision has been compacted, the store re-lists at one consistent
+revision, delivers :class:`Reset` and watches again from there. A watchdog
+probes the cluster every two seconds and restarts a stream that has gone
+silent while the prefix moved on (a half-open connection).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from flagstaff.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, UnsupportedStoreURL
+from flagstaff.runtime import Runtime, default_runtime
+from flagstaff.stores._backoff import Backoff
+from flagstaff.stores._dispatch import QueueWatch
+from flagstaff.stores._etcdv3 import Gateway, KeyValue, WatchStream, b64, prefix_end
+from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, StoreState, Watch, WatchEvent
+
+__all__ = ["HISTORY_LIMIT", "EtcdStore"]
+
+log = logging.getLogger("flagstaff.stores.etcd")
+
+HISTORY_LIMIT = 1000
+_TRIM_EVERY = 50  # writes between two history trims (each trim is two requests)
+_CAS_ATTEMPTS = 32
+_PROBE_INTERVAL = 2.0
+
+
+class EtcdStore:
+    """Flags under one etcd key prefix. Thread- and greenlet-safe."""
+
+    def __init__(
+        self,
+        endpoints: list[tuple[str, int]],
+        prefix: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        runtime: Runtime | None = None,
+        timeout: float = 3.0,
+    ) -> None:
+        prefix = "/" + prefix.strip("/")
+        hosts = ",".join(f"{h}:{p}" for h, p in endpoints)
+        self.url = f"etcd://{user + ':***@' if user else ''}{hosts}{prefix}"
+        self._runtime = runtime or default_runtime()
+        self._gw = Gateway(endpoints, self._runtime, user=user, password=password, timeout=timeout)
+        self._root = prefix.rstrip("/") + "/"  # "/a" -> "/a/"; "/" -> "/"
+        self._meta = self._root + ".flagstaff/"
+        self._marker = self._meta + "initialized"
+        self._history = self._meta + "history/"
+        self._writes = 0
+        self._lock = self._runtime.lock()
+        self._watches: list[_EtcdWatch] = []
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, runtime: Runtime | None = None) -> EtcdStore:
+        parts = urlsplit(url)
+        if parts.scheme != "etcd":
+            raise UnsupportedStoreURL(f"not an etcd:// URL: {_redact(url)}")
+        userinfo, _, hostlist = parts.netloc.rpartition("@")
+        user = password = None
+        if userinfo:
+            raw_user, _, raw_password = userinfo.partition(":")
+            user, password = unquote(raw_user), unquote(raw_password)
+        endpoints: list[tuple[str, int]] = []
+        for item in hostlist.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise UnsupportedStoreURL(f"etcd URL needs host:port endpoints: {_redact(url)}")
+            endpoints.append((host.strip("[]"), int(port)))
+        return cls(endpoints, parts.path or "/flagstaff", user=user, password=password, runtime=runtime)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def load(self) -> StoreState:
+        # One transaction, so three ranges at one revision: the flags before and after the
+        # ".flagstaff/" meta range (names cannot start with ".", but keys written by others may).
+        reply = self._gw.call(
+            "kv/txn",
+            {
+                "success": [
+                    {"request_range": {"key": b64(self._root), "range_end": b64(self._meta)}},
+                    {"request_range": {"key": prefix_end(self._meta), "range_end": prefix_end(self._root)}},
+                    {"request_range": {"key": b64(self._marker), "count_only": True}},
+                ]
+            },
+        )
+        responses = reply.get("responses", [])
+        records: dict[str, Record] = {}
+        for response in responses[:2]:
+            for raw_kv in response.get("response_range", {}).get("kvs", []):
+                record = self._record(KeyValue.parse(raw_kv))
+                if record is not None:
+                    records[record.name] = record
+        initialized = int(responses[2].get("response_range", {}).get("count", 0)) > 0
+        return StoreState(_revision(reply), MappingProxyType(records), initialized)
+
+    def get(self, name: str) -> Record | None:
+        kv = self._get(self._key(name))
+        return None if kv is None else self._record(kv)
+
+    def _get(self, key: str) -> KeyValue | None:
+        reply = self._gw.call("kv/range", {"key": b64(key)})
+        kvs = reply.get("kvs", [])
+        return KeyValue.parse(kvs[0]) if kvs else None
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def put(self, name: str, raw: str, *, expect: int | None = None, author: str | None = None) -> Record:
+        key = self._key(name)
+        for _ in range(_CAS_ATTEMPTS):
+            old = self._get(key)
+            actual = old.version if old else 0
+            if expect is not None and actual != expect:
+                raise ConflictError(name, expect, actual)
+            before = old.value.decode() if old else None
+            ops = [
+                {"request_put": {"key": b64(key), "value": b64(raw)}},
+                *self._log_ops(name, actual + 1, author, before, raw),
+            ]
+            if self._commit(key, old, ops):
+                return Record(name, raw, actual + 1)
+        raise StoreUnavailable(f"flag {name!r}: too many concurrent writers, gave up")
+
+    def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
+        key = self._key(name)
+        for _ in range(_CAS_ATTEMPTS):
+            old = self._get(key)
+            if old is None:
+                raise NotFoundError(name)
+            if expect is not None and old.version != expect:
+                raise ConflictError(name, expect, old.version)
+            ops = [
+                {"request_delete_range": {"key": b64(key)}},
+                *self._log_ops(name, None, author, old.value.decode(), None),
+            ]
+            if self._commit(key, old, ops):
+                return
+        raise StoreUnavailable(f"flag {name!r}: too many concurrent writers, gave up")
+
+    def _commit(self, key: str, old: KeyValue | None, ops: list[dict[str, Any]]) -> bool:
+        """Apply ``ops`` if ``key`` is still as read (by ``mod_revision``; absent: never created)."""
+        if old is None:
+            compare = {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+        else:
+            compare = {
+                "key": b64(key),
+                "target": "MOD",
+                "result": "EQUAL",
+                "mod_revision": str(old.mod_revision),
+            }
+        reply = self._gw.call("kv/txn", {"compare": [compare], "success": ops})
+        if not reply.get("succeeded", False):
+            return False
+        with self._lock:
+            self._writes += 1
+            trim = self._writes % _TRIM_EVERY == 0
+        if trim:
+            self._trim_history()
+        return True
+
+    def _log_ops(
+        self, name: str, version: int | None, author: str | None, before: str | None, after: str | None
+    ) -> list[dict[str, Any]]:
+        entry = {
+            "name": name,
+            "version": version,
+            "at": time.time(),
+            "author": author,
+            "before": before,
+            "after": after,
+        }
+        # The key sorts by time; the entry's revision is the key's own mod_revision (the commit's).
+        hkey = f"{self._history}{time.time_ns():020d}-{os.urandom(4).hex()}"
+        return [
+            {"request_put": {"key": b64(hkey), "value": b64(json.dumps(entry))}},
+            {"request_put": {"key": b64(self._marker), "value": b64("1")}},
+        ]
+
+    def _trim_history(self) -> None:
+        try:
+            count = int(
+                self._gw.call(
+                    "kv/range",
+                    {"key": b64(self._history), "range_end": prefix_end(self._history), "count_only": True},
+                ).get("count", 0)
+            )
+            excess = count - HISTORY_LIMIT
+            if excess <= 0:
+                return
+            reply = self._gw.call(
+                "kv/range",
+                {
+                    "key": b64(self._history),
+                    "range_end": prefix_end(self._history),
+                    "keys_only": True,
+                    "limit": str(excess),
+                    "sort_order": "ASCEND",
+                    "sort_target": "KEY",
+                },
+            )
+            keys = [KeyValue.parse(kv).key for kv in reply.get("kvs", [])]
+            if keys:
+                self._gw.call("kv/deleterange", {"key": b64(keys[0]), "range_end": b64(keys[-1] + "\0")})
+        except StoreError as exc:
+            log.warning("etcd history trim failed (will retry later): %s", exc)
+
+    def history(self, name: str | None = None, limit: int = 100) -> list[HistoryEntry]:
+        reply = self._gw.call(
+            "kv/range",
+            {
+                "key": b64(self._history),
+                "range_end": prefix_end(self._history),
+                "sort_order": "DESCEND",
+                "sort_target": "MOD",
+            },
+        )
+        entries: list[HistoryEntry] = []
+        for raw_kv in reply.get("kvs", []):
+            kv = KeyValue.parse(raw_kv)
+            try:
+                doc = json.loads(kv.value)
+                entry = HistoryEntry(
+                    str(doc["name"]),
+                    kv.mod_revision,
+                    doc.get("version"),
+                    float(doc.get("at", 0.0)),
+                    doc.get("author"),
+                    doc.get("before"),
+                    doc.get("after"),
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("skipping unreadable etcd history entry %s: %s", kv.key, exc)
+                continue
+            if name is None or entry.name == name:
+                entries.append(entry)
+                if len(entries) >= limit:
+                    break
+        return entries
+
+    # -- watch --------------------------------------------------------------------------------
+
+    def watch(self, on_event: Callable[[WatchEvent], None], since: int) -> Watch:
+        w = _EtcdWatch(self, on_event, since)
+        with self._lock:
+            self._watches.append(w)
+        return w
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            watches, self._watches = self._watches, []
+        for w in watches:
+            w.stop()
+        self._gw.close()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _key(self, name: str) -> str:
+        return self._root + name
+
+    def _record(self, kv: KeyValue) -> Record | None:
+        """The flag a key holds, or None for keys that are not flags (meta, nested)."""
+        name = kv.key[len(self._root) :]
+        if not kv.key.startswith(self._root) or not name or "/" in name or name.startswith("."):
+            return None
+        try:
+            raw = kv.value.decode()
+        except UnicodeDecodeError:
+            log.warning("etcd key %s is not UTF-8 text; ignored", kv.key)
+            return None
+        return Record(name, raw, kv.version)
+
+    def _marker_revision(self) -> int:
+        """The revision of the last write through flagstaff (every one rewrites the marker); O(1)."""
+        reply = self._gw.call(
+            "kv/range", {"key": b64(self._marker), "keys_only": True}, timeout=_PROBE_INTERVAL
+        )
+        kvs = reply.get("kvs", [])
+        return KeyValue.parse(kvs[0]).mod_revision if kvs else 0
+
+
+class _EtcdWatch:
+    """A prefix watch: a reader task following the stream, and a watchdog task probing it."""
+
+    def __init__(self, store: EtcdStore, on_event: Callable[[WatchEvent], None], since: int) -> None:
+        self._store = store
+        self._runtime = store._runtime
+        self._queue = QueueWatch(self._runtime, on_event, "flagstaff-etcd-deliver")
+        self._next = since + 1  # the first revision not yet delivered
+        self._stop = self._runtime.event()
+        self._lock = self._runtime.lock()
+        self._stream: WatchStream | None = None
+        self._reader = self._runtime.spawn(self._read_loop, name="flagstaff-etcd-watch")
+        self._watchdog = self._runtime.spawn(self._probe_loop, name="flagstaff-etcd-watchdog")
+
+    def _read_loop(self) -> None:
+        backoff = Backoff()
+        while not self._stop.is_set():
+            try:
+                self._follow(backoff)
+            except StoreError as exc:
+                if self._stop.is_set():
+                    break
+                log.warning(
+                    "etcd watch on %s interrupted (resuming at revision %d): %s",
+                    self._store.url,
+                    self._next,
+                    exc,
+                )
+            if backoff.wait(self._stop):
+                break
+
+    def _follow(self, backoff: Backoff) -> None:
+        store = self._store
+        stream = store._gw.open_watch(
+            {"key": b64(store._root), "range_end": prefix_end(store._root), "start_revision": str(self._next)}
+        )
+        with self._lock:
+            if self._stop.is_set():
+                stream.close()
+                return
+            self._stream = stream
+        try:
+            for message in stream:
+                if "error" in message:
+                    error = message["error"]
+                    if isinstance(error, dict) and str(error.get("grpc_code", error.get("code", ""))) == "16":
+                        store._gw.invalidate_token()
+                    raise StoreUnavailable(f"etcd watch error: {error}")
+                result = message.get("result", {})
+                if result.get("created"):
+                    backoff.reset()
+                compacted = int(result.get("compact_revision", 0))
+                if compacted:
+                    self._resync(f"etcd compacted past revision {self._next - 1} (to {compacted})")
+                    return
+                if result.get("canceled"):
+                    raise StoreUnavailable(f"etcd canceled the watch: {result.get('cancel_reason', '')}")
+                self._deliver(result.get("events", []))
+        finally:
+            with self._lock:
+                self._stream = None
+            stream.close()
+
+    def _deliver(self, events: list[dict[str, Any]]) -> None:
+        store = self._store
+        parsed = [(KeyValue.parse(e.get("kv", {})), e.get("type") == "DELETE") for e in events]
+        # A revision that deletes the marker wiped the prefix (``etcdctl del --prefix``): its flag
+        # deletions are not passed on one by one, only a Reset, so the subscriber can see the
+        # store empty *and* unmarked and keep its last good flags.
+        wiped = {kv.mod_revision for kv, deleted in parsed if deleted and kv.key == store._marker}
+        for kv, deleted in parsed:
+            if kv.mod_revision < self._next:
+                continue  # already delivered before a reconnect
+            if kv.key == store._marker:
+                if deleted:
+                    self._queue.push(Reset("the etcd prefix was wiped (marker deleted)"))
+            elif kv.mod_revision not in wiped:
+                record = store._record(kv)
+                if record is not None:
+                    self._queue.push(Change(record.name, None if deleted else record, kv.mod_revision))
+        if parsed:
+            self._next = max(self._next, max(kv.mod_revision for kv, _ in parsed) + 1)
+
+    def _resync(self, why: str) -> None:
+        """Re-list at one consistent revision, tell the subscriber to reload, watch on from there."""
+        state = self._store.load()
+        log.warning("etcd watch on %s: %s; re-listed at revision %d", self._store.url, why, state.revision)
+        self._queue.push(Reset(why))
+        self._next = state.revision + 1
+
+    def _probe_loop(self) -> None:
+        suspect = 0  # a revision the stream should have delivered by the next probe
+        while not self._stop.wait(_PROBE_INTERVAL):
+            try:
+                newest = self._store._marker_revision()
+            except StoreError as exc:
+                log.info("etcd probe failed for %s: %s", self._store.url, exc)
+                self._abort_stream()
+                suspect = 0
+                continue
+            if suspect and self._next <= suspect:
+                log.warning(
+                    "etcd watch on %s silent while the prefix moved on; restarting it", self._store.url
+                )
+                self._abort_stream()
+                suspect = 0
+            elif newest >= self._next:
+                suspect = newest
+            else:
+                suspect = 0
+
+    def _abort_stream(self) -> None:
+        with self._lock:
+            stream = self._stream
+        if stream is not None:
+            stream.abort()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._queue.stop()
+        self._abort_stream()
+        # Bounded: the reader may sit in one request (timeout 3 s); it exits on its own after.
+        self._watchdog.join(1.0)
+        self._reader.join(1.0)
+
+
+def _revision(reply: dict[str, Any]) -> int:
+    return int(reply.get("header", {}).get("revision", 0))
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{hosts}").geturl()

@@ -1,0 +1,426 @@
+"""``redis://[:password@]host:port/db?prefix=NAME``: flags in Redis, changes by pub/sub.
+
+Layout (``NAME`` defaults to ``flagstaff``)::
+
+    NAME:flags        hash   flag name -> document text
+    NAME:versions     hash   flag name -> version (int)
+    NAME:revision     string the store revision, +1 per change
+    NAME:initialized  string the marker written with every change through flagstaff
+    NAME:history      list   newest first, capped at HISTORY_LIMIT entries (JSON)
+    NAME:changes      channel: one JSON notice per change,
+                      {"n": name, "r": revision, "p": previous revision, "v": version,
+                       "d": text or null}
+
+Writes are ``WATCH NAME:revision`` / ``MULTI`` / ``EXEC`` transactions: every
+write bumps the revision, so two writers never interleave, and the notice
+published inside the transaction carries the exact revision it made.
+
+Pub/sub is fire-and-forget: a subscriber that is disconnected, or killed with
+``CLIENT KILL TYPE pubsub``, loses notices. So a watch compares the revision
+counter after every (re)subscribe and once a second; a revision that is still
+unseen one second later is replayed from the history list when that holds
+every missed change, else (history trimmed, a write made out of band, a
+counter that went down because the store was wiped) the watch delivers
+:class:`Reset`. No change stays missed for more than about
+two seconds. A store that is wiped (``FLUSHALL``) reads as empty and
+uninitialized; its next write restarts the revision from the clock (in
+microseconds) so revisions never go backwards across a wipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from flagstaff.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, UnsupportedStoreURL
+from flagstaff.runtime import Runtime, default_runtime
+from flagstaff.stores._backoff import Backoff
+from flagstaff.stores._dispatch import QueueWatch
+from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, StoreState, Watch, WatchEvent
+
+__all__ = ["HISTORY_LIMIT", "RedisStore"]
+
+log = logging.getLogger("flagstaff.stores.redis")
+
+HISTORY_LIMIT = 1000
+RECONCILE_INTERVAL = 1.0  # seconds between two checks of the revision counter
+_SILENCE_LIMIT = 3.0  # seconds without any reply (not even a PONG) on the pub/sub connection
+_CAS_ATTEMPTS = 64
+
+
+class RedisStore:
+    """Flags in one Redis database under one key prefix. Thread- and greenlet-safe."""
+
+    def __init__(
+        self, client: redis.Redis, prefix: str = "flagstaff", *, url: str = "", runtime: Runtime | None = None
+    ) -> None:
+        self.url = url or f"redis://?prefix={prefix}"
+        # redis-py's annotations do not follow its pipelines' chaining: kept untyped here.
+        self._client: Any = client
+        self._runtime = runtime or default_runtime()
+        self._flags = f"{prefix}:flags"
+        self._versions = f"{prefix}:versions"
+        self._revision = f"{prefix}:revision"
+        self._marker = f"{prefix}:initialized"
+        self._history = f"{prefix}:history"
+        self._channel = f"{prefix}:changes"
+        self._lock = self._runtime.lock()
+        self._watches: list[_RedisWatch] = []
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, runtime: Runtime | None = None) -> RedisStore:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise UnsupportedStoreURL(f"not a redis:// URL: {_redact(url)}")
+        query = parse_qsl(parts.query)
+        prefix = next((v for k, v in query if k == "prefix"), "flagstaff")
+        rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+        client = redis.Redis.from_url(
+            urlunsplit(parts._replace(query=rest)),
+            decode_responses=True,
+            socket_timeout=3.0,
+            socket_connect_timeout=2.0,
+            # No hidden retries: a failure reaches our own bounded backoff and resync at once.
+            retry=Retry(NoBackoff(), 0),
+        )
+        return cls(client, prefix, url=_redact(url), runtime=runtime)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def load(self) -> StoreState:
+        with _errors():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hgetall(self._flags).hgetall(self._versions).get(self._revision).exists(self._marker)
+            flags, versions, revision, marker = pipe.execute()
+        records = {name: Record(name, raw, _version(versions.get(name))) for name, raw in flags.items()}
+        return StoreState(int(revision or 0), MappingProxyType(records), bool(marker))
+
+    def get(self, name: str) -> Record | None:
+        with _errors():
+            pipe = self._client.pipeline(transaction=True)
+            raw, version = pipe.hget(self._flags, name).hget(self._versions, name).execute()
+        return None if raw is None else Record(name, raw, _version(version))
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def put(self, name: str, raw: str, *, expect: int | None = None, author: str | None = None) -> Record:
+        record: Record | None = None
+
+        def apply(pipe: Any, old: str | None, actual: int, revision: int, prev: int) -> None:
+            nonlocal record
+            record = Record(name, raw, actual + 1)
+            pipe.hset(self._flags, name, raw)
+            pipe.hset(self._versions, name, actual + 1)
+            self._log_ops(pipe, name, actual + 1, (revision, prev), author, old, raw)
+
+        self._transact(name, expect, apply, must_exist=False)
+        assert record is not None
+        return record
+
+    def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
+        def apply(pipe: Any, old: str | None, actual: int, revision: int, prev: int) -> None:
+            pipe.hdel(self._flags, name)
+            pipe.hdel(self._versions, name)
+            self._log_ops(pipe, name, None, (revision, prev), author, old, None)
+
+        self._transact(name, expect, apply, must_exist=True)
+
+    def _transact(
+        self,
+        name: str,
+        expect: int | None,
+        apply: Callable[[Any, str | None, int, int, int], None],
+        *,
+        must_exist: bool,
+    ) -> None:
+        with _errors(), self._client.pipeline(transaction=True) as pipe:
+            for _ in range(_CAS_ATTEMPTS):
+                try:
+                    # Every write bumps the revision, so watching it serializes all writers.
+                    pipe.watch(self._revision)
+                    old = pipe.hget(self._flags, name)
+                    actual = 0 if old is None else _version(pipe.hget(self._versions, name))
+                    current = int(pipe.get(self._revision) or 0)
+                    initialized = bool(pipe.exists(self._marker))
+                    if old is None and must_exist:
+                        pipe.reset()
+                        raise NotFoundError(name)
+                    if expect is not None and actual != expect:
+                        pipe.reset()
+                        raise ConflictError(name, expect, actual)
+                    # A wiped (or new) namespace restarts from the clock, above any revision it had.
+                    revision = current + 1 if initialized else max(current + 1, time.time_ns() // 1000)
+                    pipe.multi()
+                    pipe.set(self._revision, revision)
+                    pipe.set(self._marker, "1")
+                    apply(pipe, old, actual, revision, current)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+        raise StoreUnavailable(f"flag {name!r}: too many concurrent writers, gave up")
+
+    def _log_ops(
+        self,
+        pipe: Any,
+        name: str,
+        version: int | None,
+        revisions: tuple[int, int],
+        author: str | None,
+        before: str | None,
+        after: str | None,
+    ) -> None:
+        # "prev" chains each change to the one before it, so a watch can tell a complete replay.
+        revision, prev = revisions
+        entry = {
+            "prev": prev,
+            "name": name,
+            "revision": revision,
+            "version": version,
+            "at": time.time(),
+            "author": author,
+            "before": before,
+            "after": after,
+        }
+        pipe.lpush(self._history, json.dumps(entry))
+        pipe.ltrim(self._history, 0, HISTORY_LIMIT - 1)
+        pipe.publish(
+            self._channel, json.dumps({"n": name, "r": revision, "p": prev, "v": version, "d": after})
+        )
+
+    def history(self, name: str | None = None, limit: int = 100) -> list[HistoryEntry]:
+        with _errors():
+            items = self._client.lrange(self._history, 0, -1)
+        entries: list[HistoryEntry] = []
+        for item in items:
+            try:
+                doc = json.loads(item)
+                entry = HistoryEntry(
+                    str(doc["name"]),
+                    int(doc["revision"]),
+                    doc.get("version"),
+                    float(doc.get("at", 0.0)),
+                    doc.get("author"),
+                    doc.get("before"),
+                    doc.get("after"),
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("skipping an unreadable Redis history entry: %s", exc)
+                continue
+            if name is None or entry.name == name:
+                entries.append(entry)
+                if len(entries) >= limit:
+                    break
+        return entries
+
+    # -- watch --------------------------------------------------------------------------------
+
+    def watch(self, on_event: Callable[[WatchEvent], None], since: int) -> Watch:
+        w = _RedisWatch(self, on_event, since)
+        with self._lock:
+            self._watches.append(w)
+        return w
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            watches, self._watches = self._watches, []
+        for w in watches:
+            w.stop()
+        self._client.close()
+
+    def _current_revision(self) -> int:
+        with _errors():
+            return int(self._client.get(self._revision) or 0)
+
+
+class _RedisWatch:
+    """One subscriber task: pub/sub notices, checked against the revision counter."""
+
+    def __init__(self, store: RedisStore, on_event: Callable[[WatchEvent], None], since: int) -> None:
+        self._store = store
+        self._runtime = store._runtime
+        self._queue = QueueWatch(self._runtime, on_event, "flagstaff-redis-deliver")
+        self._last = since  # the newest revision delivered (or covered by a Reset)
+        self._stop = self._runtime.event()
+        self._task = self._runtime.spawn(self._run, name="flagstaff-redis-watch")
+
+    def _run(self) -> None:
+        backoff = Backoff()
+        while not self._stop.is_set():
+            pubsub = self._store._client.pubsub()
+            try:
+                self._follow(pubsub, backoff)
+            except (redis.RedisError, StoreError, OSError) as exc:
+                if self._stop.is_set():
+                    break
+                log.warning("Redis watch on %s interrupted: %s", self._store.url, exc)
+            finally:
+                try:
+                    pubsub.close()
+                except (redis.RedisError, OSError) as exc:
+                    log.debug("closing a broken Redis pub/sub connection: %s", exc)
+            if backoff.wait(self._stop):
+                break
+
+    def _follow(self, pubsub: Any, backoff: Backoff) -> None:
+        store = self._store
+        pubsub.subscribe(store._channel)
+        deadline = time.monotonic() + 3.0
+        while True:  # wait for the confirmation: only then can no notice slip by unseen
+            message = pubsub.get_message(timeout=0.5)
+            if message is not None and message.get("type") == "subscribe":
+                break
+            if self._stop.is_set():
+                return
+            if time.monotonic() > deadline:
+                raise StoreUnavailable("Redis did not confirm the subscription")
+        backoff.reset()
+        self._check(store._current_revision(), "subscribed")
+        last_heard = last_check = time.monotonic()
+        suspect = 0  # a revision the counter showed that no notice has delivered yet
+        while not self._stop.is_set():
+            message = pubsub.get_message(timeout=0.25)
+            now = time.monotonic()
+            if message is not None:
+                last_heard = now
+                if message.get("type") == "message":
+                    self._on_notice(message.get("data"))
+            if now - last_check >= RECONCILE_INTERVAL:
+                last_check = now
+                current = store._current_revision()
+                if current < self._last or (suspect and self._last < suspect):
+                    self._check(current, "a notice was lost" if current >= self._last else "store wiped")
+                    suspect = 0
+                else:
+                    suspect = current if current > self._last else 0
+                pubsub.ping()
+            if now - last_heard > _SILENCE_LIMIT:
+                raise StoreUnavailable("the Redis pub/sub connection went silent")
+
+    def _check(self, current: int, why: str) -> None:
+        """Catch up when the counter is not where the notices left us: replay, else Reset."""
+        if current == self._last:
+            return
+        if 0 <= current < self._last:
+            # Wiped: tell the subscriber now (it will find the store empty and unmarked), and
+            # again at the first write after (-1 matches no "prev"), which re-initializes it.
+            log.warning("Redis store %s wiped (revision %d, had %d)", self._store.url, current, self._last)
+            self._queue.push(Reset("the Redis store was wiped"))
+            self._last = current if current else -1
+            return
+        replay = self._replay(current) if current > self._last else None
+        if replay is not None:
+            log.debug(
+                "Redis watch on %s: %s; replayed %d changes from history", self._store.url, why, len(replay)
+            )
+            for change in replay:
+                self._queue.push(change)
+        else:
+            log.info(
+                "Redis watch on %s: %s; revision %d, last delivered %d: reset",
+                self._store.url,
+                why,
+                current,
+                self._last,
+            )
+            self._queue.push(Reset(f"Redis revision moved outside notices ({why})"))
+        self._last = current
+
+    def _replay(self, current: int) -> list[Change] | None:
+        """The changes in (last, current] from the history list, if it holds every one of them.
+
+        Each entry names the revision before it (``prev``): the chain from ``current`` back
+        to the last delivered revision must be unbroken, or something was written out of band.
+        """
+        try:
+            with _errors():
+                items = self._store._client.lrange(self._store._history, 0, HISTORY_LIMIT - 1)
+            chain: list[dict[str, Any]] = []
+            want = current
+            for item in items:  # newest first
+                entry = json.loads(item)
+                revision = int(entry["revision"])
+                if revision > want:
+                    continue
+                if revision < want:
+                    return None
+                chain.append(entry)
+                want = int(entry["prev"])
+                if want == self._last:
+                    return [_change(e) for e in reversed(chain)]
+                if want < self._last:
+                    return None
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("unreadable Redis history, falling back to a reset: %s", exc)
+            return None
+
+    def _on_notice(self, data: Any) -> None:
+        try:
+            notice = json.loads(data)
+            name, revision, prev = str(notice["n"]), int(notice["r"]), int(notice["p"])
+            version, text = notice.get("v"), notice.get("d")
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring a malformed Redis change notice: %s", exc)
+            return
+        if revision <= self._last:
+            return
+        if prev != self._last:
+            self._check(revision, "notices were missed")
+            return
+        self._last = revision
+        record = None if text is None else Record(name, str(text), int(version or 1))
+        self._queue.push(Change(name, record, revision))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._queue.stop()
+        self._task.join(1.0)
+
+
+def _change(entry: dict[str, Any]) -> Change:
+    name, after = str(entry["name"]), entry.get("after")
+    record = None if after is None else Record(name, str(after), int(entry["version"]))
+    return Change(name, record, int(entry["revision"]))
+
+
+def _version(value: Any) -> int:
+    # A flag written out of band (HSET without a version) counts as version 1.
+    return int(value) if value else 1
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except redis.AuthenticationError as exc:
+        raise StoreUnavailable(f"Redis refused the credentials: {type(exc).__name__}") from exc
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+    except redis.ResponseError as exc:
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+            raise StoreUnavailable("Redis requires (other) credentials") from exc
+        raise StoreError(f"Redis error: {exc}") from exc
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{hosts}").geturl()

@@ -1,0 +1,1010 @@
+"""``zookeeper://[user:password@]host:port[,host:port…]/chroot[?options]``: flags in ZooKeeper.
+
+Layout
+    One znode per flag, ``<chroot>/<name>``, holding the document text as
+    UTF-8. Any ZooKeeper client may write it: ``zkCli.sh set /experiments/x 1``
+    puts the text ``1`` there, which the store delivers raw (the client reads
+    a bare number as a percentage). flagstaff's own bookkeeping lives under
+    ``<chroot>/.flagstaff`` (never listed as a flag; flag names cannot start
+    with a dot): ``initialized`` (the marker written with the first change)
+    and ``history`` (a bounded log of sequential nodes).
+
+Versions and revisions
+    A flag's version is its znode ``dataVersion + 1`` (creation gives 1), and
+    compare-and-set maps straight onto znode versions. The store revision is
+    a ZooKeeper zxid: ``load()`` reports the largest ``mzxid`` of the flags and
+    ``pzxid`` of the chroot (the zxid of the last create or delete below it).
+    A watch delivers each change at the zxid that produced it, raised if need
+    be to one more than the revision it delivered last, so revisions always
+    increase even when watch notices and reads interleave.
+
+Watches
+    One mirror per store keeps a children watch on the chroot and a data
+    watch on every flag; a notice only marks the flag dirty, and the mirror's
+    task re-reads what is dirty (pipelined) and delivers the differences. We
+    use plain watches rather than kazoo's ``TreeCache``: it has no notion of a
+    revision, and rebuilds after a reconnect without saying what it missed.
+    Every reconnect re-reads everything (kazoo drops its watch callbacks when
+    the connection drops) and delivers the differences; after a session
+    expiry the mirror re-reads and delivers :class:`Reset`. Reconnection uses
+    a bounded backoff (at most 0.5 s between attempts), so the store is back
+    within a second or so of the server.
+
+Writes
+    Each write is one ZooKeeper ``multi`` transaction: the flag (conditional
+    on the version read just before, or on ``expect``) plus its history entry.
+    :meth:`ZooKeeperStore.put_many` writes several flags in one transaction.
+    A document larger than :data:`MAX_DOCUMENT_BYTES` is refused with
+    :class:`StoreError` before anything is sent (ZooKeeper's own 1 MB packet
+    limit would otherwise drop the connection); documents are not chunked, so
+    any ZooKeeper client still reads a flag as one node.
+
+Credentials
+    ``user:password@`` in the URL adds digest authentication. Nodes this store
+    creates get the ACL: the writer (those credentials) may do everything;
+    ``?readers=app:secret[,…]`` grants read to those digest users only,
+    otherwise anyone may read. Application processes use the reader's
+    credentials and may add ``?readonly=1`` to refuse writes locally; a write
+    the server refuses raises :class:`StoreError` saying the credentials lack
+    write permission. Passwords never appear in ``url``, logs or errors.
+
+Options
+    ``session_timeout`` (seconds, default 10), ``timeout`` (seconds an
+    operation waits for the server, default 10), ``readers``, ``readonly``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, TypeAlias, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import (
+    BadVersionError,
+    ConnectionClosedError,
+    ConnectionLoss,
+    KazooException,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+    OperationTimeoutError,
+    RolledBackError,
+    RuntimeInconsistency,
+    SessionExpiredError,
+)
+from kazoo.protocol.states import EventType, WatchedEvent, ZnodeStat
+from kazoo.retry import KazooRetry
+from kazoo.security import ACL, make_acl, make_digest_acl
+
+from flagstaff.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, UnsupportedStoreURL
+from flagstaff.model import validate_name
+from flagstaff.runtime import Runtime, default_runtime
+from flagstaff.stores._dispatch import QueueWatch
+from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, StoreState, Watch, WatchEvent
+
+__all__ = ["MAX_DOCUMENT_BYTES", "ZooKeeperStore"]
+
+log = logging.getLogger("flagstaff.stores.zookeeper")
+
+T = TypeVar("T")
+
+#: Largest flag document accepted, in UTF-8 bytes. ZooKeeper refuses packets
+#: over ``jute.maxbuffer`` (1 MiB by default) by dropping the connection; we
+#: keep headroom for the path and the transaction around it.
+MAX_DOCUMENT_BYTES = 1_000_000
+#: The history entry is written in the same packet as the flag: it keeps the
+#: texts before and after only while the whole packet stays under this.
+_PACKET_BUDGET = 1_000_000
+HISTORY_LIMIT = 1000
+_REPLAY_LIMIT = 1000  # changes a mirror keeps to replay to late subscribers
+_HISTORY_SLACK = 100  # prune in batches, not on every write
+
+_META = ".flagstaff"
+_MARKER = "initialized"
+_HISTORY = "history"
+_HISTORY_PREFIX = "h-"
+
+# Errors meaning "the server could not be asked"; an operation retries them until its deadline.
+_TRANSIENT = (ConnectionLoss, SessionExpiredError, OperationTimeoutError, ConnectionClosedError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    hosts: str
+    root: str
+    user: str | None
+    password: str | None
+    readers: tuple[tuple[str, str], ...]
+    readonly: bool
+    session_timeout: float
+    timeout: float
+
+
+def _parse_url(url: str) -> _Options:
+    parts = urlsplit(url)
+    if parts.scheme not in ("zookeeper", "zk"):
+        raise UnsupportedStoreURL(f"not a zookeeper:// URL: {_mask(url)!r}")
+    netloc = parts.netloc
+    user = password = None
+    if "@" in netloc:
+        cred, _, netloc = netloc.rpartition("@")
+        user, sep, password = cred.partition(":")
+        if not user or not sep:
+            raise UnsupportedStoreURL("zookeeper:// credentials must be user:password@")
+        user, password = unquote(user), unquote(password)
+    if not netloc:
+        raise UnsupportedStoreURL("a zookeeper:// URL needs host:port[,host:port...]")
+    root = "/" + parts.path.strip("/")
+    if root == "/":
+        raise UnsupportedStoreURL(
+            "a zookeeper:// URL needs a chroot below '/', e.g. zookeeper://host:2181/flags"
+        )
+    query = parse_qs(parts.query)
+
+    def one(key: str, default: str) -> str:
+        return query.get(key, [default])[-1]
+
+    readers: list[tuple[str, str]] = []
+    for item in ",".join(query.get("readers", [])).split(","):
+        if item:
+            name, sep, secret = item.partition(":")
+            if not name or not sep:
+                raise UnsupportedStoreURL("readers= takes user:password pairs separated by commas")
+            readers.append((name, secret))
+    try:
+        session_timeout = float(one("session_timeout", "10"))
+        timeout = float(one("timeout", "10"))
+    except ValueError:
+        raise UnsupportedStoreURL("session_timeout= and timeout= take seconds") from None
+    return _Options(
+        hosts=netloc,
+        root=root,
+        user=user,
+        password=password,
+        readers=tuple(readers),
+        readonly=one("readonly", "0").lower() in ("1", "true", "yes"),
+        session_timeout=session_timeout,
+        timeout=timeout,
+    )
+
+
+def _mask(url: str) -> str:
+    """The URL without its password (and without reader passwords)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        cred, _, hosts = netloc.rpartition("@")
+        netloc = f"{cred.partition(':')[0]}:***@{hosts}"
+    query = parts.query
+    if "readers=" in query:
+        query = "&".join("readers=***" if kv.startswith("readers=") else kv for kv in query.split("&") if kv)
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+class _Redact(logging.Filter):
+    """Keeps credentials out of kazoo's debug logs (it logs auth packets verbatim)."""
+
+    _AUTH = re.compile(r"auth='[^']*'")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: collections.Counter[str] = collections.Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self._AUTH.sub("auth='***'", message)
+        for secret in list(self.secrets):
+            clean = clean.replace(secret, "***")
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_KAZOO_LOG = logging.getLogger("flagstaff.stores.zookeeper.kazoo")
+_REDACT = _Redact()
+_KAZOO_LOG.addFilter(_REDACT)
+
+
+def _handler(runtime: Runtime) -> Any:
+    if runtime.name == "gevent":
+        from kazoo.handlers.gevent import SequentialGeventHandler
+
+        return SequentialGeventHandler()
+    from kazoo.handlers.threading import SequentialThreadingHandler
+
+    return SequentialThreadingHandler()
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """A flag as last read, with the zxids that place it in time."""
+
+    record: Record
+    mzxid: int
+
+    @staticmethod
+    def of(name: str, data: bytes | None, stat: ZnodeStat) -> _Node:
+        raw = (data or b"").decode("utf-8", errors="replace")
+        return _Node(Record(name, raw, stat.version + 1), stat.mzxid)
+
+
+class ZooKeeperStore:
+    """Flags in ZooKeeper, pushed by watches. See the module doc."""
+
+    def __init__(self, url: str, *, runtime: Runtime | None = None) -> None:
+        self._opts = _parse_url(url)
+        self.url = _mask(url)
+        self._runtime = runtime or default_runtime()
+        self._root = self._opts.root
+        self._meta = f"{self._root}/{_META}"
+        self._acl = self._make_acl()
+        auth = []
+        if self._opts.user is not None:
+            auth.append(("digest", f"{self._opts.user}:{self._opts.password}"))
+        # Kazoo's default reconnect backoff grows to a minute; ours is capped so
+        # the store is back within about a second of the server.
+        retry = KazooRetry(max_tries=-1, delay=0.05, backoff=2, max_delay=0.5, max_jitter=0.05)
+        self._zk = KazooClient(
+            hosts=self._opts.hosts,
+            timeout=self._opts.session_timeout,
+            connection_retry=retry,
+            handler=_handler(self._runtime),
+            auth_data=auth or None,
+            default_acl=self._acl,
+            logger=_KAZOO_LOG,
+        )
+        self._secrets = [p for p in (self._opts.password, *(p for _, p in self._opts.readers)) if p]
+        _REDACT.secrets.update(self._secrets)
+        self._lock = self._runtime.lock()
+        self._mirror: _Mirror | None = None
+        self._marker_known = False
+        self._closed = False
+        # Connect in the background: constructing a store never blocks or fails
+        # because the server is away; operations wait for it up to ``timeout``.
+        self._zk.start_async()
+
+    @classmethod
+    def from_url(cls, url: str, runtime: Runtime | None = None) -> ZooKeeperStore:
+        return cls(url, runtime=runtime)
+
+    def __repr__(self) -> str:
+        return f"ZooKeeperStore({self.url!r})"
+
+    # -- reading -----------------------------------------------------------
+
+    def load(self) -> StoreState:
+        # The mirror (which feeds watches) starts before the first load reads, so
+        # its replay log covers every change after the revision returned here:
+        # a watch from that revision never needs a Reset.
+        self._ensure_mirror().wait_synced(self._opts.timeout)
+
+        def read() -> StoreState:
+            try:
+                nodes, pzxid = self._read_all()
+            except NoNodeError:
+                return StoreState(0, MappingProxyType({}), initialized=False)
+            initialized = (
+                self._zk.exists_async(f"{self._meta}/{_MARKER}").get(timeout=self._remaining()) is not None
+            )
+            revision = max([pzxid, *(n.mzxid for n in nodes.values())])
+            records = {name: n.record for name, n in nodes.items()}
+            return StoreState(revision, MappingProxyType(records), initialized)
+
+        return self._call("loading flags", read)
+
+    def get(self, name: str) -> Record | None:
+        def read() -> Record | None:
+            try:
+                data, stat = self._zk.get_async(self._path(name)).get(timeout=self._remaining())
+            except NoNodeError:
+                return None
+            return _Node.of(name, data, stat).record
+
+        if not _is_flag_name(name):
+            return None
+        return self._call(f"reading {name!r}", read)
+
+    def _read_all(
+        self,
+        watch_children: Callable[[WatchedEvent], None] | None = None,
+        watch_data: Callable[[WatchedEvent], None] | None = None,
+    ) -> tuple[dict[str, _Node], int]:
+        """Every flag (pipelined reads) and the chroot's pzxid. NoNodeError if no chroot."""
+        timeout = self._remaining()
+        children, stat = self._zk.get_children_async(self._root, watch=watch_children, include_data=True).get(
+            timeout=timeout
+        )
+        names = [c for c in children if _is_flag_name(c)]
+        return self._read_many(names, watch_data, timeout), stat.pzxid
+
+    def _read_many(
+        self, names: Iterable[str], watch: Callable[[WatchedEvent], None] | None, timeout: float
+    ) -> dict[str, _Node]:
+        """The named flags that exist (pipelined: every request is sent before waiting)."""
+        return _collect([(n, self._zk.get_async(self._path(n), watch=watch)) for n in names], timeout)
+
+    # -- writing -----------------------------------------------------------
+
+    def put(self, name: str, raw: str, *, expect: int | None = None, author: str | None = None) -> Record:
+        return self.put_many({name: raw}, expect={name: expect}, author=author)[name]
+
+    def put_many(
+        self,
+        docs: Mapping[str, str],
+        *,
+        expect: Mapping[str, int | None] | None = None,
+        author: str | None = None,
+    ) -> dict[str, Record]:
+        """Write several flags in one ZooKeeper transaction: all or none.
+
+        ``expect`` maps names to the versions required (as in :meth:`put`);
+        a :class:`ConflictError` names the first flag that did not match.
+        """
+        self._check_writable()
+        expect = dict(expect or {})
+        encoded: dict[str, bytes] = {}
+        for name, raw in docs.items():
+            _require_name(name)
+            data = raw.encode("utf-8")
+            if len(data) > MAX_DOCUMENT_BYTES:
+                raise StoreError(
+                    f"flag {name!r} is {len(data):,} bytes, over ZooKeeper's node limit "
+                    f"({MAX_DOCUMENT_BYTES:,} bytes): shorten it (e.g. move a long user list into a "
+                    "group or an attribute rule) or use another store"
+                )
+            encoded[name] = data
+
+        def write() -> dict[str, Record]:
+            self._ensure_layout()
+            olds = self._read_many(encoded, None, self._remaining())
+            ops: list[tuple[str, int | None, _Node | None]] = []
+            for name in encoded:
+                old = olds.get(name)
+                _check(name, expect.get(name), old)
+                ops.append((name, expect.get(name), old))
+            txn = self._zk.transaction()
+            for name, _, old in ops:
+                if old is None:
+                    txn.create(self._path(name), encoded[name], acl=self._acl)
+                else:
+                    txn.set_data(self._path(name), encoded[name], version=old.record.version - 1)
+            for name, _, old in ops:
+                before, version = (old.record.raw, old.record.version + 1) if old else (None, 1)
+                self._add_history(txn, name, version, before, docs[name], author, len(encoded[name]))
+            results = txn.commit_async().get(timeout=self._remaining())
+            self._raise_failed(results, ops)
+            out: dict[str, Record] = {}
+            for (name, _, old), result in zip(ops, results, strict=False):
+                version = 1 if old is None else result.version + 1
+                out[name] = Record(name, docs[name], version)
+            return out
+
+        records = self._write("writing " + ", ".join(map(repr, docs)), write, docs, expect)
+        self._prune_history()
+        return records
+
+    def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
+        self._check_writable()
+        if not _is_flag_name(name):
+            raise NotFoundError(name)
+
+        def remove() -> None:
+            olds = self._read_many([name], None, self._remaining())
+            old = olds.get(name)
+            if old is None:
+                raise NotFoundError(name)
+            _check(name, expect, old)
+            self._ensure_layout()
+            txn = self._zk.transaction()
+            txn.delete(self._path(name), version=old.record.version - 1)
+            self._add_history(txn, name, None, old.record.raw, None, author, 0)
+            results = txn.commit_async().get(timeout=self._remaining())
+            self._raise_failed(results, [(name, expect, old)])
+
+        self._call(f"deleting {name!r}", remove)
+        self._prune_history()
+
+    def _write(
+        self,
+        what: str,
+        fn: Callable[[], dict[str, Record]],
+        docs: Mapping[str, str],
+        expect: Mapping[str, int | None],
+    ) -> dict[str, Record]:
+        """Run a write; an unconditional write retries when someone else won the race."""
+        for _ in range(20):
+            try:
+                return self._call(what, fn)
+            except ConflictError:
+                if all(expect.get(n) is None for n in docs):
+                    self._runtime.sleep(0.01)
+                    continue
+                raise
+        raise StoreUnavailable(f"{what}: too much contention, gave up after 20 attempts")
+
+    def _raise_failed(self, results: list[Any], ops: list[tuple[str, int | None, _Node | None]]) -> None:
+        failures = [
+            (i, r)
+            for i, r in enumerate(results)
+            if isinstance(r, Exception) and not isinstance(r, RolledBackError | RuntimeInconsistency)
+        ]
+        if not failures:
+            return
+        index, exc = failures[0]
+        if index < len(ops) and isinstance(exc, BadVersionError | NodeExistsError | NoNodeError):
+            name, expected, old = ops[index]
+            # Someone wrote between our read and our transaction: report it as the
+            # conflict it is; _write retries it when no version was required.
+            raise ConflictError(name, expected, None if old is None else old.record.version)
+        raise exc
+
+    def _add_history(
+        self,
+        txn: Any,
+        name: str,
+        version: int | None,
+        before: str | None,
+        after: str | None,
+        author: str | None,
+        size: int,
+    ) -> None:
+        entry: dict[str, Any] = {"name": name, "version": version, "at": time.time(), "author": author}
+        texts = {"before": before, "after": after}
+        if size + sum(len(t.encode()) for t in texts.values() if t) < _PACKET_BUDGET - 50_000:
+            entry.update(texts)
+        else:
+            entry["truncated"] = True
+        path = f"{self._meta}/{_HISTORY}/{_HISTORY_PREFIX}"
+        txn.create(path, json.dumps(entry).encode(), acl=self._acl, sequence=True)
+
+    def _ensure_layout(self) -> None:
+        """Create the chroot, the bookkeeping nodes and the initialized marker (once)."""
+        if self._marker_known:
+            return
+        for path in (self._root, self._meta, f"{self._meta}/{_HISTORY}", f"{self._meta}/{_MARKER}"):
+            if self._zk.exists_async(path).get(timeout=self._remaining()) is None:
+                self._ensure_path(path)
+        self._marker_known = True
+
+    def _ensure_path(self, path: str) -> None:
+        prefix = ""
+        for part in path.strip("/").split("/"):
+            prefix += "/" + part
+            try:
+                self._zk.create_async(prefix, b"", acl=self._acl).get(timeout=self._remaining())
+            except NodeExistsError:
+                continue
+
+    def _prune_history(self) -> None:
+        """Keep the newest HISTORY_LIMIT entries (best effort: a failure is logged)."""
+        hdir = f"{self._meta}/{_HISTORY}"
+        try:
+            stat = self._zk.exists_async(hdir).get(timeout=self._remaining())
+            if stat is None or stat.numChildren <= HISTORY_LIMIT + _HISTORY_SLACK:
+                return
+            children = sorted(self._zk.get_children_async(hdir).get(timeout=self._remaining()))
+            doomed = children[: len(children) - HISTORY_LIMIT]
+            for result in [self._zk.delete_async(f"{hdir}/{c}") for c in doomed]:
+                try:
+                    result.get(timeout=self._remaining())
+                except NoNodeError:
+                    continue  # another writer pruned it first
+        except (KazooException, self._zk.handler.timeout_exception) as exc:
+            log.warning("could not prune the history of %s: %s", self.url, type(exc).__name__)
+
+    def history(self, name: str | None = None, limit: int = 100) -> list[HistoryEntry]:
+        hdir = f"{self._meta}/{_HISTORY}"
+
+        def read() -> list[HistoryEntry]:
+            try:
+                children = sorted(
+                    self._zk.get_children_async(hdir).get(timeout=self._remaining()), reverse=True
+                )
+            except NoNodeError:
+                return []
+            out: list[HistoryEntry] = []
+            batch = max(limit, 50)
+            for start in range(0, len(children), batch):
+                chunk = children[start : start + batch]
+                pending = [self._zk.get_async(f"{hdir}/{c}") for c in chunk]
+                for result in pending:
+                    try:
+                        data, stat = result.get(timeout=self._remaining())
+                    except NoNodeError:
+                        continue  # pruned meanwhile
+                    entry = _history_entry(data, stat)
+                    if entry is not None and (name is None or entry.name == name):
+                        out.append(entry)
+                if len(out) >= limit:
+                    break
+            return out[:limit]
+
+        return self._call("reading history", read)
+
+    # -- watching ----------------------------------------------------------
+
+    def watch(self, on_event: Callable[[WatchEvent], None], since: int) -> Watch:
+        return self._ensure_mirror().subscribe(on_event, since)
+
+    def _ensure_mirror(self) -> _Mirror:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self.url} is closed")
+            if self._mirror is None:
+                self._mirror = _Mirror(self)
+            return self._mirror
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            mirror, self._mirror = self._mirror, None
+        if mirror is not None:
+            mirror.stop()
+        try:
+            self._zk.stop()
+            self._zk.close()
+        except KazooException as exc:
+            log.warning("closing %s: %s", self.url, type(exc).__name__)
+        _REDACT.secrets.subtract(self._secrets)
+        _REDACT.secrets += collections.Counter()  # drop the ones no open store uses
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _path(self, name: str) -> str:
+        return f"{self._root}/{name}"
+
+    def _make_acl(self) -> list[ACL] | None:
+        o = self._opts
+        if o.user is None:
+            return None  # kazoo's default: open
+        acl = [make_digest_acl(o.user, o.password or "", all=True)]
+        if o.readers:
+            acl += [make_digest_acl(u, p, read=True) for u, p in o.readers]
+        else:
+            acl.append(make_acl("world", "anyone", read=True))
+        return acl
+
+    def _check_writable(self) -> None:
+        if self._opts.readonly:
+            raise StoreError(f"{self.url} was opened read-only (readonly=1): writes are refused")
+
+    def _remaining(self) -> float:
+        """How long one request may wait for its answer."""
+        return self._opts.timeout
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` once connected, retrying transient failures until ``timeout``.
+
+        A write retried after a lost connection may have been applied the first
+        time; the compare-and-set then reports a conflict rather than writing twice.
+        """
+        if self._closed:
+            raise StoreError(f"{self.url} is closed")
+        deadline = time.monotonic() + self._opts.timeout
+        delay = 0.02
+        timeout_exc = self._zk.handler.timeout_exception
+        while True:
+            try:
+                self._wait_connected(deadline)
+                return fn()
+            except NoAuthError:
+                raise StoreError(
+                    f"{what}: ZooKeeper refused it for lack of permission under {self._root} "
+                    "(read-only credentials, or none where an ACL requires them)"
+                ) from None
+            except (*_TRANSIENT, timeout_exc) as exc:
+                if self._closed or time.monotonic() >= deadline:
+                    raise StoreUnavailable(
+                        f"{what}: ZooKeeper at {self._opts.hosts} unreachable for "
+                        f"{self._opts.timeout:g} s ({type(exc).__name__})"
+                    ) from None
+                self._runtime.sleep(delay)
+                delay = min(delay * 2, 0.25)
+
+    def _wait_connected(self, deadline: float) -> None:
+        while not self._zk.connected:
+            if self._closed or time.monotonic() >= deadline:
+                raise ConnectionLoss()
+            self._runtime.sleep(0.02)
+
+
+@dataclass(slots=True)
+class _Subscriber:
+    queue: QueueWatch
+    floor: int  # events at or before this zxid are already known to the subscriber
+
+
+# One candidate change found by a sync: (zxid, name, node or None for a delete).
+_Candidate: TypeAlias = tuple[int, str, "_Node | None"]
+
+
+class _Mirror:
+    """The store's one set of ZooKeeper watches, fanned out to subscribers.
+
+    What it watches: the chroot's children, every flag's data, and the
+    history log's children. ZooKeeper notices only mark things dirty (they
+    arrive on kazoo's thread and must be quick); the mirror's task re-reads
+    and delivers. Watches are one-shot and coalesce, so the history log (one
+    entry per flagstaff write, made in the same transaction and so carrying
+    the same zxid) is what delivers every intermediate change in order;
+    reading the flags themselves catches writes made by other ZooKeeper
+    clients. A change is delivered once: anything at or before the zxid
+    already held for a flag (or its deletion) is skipped, so values never go
+    backwards. The number of ZooKeeper watches is one per flag plus two,
+    however many subscribers there are.
+    """
+
+    def __init__(self, store: ZooKeeperStore) -> None:
+        self._store = store
+        self._zk = store._zk
+        self._runtime = store._runtime
+        self._root = store._root
+        self._hdir = f"{store._meta}/{_HISTORY}"
+        self._lock = self._runtime.lock()
+        self._wake = self._runtime.event()
+        self._nodes: dict[str, _Node] = {}
+        self._gone: dict[str, int] = {}  # deleted flag -> zxid of its deletion (tombstones)
+        self._armed: set[str] = set()  # flags with a data watch in place
+        self._cursor = -1  # the sequence number of the last history entry taken into account
+        self._revision = 0  # the last revision delivered
+        self._log: collections.deque[tuple[int, Change]] = collections.deque(maxlen=_REPLAY_LIMIT)
+        self._log_base = 0  # the log holds every change after this revision
+        self._dirty: set[str] = set()
+        self._children_dirty = False
+        self._full = True  # a full re-read is due (start, reconnect)
+        self._expired = False  # the session was lost: deliver Reset after the re-read
+        self._synced = False
+        self._synced_event = self._runtime.event()
+        self._joining: list[_Subscriber] = []
+        self._subscribers: list[_Subscriber] = []
+        self._stopped = False
+        self._zk.add_listener(self._on_state)  # before the first check of the connection: no lost wake-up
+        self._wake.set()
+        self._task = self._runtime.spawn(self._run, name="flagstaff-zookeeper-mirror")
+
+    def subscribe(self, on_event: Callable[[WatchEvent], None], since: int) -> Watch:
+        queue = QueueWatch(self._runtime, on_event, "flagstaff-zookeeper-watch")
+        with self._lock:
+            self._joining.append(_Subscriber(queue, since))
+        self._wake.set()
+        return _Subscription(self, queue)
+
+    def unsubscribe(self, queue: QueueWatch) -> None:
+        queue.stop()
+        with self._lock:
+            self._joining = [s for s in self._joining if s.queue is not queue]
+            self._subscribers = [s for s in self._subscribers if s.queue is not queue]
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._zk.remove_listener(self._on_state)
+        self._wake.set()
+        with self._lock:
+            subscribers = self._joining + self._subscribers
+            self._joining, self._subscribers = [], []
+        for sub in subscribers:
+            sub.queue.stop()
+        self._task.join(5)
+
+    def wait_synced(self, timeout: float) -> bool:
+        """Wait (bounded) until the first full read is done."""
+        return self._synced_event.wait(timeout)
+
+    @property
+    def watch_count(self) -> int:
+        """ZooKeeper watches this mirror keeps armed (for leak checks)."""
+        return len(self._armed) + 1
+
+    # Kazoo calls these on its own thread: record and wake, nothing more.
+
+    def _on_state(self, state: str) -> None:
+        if state == KazooState.LOST:
+            self._expired = True
+            self._full = True
+        elif state == KazooState.SUSPENDED:
+            self._full = True  # kazoo forgets its watch callbacks when a connection drops
+        self._wake.set()
+
+    def _on_data(self, event: WatchedEvent) -> None:
+        if event.type == EventType.NONE or self._stopped:
+            return  # a connection notice; _on_state handles those
+        with self._lock:
+            name = event.path.rpartition("/")[2]
+            self._armed.discard(name)
+            self._dirty.add(name)
+        self._wake.set()
+
+    def _on_children(self, event: WatchedEvent) -> None:
+        if event.type == EventType.NONE or self._stopped:
+            return
+        with self._lock:
+            self._children_dirty = True
+        self._wake.set()
+
+    # The mirror's task.
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopped:
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if self._stopped:
+                break
+            if not self._zk.connected:
+                continue  # _on_state wakes us when the connection is back
+            try:
+                if self._full:
+                    self._full_sync()
+                elif self._dirty or self._children_dirty:
+                    self._incremental_sync()
+                self._admit()
+                failures = 0
+            except (*_TRANSIENT, self._zk.handler.timeout_exception) as exc:
+                log.info("zookeeper watch interrupted (%s); re-reading when connected", type(exc).__name__)
+                self._full = True
+                self._wake.set()
+                self._runtime.sleep(0.05)
+            except Exception:
+                failures += 1
+                log.exception("zookeeper watch failed; re-reading everything")
+                self._full = True
+                self._wake.set()
+                self._runtime.sleep(min(0.1 * 2**failures, 2.0))
+
+    def _full_sync(self) -> None:
+        expired, self._expired = self._expired, False
+        self._full = False
+        with self._lock:
+            self._dirty.clear()
+            self._children_dirty = False
+            self._armed.clear()
+        # History first: entries after this cursor are newer than what the reads below may miss.
+        cursor = self._history_end() - 1
+        try:
+            nodes, pzxid = self._store._read_all(self._on_children, self._on_data)
+        except NoNodeError:
+            self._watch_creation(self._root, self._on_children)
+            nodes, pzxid = {}, 0
+        with self._lock:
+            self._armed |= set(nodes)
+        if expired or not self._synced:
+            self._nodes, self._gone, self._cursor = nodes, {}, cursor
+            self._revision = max([self._revision, pzxid, *(n.mzxid for n in nodes.values())])
+            self._log.clear()
+            self._log_base = self._revision
+            if expired and self._synced:
+                log.info("zookeeper session expired: watches re-armed, subscribers reset")
+                self._publish(0, Reset("the ZooKeeper session expired; watches were lost"))
+            self._synced = True
+            self._synced_event.set()
+            return
+        self._cursor = max(self._cursor, cursor)
+        candidates: list[_Candidate] = [(n.mzxid, name, n) for name, n in nodes.items()]
+        candidates += [(pzxid, name, None) for name in self._nodes if name not in nodes]
+        self._apply(candidates)
+
+    def _incremental_sync(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            children_dirty, self._children_dirty = self._children_dirty, False
+        store, zk, timeout = self._store, self._zk, self._store._remaining()
+        # Round trip 1, pipelined: the dirty flags, the chroot's children, the history
+        # log, in this order. ZooKeeper answers a session's requests in order, so the
+        # log lists every flagstaff write that the reads saw.
+        reading = [(n, zk.get_async(store._path(n), watch=self._on_data)) for n in dirty]
+        listing = (
+            zk.get_children_async(self._root, watch=self._on_children, include_data=True)
+            if children_dirty
+            else None
+        )
+        log_stat = zk.exists_async(self._hdir)
+        reads = _collect(reading, timeout)
+        candidates: list[_Candidate] = []
+        unarmed: set[str] = set()
+        if listing is not None:
+            try:
+                children, stat = listing.get(timeout=timeout)
+                pzxid = stat.pzxid
+            except NoNodeError:
+                self._watch_creation(self._root, self._on_children)
+                children, pzxid = [], self._revision
+            listed = {c for c in children if _is_flag_name(c)}
+            with self._lock:
+                unarmed = listed - self._armed - set(reads)
+            candidates += [(pzxid, name, None) for name in (set(self._nodes) | dirty) - listed]
+        elif len(reads) < len(dirty):
+            # A flag vanished: the listing tells when (pzxid) and re-arms the children watch.
+            with self._lock:
+                self._children_dirty = True
+            self._wake.set()
+        logged = self._new_entries(log_stat.get(timeout=timeout))
+        # Round trip 2, pipelined: flags new in the listing, and the new log entries.
+        reading = [(n, zk.get_async(store._path(n), watch=self._on_data)) for n in unarmed]
+        entries = [zk.get_async(f"{self._hdir}/{n}") for n in logged]
+        reads.update(_collect(reading, timeout))
+        with self._lock:
+            self._armed |= set(reads)
+        history = self._history_candidates(entries, timeout)
+        if logged:
+            self._cursor = max(self._cursor, _sequence(logged[-1]))
+        seen = {(name, zxid) for zxid, name, _ in history}
+        # A read the log explains is the same change; the others were written by other clients.
+        found: list[_Candidate] = [
+            (n.mzxid, name, n) for name, n in reads.items() if (name, n.mzxid) not in seen
+        ]
+        self._apply(candidates + history + found)
+
+    def _history_candidates(self, entries: list[Any], timeout: float) -> list[_Candidate]:
+        """History entries as candidates (an entry too large to hold the text marks its flag dirty)."""
+        candidates: list[_Candidate] = []
+        truncated: set[str] = set()
+        for result in entries:
+            try:
+                data, stat = result.get(timeout=timeout)
+            except NoNodeError:
+                continue  # pruned already: the flag reads cover it
+            entry = _history_entry(data, stat)
+            if entry is None:
+                continue
+            if entry.version is None:
+                candidates.append((stat.czxid, entry.name, None))
+            elif entry.after is None:
+                truncated.add(entry.name)  # too large to log: the flag's own read delivers it
+            else:
+                record = Record(entry.name, entry.after, entry.version)
+                candidates.append((stat.czxid, entry.name, _Node(record, stat.czxid)))
+        if truncated:
+            with self._lock:
+                self._dirty |= truncated
+            self._wake.set()
+        return candidates
+
+    def _history_end(self) -> int:
+        """The sequence number the next history entry will get (0 if there is no log yet)."""
+        stat = self._zk.exists_async(self._hdir).get(timeout=self._store._remaining())
+        return 0 if stat is None else int(stat.cversion)
+
+    def _new_entries(self, stat: ZnodeStat | None) -> list[str]:
+        """Names of the history entries after the cursor, oldest first.
+
+        A sequential node's number is its parent's ``cversion`` when it was
+        created, so the entries since the cursor are numbered below the log's
+        current ``cversion`` (pruning leaves gaps: those reads find nothing).
+        This avoids listing the whole log on every change. Far behind, list it.
+        """
+        if stat is None:
+            return []
+        end = int(stat.cversion)
+        if end - self._cursor > 3 * HISTORY_LIMIT:
+            names = self._zk.get_children_async(self._hdir).get(timeout=self._store._remaining())
+            return sorted(n for n in names if _sequence(n) > self._cursor)
+        return [f"{_HISTORY_PREFIX}{seq:010d}" for seq in range(self._cursor + 1, end)]
+
+    def _watch_creation(self, path: str, watch: Callable[[WatchedEvent], None]) -> None:
+        """``path`` does not exist: watch for its creation (and look again if it appeared meanwhile)."""
+        stat = self._zk.exists_async(path, watch=watch).get(timeout=self._store._remaining())
+        if stat is not None:
+            with self._lock:
+                self._children_dirty = True
+            self._wake.set()
+
+    def _apply(self, candidates: list[_Candidate]) -> None:
+        """Take the candidates in zxid order, skip what is not newer, deliver the rest."""
+        candidates.sort(key=lambda c: (c[0], c[2] is None, c[1]))
+        for zxid, name, node in candidates:
+            held, gone = self._nodes.get(name), self._gone.get(name, -1)
+            if (held is not None and zxid <= held.mzxid) or zxid <= gone:
+                continue  # already delivered (or superseded): never go backwards
+            if node is None:
+                if held is None:
+                    continue
+                del self._nodes[name]
+                self._gone[name] = zxid
+            else:
+                self._nodes[name] = node
+                self._gone.pop(name, None)
+            self._revision = max(zxid, self._revision + 1)
+            change = Change(name, node.record if node else None, self._revision)
+            self._log.append((zxid, change))
+            if len(self._log) == self._log.maxlen:
+                self._log_base = self._log[0][1].revision - 1
+            self._publish(zxid, change)
+        if len(self._gone) > 4 * _REPLAY_LIMIT:
+            # Tombstones only guard against entries older than the deletion; keep the newest.
+            newest = sorted(self._gone.items(), key=lambda kv: kv[1])[-_REPLAY_LIMIT:]
+            self._gone = dict(newest)
+
+    def _publish(self, zxid: int, event: WatchEvent) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for sub in subscribers:
+            if isinstance(event, Reset) or zxid > sub.floor:
+                sub.queue.push(event)
+
+    def _admit(self) -> None:
+        """Bring waiting subscribers up to date from the replay log, then make them live."""
+        if not self._synced:
+            return
+        with self._lock:
+            joining, self._joining = self._joining, []
+            for sub in joining:
+                if sub.floor < self._log_base:
+                    sub.queue.push(Reset("changes before the watch's revision are no longer known"))
+                else:
+                    for zxid, change in self._log:
+                        if zxid > sub.floor:
+                            sub.queue.push(change)
+                self._subscribers.append(sub)
+
+
+class _Subscription:
+    def __init__(self, mirror: _Mirror, queue: QueueWatch) -> None:
+        self._mirror = mirror
+        self._queue = queue
+
+    def stop(self) -> None:
+        self._mirror.unsubscribe(self._queue)
+
+
+def _history_entry(data: bytes, stat: ZnodeStat) -> HistoryEntry | None:
+    try:
+        doc = json.loads(data)
+        return HistoryEntry(
+            name=str(doc["name"]),
+            revision=stat.czxid,
+            version=doc.get("version"),
+            at=float(doc["at"]),
+            author=doc.get("author"),
+            before=doc.get("before"),
+            after=doc.get("after"),
+        )
+    except (ValueError, KeyError, TypeError):
+        log.warning("skipping an unreadable history entry (czxid %d)", stat.czxid)
+        return None
+
+
+def _collect(pending: list[tuple[str, Any]], timeout: float) -> dict[str, _Node]:
+    """The answers to pipelined reads of flags; the ones gone meanwhile are left out."""
+    nodes: dict[str, _Node] = {}
+    for name, result in pending:
+        try:
+            data, stat = result.get(timeout=timeout)
+        except NoNodeError:
+            continue
+        nodes[name] = _Node.of(name, data, stat)
+    return nodes
+
+
+def _sequence(entry: str) -> int:
+    """The number of a history entry (``h-0000000042`` -> 42)."""
+    return int(entry.removeprefix(_HISTORY_PREFIX))
+
+
+def _is_flag_name(name: str) -> bool:
+    return bool(name) and not name.startswith(".") and "/" not in name
+
+
+def _require_name(name: str) -> None:
+    from flagstaff.errors import ValidationError
+
+    problems = validate_name(name)
+    if problems:
+        raise ValidationError(problems, flag=str(name))
+
+
+def _check(name: str, expect: int | None, old: _Node | None) -> None:
+    if expect is None:
+        return
+    actual = old.record.version if old else 0
+    if actual != expect:
+        raise ConflictError(name, expect, actual)

@@ -1,0 +1,183 @@
+"""Real etcd servers for tests: one node or a three-node cluster, on loopback ports.
+
+Each node runs ``/usr/bin/etcd`` (Debian's ``etcd-server``) in its own temp dir.
+A missing binary skips locally and fails under CI (see ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Block until the kernel reports ``pid`` stopped (state T), so the test starts from a hung server."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rpartition(")")[2].split()[0] in ("T", "t"):
+                return
+        time.sleep(0.01)
+    raise RuntimeError(f"process {pid} did not stop")
+
+
+def require_etcd() -> None:
+    if not os.path.exists(ETCD):
+        pytest.skip(f"etcd server binary not found at {ETCD} (apt-get install etcd-server)")
+
+
+class EtcdNode:
+    def __init__(self, name: str, client_port: int, peer_port: int, cluster: str, datadir: str) -> None:
+        self.name = name
+        self.client_port = client_port
+        self.peer_port = peer_port
+        self.cluster = cluster
+        self.datadir = datadir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = open(os.path.join(datadir, f"{name}.log"), "ab")  # noqa: SIM115 (closed in close())
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def start(self, *, new: bool = True) -> None:
+        args = [
+            ETCD,
+            "--name", self.name,
+            "--data-dir", os.path.join(self.datadir, self.name),
+            "--listen-client-urls", f"http://127.0.0.1:{self.client_port}",
+            "--advertise-client-urls", f"http://127.0.0.1:{self.client_port}",
+            "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+            "--initial-cluster", self.cluster,
+            "--initial-cluster-state", "new",
+            "--heartbeat-interval", "50",
+            "--election-timeout", "500",
+            "--log-level", "warn",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        if sig == signal.SIGSTOP:
+            wait_stopped(self.proc.pid)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+class EtcdCluster:
+    """``size`` etcd nodes forming one cluster (size 1: a single server)."""
+
+    def __init__(self, size: int = 1) -> None:
+        require_etcd()
+        self.tmp = tempfile.mkdtemp(prefix="flagstaff-etcd-")
+        ports = [(free_port(), free_port()) for _ in range(size)]
+        cluster = ",".join(f"n{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
+        self.nodes = [EtcdNode(f"n{i}", c, p, cluster, self.tmp) for i, (c, p) in enumerate(ports)]
+        for node in self.nodes:
+            node.start()
+        self.wait_ready()
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(n.endpoint for n in self.nodes)
+
+    def url(self, prefix: str, auth: str = "") -> str:
+        return f"etcd://{auth + '@' if auth else ''}{self.hosts}/{prefix}"
+
+    def call(
+        self, path: str, body: dict[str, Any], node: int = 0, token: str | None = None
+    ) -> dict[str, Any]:
+        req = urllib.request.Request(
+            f"http://{self.nodes[node].endpoint}/v3/{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", **({"Authorization": token} if token else {})},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            reply: dict[str, Any] = json.loads(resp.read())
+            return reply
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = [i for i, n in enumerate(self.nodes) if n.proc is not None and n.proc.poll() is None]
+        while pending and time.monotonic() < deadline:
+            for i in list(pending):
+                try:
+                    self.call("kv/range", {"key": "eA=="}, node=i)
+                    pending.remove(i)
+                except (OSError, urllib.error.URLError):
+                    pass
+            time.sleep(0.05)
+        if pending:
+            raise RuntimeError(f"etcd nodes {pending} did not become ready within {timeout} s")
+
+    def leader(self) -> int:
+        """Index of the current leader node."""
+        members = {
+            m["ID"] if "ID" in m else m.get("id"): m for m in self.call("cluster/member/list", {})["members"]
+        }
+        for i, node in enumerate(self.nodes):
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                status = self.call("maintenance/status", {}, node=i)
+                if status.get("leader") == status["header"].get("member_id"):
+                    return i
+        raise RuntimeError(f"no leader among {len(members)} members")
+
+    def put(self, key: str, value: str) -> int:
+        reply = self.call("kv/put", {"key": _b64(key), "value": _b64(value)})
+        return int(reply["header"]["revision"])
+
+    def compact(self, revision: int) -> None:
+        self.call("kv/compaction", {"revision": str(revision), "physical": True})
+
+    def restart(self, index: int = 0) -> None:
+        node = self.nodes[index]
+        node.start(new=False)
+        self.wait_ready()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

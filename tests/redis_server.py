@@ -1,0 +1,86 @@
+"""A real ``redis-server`` for tests, on a random loopback port with its own temp dir.
+
+Never the machine's own Redis on 6379. A missing binary skips locally and
+fails under CI (see ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+import redis
+
+from etcd_server import free_port, wait_stopped
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class RedisServer:
+    def __init__(self, password: str | None = None) -> None:
+        if not os.path.exists(REDIS_SERVER):
+            pytest.skip(f"redis-server not found at {REDIS_SERVER} (apt-get install redis-server)")
+        self.tmp = tempfile.mkdtemp(prefix="flagstaff-redis-")
+        self.port = free_port()
+        self.password = password
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = open(os.path.join(self.tmp, "redis.log"), "ab")  # noqa: SIM115 (closed in close())
+        self.start()
+
+    def start(self) -> None:
+        args = [
+            REDIS_SERVER,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.tmp,
+        ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.admin().ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def admin(self) -> redis.Redis:
+        return redis.Redis(port=self.port, password=self.password, socket_timeout=2, decode_responses=True)
+
+    def url(self, prefix: str, db: int = 0, host_port: str | None = None) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{host_port or f'127.0.0.1:{self.port}'}/{db}?prefix={prefix}"
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        if sig == signal.SIGSTOP:
+            wait_stopped(self.proc.pid)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)

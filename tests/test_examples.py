@@ -1,0 +1,50 @@
+"""Every script in examples/ runs and prints what its docstring promises."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+# script -> patterns its output must contain
+EXPECTED: dict[str, list[str]] = {
+    "evaluate_a_flag.py": [
+        r"alice \(named in users\)\s+enabled=True\s+reason=target rule=users",
+        r"an employee\s+enabled=True\s+reason=target rule=employee",
+        r"a logged-out visitor\s+enabled=False reason=default",
+    ],
+    "admin_writes.py": [
+        r"refused: invalid flag 'fast_checkout': percentage: must be a number between 0 and 100",
+        r"v3 by release-bot: 50\n",
+        r'v5 by release-bot: \{"enabled":false,"percentage":50,"users":\["qa-lead"\]\}',
+        r'v6 by release-bot: \{"percentage":50,"users":\["qa-lead"\]\}',
+    ],
+    "experiment_split.py": [
+        r"control_1\s+(9\.\d|10\.\d)%",
+        r"green\s+2\d\.\d%",
+        r"user1 always gets \w+",
+    ],
+    "schedule_at_midnight.py": [
+        r"2026-12-31T23:59:59\+00:00  enabled=False  reason=schedule",
+        r"2027-01-01T00:00:00\+00:00  enabled=True  reason=target",
+    ],
+}
+
+
+def test_every_example_is_covered() -> None:
+    assert {p.name for p in EXAMPLES.glob("*.py")} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_example_runs(script: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    for pattern in EXPECTED[script]:
+        assert re.search(pattern, proc.stdout), f"{script}: {pattern!r} not in:\n{proc.stdout}"

@@ -1,0 +1,385 @@
+"""The etcd store against a real etcd (single node per module), plus its fault tests."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from er_checks import (
+    Follower,
+    check_crud_and_cas,
+    check_marker,
+    check_watch_order,
+    doc,
+    expected_after,
+    mutate_many,
+    store_runtime,
+    wait_until,
+)
+from etcd_server import EtcdCluster
+from flagstaff.errors import StoreError, StoreUnavailable
+from flagstaff.stores import open_store
+from flagstaff.stores.base import Change, Reset, Store, WatchEvent
+from flagstaff.stores.etcd import EtcdStore
+from flagstaff.testing.conformance import StoreConformance
+from tcpproxy_er import TcpProxy
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(1)
+    yield cluster
+    cluster.close()
+
+
+class TestEtcdConformance(StoreConformance):
+    """The shared suite; stores reach etcd through a proxy so force_reset can cut them off."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, etcd: EtcdCluster) -> Iterator[None]:
+        self.etcd = etcd
+        self.proxy = TcpProxy("127.0.0.1", etcd.nodes[0].client_port)
+        yield
+        self.proxy.close()
+
+    def make_store(self, namespace: str) -> Store:
+        return EtcdStore.from_url(f"etcd://{self.proxy.address}/{namespace}", store_runtime())
+
+    def force_reset(self, store: Store) -> None:
+        # Compact past what the watches have seen, then drop their connections: each one
+        # resumes at a compacted revision, re-lists and delivers Reset.
+        self.etcd.put("/unrelated/force-reset", "1")
+        self.etcd.compact(self.etcd.put("/unrelated/force-reset", "2"))
+        self.proxy.partition()
+        self.proxy.heal()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def store(etcd: EtcdCluster, prefix: str) -> Iterator[EtcdStore]:
+    s = EtcdStore.from_url(etcd.url(prefix), store_runtime())
+    yield s
+    s.close()
+
+
+def test_open_store_by_url(etcd: EtcdCluster, prefix: str) -> None:
+    s = open_store(etcd.url(prefix), runtime=store_runtime())
+    try:
+        assert isinstance(s, EtcdStore)
+        assert s.url == etcd.url(prefix)
+    finally:
+        s.close()
+
+
+def test_crud_cas_history(store: EtcdStore) -> None:
+    check_crud_and_cas(store)
+
+
+def test_marker_hidden_and_initialized(store: EtcdStore) -> None:
+    check_marker(store)
+
+
+def test_watch_order_and_silent_stop(etcd: EtcdCluster, store: EtcdStore, prefix: str) -> None:
+    other = EtcdStore.from_url(etcd.url(prefix), store_runtime())
+    try:
+        check_watch_order(store, other)
+    finally:
+        other.close()
+
+
+def test_revision_is_etcd_header_revision(etcd: EtcdCluster, store: EtcdStore) -> None:
+    store.put("rev", doc(1))
+    before = store.load().revision
+    server_rev = etcd.put("/unrelated/key", "x")
+    assert server_rev > before
+    assert store.load().revision == server_rev
+
+
+def test_out_of_band_keys(etcd: EtcdCluster, store: EtcdStore, prefix: str) -> None:
+    # A flag written by any etcd client (etcdctl put /prefix/name '...') is a flag; nested keys are not.
+    etcd.put(f"/{prefix}/plain", "1")
+    etcd.put(f"/{prefix}/nested/deeper", "x")
+    state = store.load()
+    assert set(state.records) == {"plain"}
+    assert state.records["plain"].raw == "1" and state.records["plain"].version == 1
+    assert not state.initialized  # nothing went through flagstaff yet
+
+
+def test_history_bounded(store: EtcdStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flagstaff.stores.etcd as mod
+
+    monkeypatch.setattr(mod, "HISTORY_LIMIT", 30)
+    for i in range(mod._TRIM_EVERY):
+        store.put(f"h{i % 3}", doc(i))
+    entries = store.history(limit=1000)
+    assert len(entries) == 30
+    assert entries[0].after == doc(mod._TRIM_EVERY - 1)
+    assert len(store.history("h0", limit=5)) == 5
+
+
+def test_compaction_while_away_resets_and_relists(etcd: EtcdCluster, store: EtcdStore, prefix: str) -> None:
+    store.put("c", doc(0))
+    since = store.load().revision
+    for i in range(1, 6):
+        store.put("c", doc(i))
+    compact_at = etcd.put("/unrelated/compact", "x")
+    etcd.compact(compact_at)
+    seen: list[WatchEvent] = []
+    w = store.watch(seen.append, since)
+    try:
+        wait_until(lambda: bool(seen), 5)
+        assert isinstance(seen[0], Reset) and "compact" in seen[0].reason
+        store.put("c", doc(99))
+        wait_until(lambda: any(isinstance(e, Change) and e.revision > compact_at for e in seen), 5)
+    finally:
+        w.stop()
+
+
+def test_compaction_while_partitioned_follower_converges(etcd: EtcdCluster, prefix: str) -> None:
+    proxy = TcpProxy("127.0.0.1", etcd.nodes[0].client_port)
+    writer = EtcdStore.from_url(etcd.url(prefix), store_runtime())
+    reader = EtcdStore.from_url(f"etcd://{proxy.address}/{prefix}", store_runtime())
+    try:
+        writer.put("k", doc(0))
+        follower = Follower(reader)
+        proxy.partition()
+        for i in range(1, 20):
+            writer.put("k", doc(i))
+        etcd.compact(etcd.put("/unrelated/compact2", "x"))
+        proxy.heal()
+        took = wait_until(lambda: follower.snapshot().get("k") == doc(19), 5)
+        assert took < 3.0
+        assert follower.resets >= 1
+        assert not follower.backwards
+        follower.stop()
+    finally:
+        reader.close()
+        writer.close()
+        proxy.close()
+
+
+def test_partition_50_changes_5_deletes(etcd: EtcdCluster, prefix: str) -> None:
+    proxy = TcpProxy("127.0.0.1", etcd.nodes[0].client_port)
+    writer = EtcdStore.from_url(etcd.url(prefix), store_runtime())
+    reader = EtcdStore.from_url(f"etcd://{proxy.address}/{prefix}", store_runtime())
+    names = [f"p{i}" for i in range(50)]
+    try:
+        mutate_many(writer, 0, names, [])
+        follower = Follower(reader)
+        wait_until(lambda: len(follower.snapshot()) == 50, 5)
+        proxy.partition()
+        mutate_many(writer, 1000, names, names[:5])
+        time.sleep(0.5)
+        proxy.heal()
+        expected = expected_after(names, names[:5], 1000)
+        took = wait_until(lambda: follower.snapshot() == expected, 5)
+        assert took <= 2.0, f"converged {took:.2f} s after healing"
+        assert not follower.backwards
+        follower.stop()
+    finally:
+        reader.close()
+        writer.close()
+        proxy.close()
+
+
+def test_blackhole_partition_detected_by_watchdog(etcd: EtcdCluster, prefix: str) -> None:
+    # The watch stream stays open but carries nothing: the watchdog notices the prefix moved on.
+    proxy = TcpProxy("127.0.0.1", etcd.nodes[0].client_port)
+    writer = EtcdStore.from_url(etcd.url(prefix), store_runtime())
+    reader = EtcdStore.from_url(f"etcd://{proxy.address}/{prefix}", store_runtime())
+    try:
+        writer.put("b", doc(0))
+        follower = Follower(reader)
+        proxy.blackhole()
+        writer.put("b", doc(1))
+        time.sleep(1.0)
+        proxy.heal()
+        wait_until(lambda: follower.snapshot().get("b") == doc(1), 8)
+        assert not follower.backwards
+        follower.stop()
+    finally:
+        reader.close()
+        writer.close()
+        proxy.close()
+
+
+@pytest.mark.slow
+def test_kill9_and_restart_converges(prefix: str) -> None:
+    cluster = EtcdCluster(1)
+    writer = EtcdStore.from_url(cluster.url(prefix), store_runtime())
+    reader = EtcdStore.from_url(cluster.url(prefix), store_runtime())
+    try:
+        writer.put("x", doc(0))
+        follower = Follower(reader)
+        cluster.nodes[0].kill()
+        with pytest.raises(StoreUnavailable):
+            writer.put("x", doc(1))
+        assert follower.snapshot() == {"x": doc(0)}  # last known values stay
+        time.sleep(3.0)
+        cluster.restart(0)
+        writer.put("x", doc(2))
+        took = wait_until(lambda: follower.snapshot().get("x") == doc(2), 5)
+        assert took <= 2.0
+        follower.stop()
+    finally:
+        reader.close()
+        writer.close()
+        cluster.close()
+
+
+def test_sigstop_hung_server(etcd: EtcdCluster, prefix: str) -> None:
+    writer = EtcdStore.from_url(etcd.url(prefix), store_runtime())
+    reader = EtcdStore.from_url(etcd.url(prefix), store_runtime())
+    try:
+        writer.put("s", doc(0))
+        follower = Follower(reader)
+        etcd.nodes[0].signal(signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                writer.get("s")
+            assert time.monotonic() - start < 10  # bounded by the request timeout
+        finally:
+            etcd.nodes[0].signal(signal.SIGCONT)
+        writer.put("s", doc(1))
+        took = wait_until(lambda: follower.snapshot().get("s") == doc(1), 5)
+        assert took <= 2.0
+        follower.stop()
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_auth_and_no_secrets_in_logs(caplog: pytest.LogCaptureFixture, prefix: str) -> None:
+    secret = "s3cr3t-Pa55word"
+    cluster = EtcdCluster(1)
+    try:
+        cluster.call("auth/user/add", {"name": "root", "password": secret})
+        cluster.call("auth/user/grant", {"user": "root", "role": "root"})
+        cluster.call("auth/enable", {})
+        caplog.set_level(logging.DEBUG, logger="flagstaff")
+        good = EtcdStore.from_url(cluster.url(prefix, f"root:{secret}"), store_runtime())
+        bad = EtcdStore.from_url(cluster.url(prefix, "root:wrong-" + secret), store_runtime())
+        anonymous = EtcdStore.from_url(cluster.url(prefix), store_runtime())
+        try:
+            assert secret not in good.url
+            good.put("a", doc(1))
+            follower = Follower(good)
+            good.put("a", doc(2))
+            wait_until(lambda: follower.snapshot().get("a") == doc(2), 5)
+            with pytest.raises(StoreError) as bad_exc:
+                bad.get("a")
+            assert secret not in str(bad_exc.value)
+            with pytest.raises(StoreError):
+                anonymous.get("a")
+            cluster.nodes[0].kill()
+            time.sleep(2.5)  # the watch and its watchdog log their failures
+            follower.stop()
+        finally:
+            for s in (good, bad, anonymous):
+                s.close()
+        assert any(r.name.startswith("flagstaff") for r in caplog.records)
+        assert all(secret not in r.getMessage() for r in caplog.records)
+        assert secret not in caplog.text
+    finally:
+        cluster.close()
+
+
+@pytest.mark.slow
+def test_three_node_cluster_leader_stopped(prefix: str) -> None:
+    cluster = EtcdCluster(3)
+    writer = EtcdStore.from_url(cluster.url(prefix), store_runtime())
+    readers = [EtcdStore.from_url(cluster.url(prefix), store_runtime()) for _ in range(3)]
+    try:
+        writer.put("lead", doc(0))
+        followers = [Follower(r) for r in readers]
+        leader = cluster.leader()
+        errors: list[BaseException] = []
+        cluster.nodes[leader].kill()
+        # Readers evaluate from their snapshot throughout; the writer retries what etcd refuses.
+        seq = 1
+        deadline = time.monotonic() + 10
+        while seq <= 20 and time.monotonic() < deadline:
+            try:
+                writer.put("lead", doc(seq))
+                seq += 1
+            except StoreUnavailable as exc:
+                errors.append(exc)
+                time.sleep(0.1)
+            for f in followers:
+                assert "lead" in f.snapshot()
+        assert seq == 21, f"writes did not resume after the leader stopped: {errors[-1:]}"
+        for f in followers:
+            wait_until(lambda f=f: f.snapshot().get("lead") == doc(20), 5)  # type: ignore[misc]
+            assert not f.backwards
+            f.stop()
+    finally:
+        for r in readers:
+            r.close()
+        writer.close()
+        cluster.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("FLAGSTAFF_TEST_RUNTIME") == "gevent", reason="this is the gevent re-run")
+def test_again_under_gevent() -> None:
+    """Re-run this module's quick tests in a gevent-monkey-patched interpreter with the gevent runtime."""
+    code = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import sys, pytest\n"
+        "sys.exit(pytest.main(sys.argv[1:]))\n"
+    )
+    env = {**os.environ, "FLAGSTAFF_TEST_RUNTIME": "gevent"}
+    here = os.path.dirname(__file__)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "not slow",
+            os.path.join(here, "test_store_etcd.py"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
+
+
+def test_wiped_prefix_resets_then_reinitializes(etcd: EtcdCluster, store: EtcdStore, prefix: str) -> None:
+    store.put("keep", doc(1))
+    follower = Follower(store)
+    etcd.call("kv/deleterange", {"key": _b64(f"/{prefix}/"), "range_end": _b64(f"/{prefix}0")})
+    wait_until(lambda: follower.resets >= 1, 3)
+    state = store.load()
+    assert not state.initialized and not state.records
+    assert follower.snapshot() == {"keep": doc(1)}  # an empty, unmarked store is not believed
+    store.put("new", doc(2))
+    wait_until(lambda: follower.snapshot() == {"new": doc(2)}, 3)
+    follower.stop()
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

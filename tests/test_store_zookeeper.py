@@ -1,0 +1,361 @@
+"""The ZooKeeper store against a real standalone ZooKeeper on loopback.
+
+One server per module (a JVM takes a second or two to start); each test gets
+its own chroot. The conformance suite runs first, then what is particular to
+ZooKeeper: raw values written by other clients (the first seed's ``1``),
+transactions, digest ACLs, the 1 MB node limit, secrets kept out of logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+
+from flagstaff.errors import ConflictError, StoreError, StoreUnavailable, UnsupportedStoreURL, ValidationError
+from flagstaff.stores import open_store
+from flagstaff.stores.base import Reset, Store
+from flagstaff.stores.zookeeper import MAX_DOCUMENT_BYTES, ZooKeeperStore
+from flagstaff.testing import EventRecorder, wait_until
+from flagstaff.testing.conformance import StoreConformance, document
+from zk_server import ZooKeeperServer, standalone
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
+    server = standalone(tmp_path_factory.mktemp("zk"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def kazoo(zk_server: ZooKeeperServer) -> Iterator[KazooClient]:
+    """A bare kazoo client: what another program (or zkCli.sh) would do."""
+    client = KazooClient(zk_server.hosts)
+    client.start(10)
+    yield client
+    client.stop()
+    client.close()
+
+
+@pytest.fixture
+def chroot() -> str:
+    return f"/t-{uuid.uuid4().hex[:12]}"
+
+
+def _check_runtime(store: ZooKeeperStore) -> None:
+    """Under the gevent run (test_store_zookeeper_gevent.py), prove gevent is what runs."""
+    if os.environ.get("FLAGSTAFF_EXPECT_RUNTIME") == "gevent":
+        assert store._runtime.name == "gevent"
+        assert type(store._zk.handler).__name__ == "SequentialGeventHandler"
+
+
+def expire_session(store: ZooKeeperStore, hosts: str) -> None:
+    """Expire the store's session the way a server does: close it from another connection."""
+    session_id, password = store._zk.client_id
+    thief = KazooClient(hosts, client_id=(session_id, password))
+    thief.start(10)
+    thief.stop()
+    thief.close()
+
+
+class TestZooKeeperStore(StoreConformance):
+    replays_changes = True
+
+    @pytest.fixture(autouse=True)
+    def _server(self, zk_server: ZooKeeperServer) -> None:
+        self.server = zk_server
+        self.base = f"/conf-{uuid.uuid4().hex[:8]}"
+
+    def make_store(self, namespace: str) -> Store:
+        store = ZooKeeperStore.from_url(f"zookeeper://{self.server.hosts}{self.base}/{namespace}")
+        _check_runtime(store)
+        return store
+
+    def force_reset(self, store: Store) -> None:
+        assert isinstance(store, ZooKeeperStore)
+        expire_session(store, self.server.hosts)
+
+
+# -- the first seed: values written by any ZooKeeper client -----------------------------
+
+
+def test_bare_kazoo_set_is_delivered_raw(zk_server: ZooKeeperServer, kazoo: KazooClient) -> None:
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}/experiments-{uuid.uuid4().hex[:6]}")
+    _check_runtime(store)
+    root = store.url.rpartition("/")[2]
+    kazoo.ensure_path(f"/{root}")
+    recorder = EventRecorder()
+    store.watch(recorder, since=store.load().revision)
+    kazoo.create(f"/{root}/show_new_homepage", b"1")
+    change = recorder.wait_for_change(lambda c: c.name == "show_new_homepage", 5)
+    assert change.record is not None
+    assert (change.record.raw, change.record.version) == ("1", 1)
+    kazoo.set(f"/{root}/show_new_homepage", b"on")
+    change = recorder.wait_for_change(lambda c: c.record is not None and c.record.raw == "on", 5)
+    assert change.record is not None and change.record.version == 2
+    state = store.load()
+    assert {n: r.raw for n, r in state.records.items()} == {"show_new_homepage": "on"}
+    # Nothing written through flagstaff: the namespace carries no marker.
+    assert state.initialized is False
+    kazoo.delete(f"/{root}/show_new_homepage")
+    gone = recorder.wait_for_change(lambda c: c.record is None, 5)
+    assert gone.name == "show_new_homepage"
+    assert gone.revision == store.load().revision
+    store.close()
+
+
+def test_invalid_document_written_out_of_band_is_delivered_raw(
+    zk_server: ZooKeeperServer, kazoo: KazooClient, chroot: str
+) -> None:
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    good = store.put("good", document(1))
+    recorder = EventRecorder()
+    store.watch(recorder, since=store.load().revision)
+    kazoo.set(f"{chroot}/good", b"{broken")
+    kazoo.create(f"{chroot}/binary", b"\xff\xfe\x00")
+    recorder.wait_for_changes(2, 5)
+    by_name = {c.name: c.record for c in recorder.changes()}
+    assert by_name["good"] is not None and by_name["good"].raw == "{broken"
+    assert by_name["good"].version == good.version + 1
+    assert by_name["binary"] is not None and by_name["binary"].raw == "\ufffd\ufffd\x00"
+    store.close()
+
+
+def test_mixed_writers_deliver_every_change_once_in_order(
+    zk_server: ZooKeeperServer, kazoo: KazooClient, chroot: str
+) -> None:
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    store.put("a", document(0))
+    recorder = EventRecorder()
+    store.watch(recorder, since=store.load().revision)
+    kazoo.create(f"{chroot}/b", b"0")
+    for i in range(1, 21):
+        store.put("a", document(i))
+        kazoo.set(f"{chroot}/b", str(i).encode())
+    wait_until(lambda: _last_raw(recorder, "a") == document(20), 5)
+    wait_until(lambda: _last_raw(recorder, "b") == "20", 5)
+    revisions = [c.revision for c in recorder.changes()]
+    assert revisions == sorted(set(revisions))
+    # Every flagstaff write to "a" arrives (the history log carries what watches coalesce)...
+    a_versions = [c.record.version for c in recorder.changes() if c.name == "a" and c.record]
+    assert a_versions == list(range(2, 22))
+    # ... and out-of-band writes to "b" may coalesce, but never go backwards.
+    b_values = [int(c.record.raw) for c in recorder.changes() if c.name == "b" and c.record]
+    assert b_values == sorted(set(b_values))
+    store.close()
+
+
+def _last_raw(recorder: EventRecorder, name: str) -> str | None:
+    changes = [c for c in recorder.changes() if c.name == name]
+    return changes[-1].record.raw if changes and changes[-1].record else None
+
+
+# -- transactions, limits -------------------------------------------------------------
+
+
+def test_put_many_is_all_or_nothing(zk_server: ZooKeeperServer, chroot: str) -> None:
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    store.put("a", document(1))
+    written = store.put_many({"a": document(2), "b": document(3)}, expect={"a": 1, "b": 0})
+    assert (written["a"].version, written["b"].version) == (2, 1)
+    before = store.load()
+    with pytest.raises(ConflictError) as info:
+        store.put_many({"a": document(4), "c": document(5)}, expect={"a": 1})
+    assert info.value.name == "a"
+    after = store.load()
+    assert after.revision == before.revision
+    assert dict(after.records) == dict(before.records)
+    store.close()
+
+
+def test_documents_over_the_node_limit_are_refused_and_the_watch_lives(
+    zk_server: ZooKeeperServer, chroot: str
+) -> None:
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    recorder = EventRecorder()
+    store.watch(recorder, since=store.load().revision)
+    users = ",".join(f'"user-{i:07d}"' for i in range(80_000))  # ~1.1 MB
+    too_big = '{"enabled": true, "users": [' + users + "]}"
+    assert len(too_big.encode()) > MAX_DOCUMENT_BYTES
+    with pytest.raises(StoreError, match="node limit"):
+        store.put("big", too_big)
+    # Just under the limit is fine, and reaches the watch (history keeps no copy of the text).
+    near = '{"enabled": true, "users": [' + users[: MAX_DOCUMENT_BYTES - 100] + "]}"
+    near = near[: MAX_DOCUMENT_BYTES - 10]
+    record = store.put("near", near)
+    change = recorder.wait_for_change(lambda c: c.name == "near", 5)
+    assert change.record == record
+    assert store.history("near")[0].after is None
+    small = store.put("small", document(1))
+    assert recorder.wait_for_change(lambda c: c.name == "small", 5).record == small
+    assert store.get("big") is None
+    store.close()
+
+
+# -- credentials -------------------------------------------------------------------------
+
+
+def test_digest_acl_readers_read_and_cannot_write(zk_server: ZooKeeperServer, chroot: str) -> None:
+    hosts = zk_server.hosts
+    writer = ZooKeeperStore.from_url(f"zookeeper://admin:s3cret-w@{hosts}{chroot}?readers=app:s3cret-r")
+    record = writer.put("alpha", document(1))
+    reader = ZooKeeperStore.from_url(f"zookeeper://app:s3cret-r@{hosts}{chroot}")
+    assert reader.get("alpha") == record
+    recorder = EventRecorder()
+    reader.watch(recorder, since=reader.load().revision)
+    with pytest.raises(StoreError, match="permission") as info:
+        reader.put("alpha", document(2))
+    assert "s3cret" not in str(info.value)
+    writer.put("alpha", document(3))
+    assert recorder.wait_for_change(lambda c: c.name == "alpha", 5).record == writer.get("alpha")
+    # Without credentials (or with wrong ones) the flags cannot be read at all.
+    stranger = ZooKeeperStore.from_url(f"zookeeper://app:wrong@{hosts}{chroot}?timeout=2")
+    with pytest.raises(StoreError, match="permission"):
+        stranger.get("alpha")
+    read_only = ZooKeeperStore.from_url(f"zookeeper://admin:s3cret-w@{hosts}{chroot}?readonly=1")
+    with pytest.raises(StoreError, match="read-only"):
+        read_only.delete("alpha")
+    for store in (writer, reader, stranger, read_only):
+        store.close()
+
+
+def test_world_readable_by_default_with_credentials(
+    zk_server: ZooKeeperServer, kazoo: KazooClient, chroot: str
+) -> None:
+    writer = ZooKeeperStore.from_url(f"zookeeper://admin:pw@{zk_server.hosts}{chroot}")
+    writer.put("alpha", document(1))
+    acl, _ = kazoo.get_acls(f"{chroot}/alpha")
+    # ZooKeeper masks digests when reading ACLs back: check the scheme, user and permissions.
+    assert any(a.id.scheme == "digest" and a.id.id.startswith("admin:") and a.perms == 31 for a in acl)
+    assert any(a.id.scheme == "world" and a.perms == 1 for a in acl)  # read only
+    assert kazoo.get(f"{chroot}/alpha")[0] == document(1).encode()
+    writer.close()
+
+
+def test_secrets_never_reach_logs_urls_or_errors(
+    zk_server: ZooKeeperServer, chroot: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"zookeeper://admin:hunter2-pw@{zk_server.hosts}{chroot}?readers=app:hunter2-rd&timeout=1"
+    store = open_store(url)
+    assert isinstance(store, ZooKeeperStore)
+    store.put("alpha", document(1))
+    assert "hunter2" not in store.url and "hunter2" not in repr(store)
+    store.close()
+    down = ZooKeeperStore.from_url("zookeeper://admin:hunter2-pw@127.0.0.1:1/x?timeout=0.5")
+    with pytest.raises(StoreUnavailable) as info:
+        down.load()
+    down.close()
+    assert "hunter2" not in str(info.value)
+    assert caplog.records, "nothing was logged at DEBUG: the check would prove nothing"
+    assert not [r for r in caplog.records if "hunter2" in r.getMessage()]
+
+
+# -- URLs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["zookeeper://127.0.0.1:2181", "zookeeper://127.0.0.1:2181/", "zookeeper:///flags", "zookeeper://a@h/x"],
+)
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(UnsupportedStoreURL):
+        ZooKeeperStore.from_url(url)
+
+
+def test_flag_names_that_are_not_znode_names_are_refused(zk_server: ZooKeeperServer, chroot: str) -> None:
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    for name in ("a/b", ".flagstaff", ""):
+        with pytest.raises(ValidationError):
+            store.put(name, document(1))
+    assert store.get(".flagstaff") is None
+    store.put("ok", document(1))
+    assert set(store.load().records) == {"ok"}
+    store.close()
+
+
+def test_construction_does_not_block_while_the_server_is_away(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    store = ZooKeeperStore.from_url("zookeeper://127.0.0.1:1/flags?timeout=0.5")
+    assert time.monotonic() - t0 < 0.5
+    with pytest.raises(StoreUnavailable):
+        store.put("a", document(1))
+    store.close()
+    store.close()
+
+
+# -- session expiry ------------------------------------------------------------------------
+
+
+def test_session_expiry_resets_and_the_watch_carries_on(zk_server: ZooKeeperServer, chroot: str) -> None:
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    other = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    store.put("a", document(1))
+    recorder = EventRecorder()
+    store.watch(recorder, since=store.load().revision)
+    expire_session(store, zk_server.hosts)
+    other.put("b", document(2))  # made while the session is gone
+    assert isinstance(recorder.wait_for_reset(5), Reset)
+    assert store.load().records["b"].raw == document(2)
+    c = other.put("c", document(3))
+    assert recorder.wait_for_change(lambda ch: ch.name == "c", 5).record == c
+    store.close()
+    other.close()
+
+
+@pytest.mark.slow
+def test_repeated_session_expiry_leaks_nothing(zk_server: ZooKeeperServer, chroot: str) -> None:
+    import tracemalloc
+
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    other = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    for i in range(20):
+        store.put(f"f{i}", document(i))
+    recorder = EventRecorder()
+    store.watch(recorder, since=store.load().revision)
+    wait_until(lambda: store._mirror is not None and store._mirror._synced, 5)
+
+    def kazoo_watchers() -> int:
+        zk = store._zk
+        return sum(map(len, zk._data_watchers.values())) + sum(map(len, zk._child_watchers.values()))
+
+    def expire_and_resync(round_: int) -> None:
+        resets = len(recorder.resets())
+        expire_session(store, zk_server.hosts)
+        wait_until(lambda: len(recorder.resets()) > resets, 10, message=f"no Reset in round {round_}")
+        record = other.put("f0", document(1000 + round_))
+        wait_until(
+            lambda: recorder.changes() and recorder.changes()[-1].record == record,
+            5,
+            message=f"round {round_}: the watch did not carry on",
+        )
+
+    for i in range(5):  # warm up: first-time allocations, thread pools
+        expire_and_resync(i)
+    threads = threading.active_count()
+    watchers = kazoo_watchers()
+    tracemalloc.start()
+    first = tracemalloc.take_snapshot()
+    for i in range(5, 50):
+        expire_and_resync(i)
+        recorder.clear()
+    grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(first, "filename"))
+    tracemalloc.stop()
+    assert threading.active_count() <= threads
+    assert kazoo_watchers() <= watchers
+    assert store._mirror is not None and store._mirror.watch_count == 20 + 1
+    # Server side: the store's watches plus the other client's (no mirror there), no more.
+    assert zk_server.watch_count() <= 21 + 2
+    assert grown < 2_000_000, f"memory grew by {grown} bytes over 45 expiries"
+    store.close()
+    other.close()
