@@ -154,9 +154,16 @@ def test_closed_store_refuses_work(tmp_path: Path) -> None:
 
 
 def test_watch_survives_a_batch_larger_than_one_read(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "flags.db"))
-    for i in range(1200):
-        store.put(f"flag-{i % 50}", document(i))
+    db = tmp_path / "flags.db"
+    store = SQLiteStore(str(db))
+    store.put("flag-0", document(0))
+    conn = sqlite3.connect(db)
+    with conn:  # 1199 more changes in one transaction (the triggers log each one)
+        conn.executemany(
+            "INSERT INTO flagstaff_flags (namespace, name, raw) VALUES ('default', ?, ?)",
+            ((f"flag-{i}", document(i)) for i in range(1, 1200)),
+        )
+    conn.close()
     recorder = EventRecorder()
     store.watch(recorder, since=0)
     changes = recorder.wait_for_changes(1200)
