@@ -20,23 +20,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NamedTuple
-
-try:
-    from _row import Row  # type: ignore[import-not-found]
-except ImportError:  # the shared row type has not landed yet: same shape
-
-    class Row(NamedTuple):  # type: ignore[no-redef]
-        group: str
-        name: str
-        value: float
-        unit: str
-        floor: float | None
-        target: str
-
 
 from flagstaff.model import encode_document
 from flagstaff.stores.sqlite import SQLiteStore
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from _row import Row  # noqa: E402  (needs the path set up above)
 
 FOLLOWERS = 4
 
