@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 run: venv
-	$(BIN)/flagstaff demo
+	$(BIN)/flagstaff serve --seed examples/flags.json --login-link
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks examples

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +28,7 @@ for extra in (HERE, HERE.parent / "tests"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
+from _fleet import Fleet, percentile  # noqa: E402
 from _row import Row  # noqa: E402
 
 GROUP = "zookeeper"
@@ -85,58 +85,6 @@ def _subscribe(hosts: str, chroot: str, mode: str) -> None:
     sys.stdin.read()  # until the parent closes our stdin
 
 
-class _Fleet:
-    """N subscriber processes and what they report."""
-
-    def __init__(self, n: int, hosts: str, chroot: str, mode: str) -> None:
-        self.cond = threading.Condition()
-        self.seen: dict[int, list[float]] = {}
-        self.ready: list[tuple[int, float]] = []
-        self.procs = [
-            subprocess.Popen(
-                [sys.executable, __file__, "--subscribe", hosts, chroot, mode],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(n)
-        ]
-        self.readers = [threading.Thread(target=self._read, args=(p,), daemon=True) for p in self.procs]
-        for t in self.readers:
-            t.start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            parts = line.split()
-            with self.cond:
-                if parts[0] == "ready":
-                    self.ready.append((int(parts[1]), float(parts[2])))
-                else:
-                    self.seen.setdefault(int(parts[0]), []).append(float(parts[1]))
-                self.cond.notify_all()
-
-    def wait(self, predicate: object, timeout: float) -> bool:
-        with self.cond:
-            return self.cond.wait_for(predicate, timeout)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        for p in self.procs:
-            if p.stdin:
-                p.stdin.close()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def _propagation(hosts: str, n: int, mode: str, samples: int) -> tuple[list[float], float]:
     """Latencies (ms) write -> last of ``n`` processes; and seconds until all held 1,000 flags."""
     from kazoo.client import KazooClient
@@ -152,7 +100,7 @@ def _propagation(hosts: str, n: int, mode: str, samples: int) -> tuple[list[floa
     zk = KazooClient(hosts)
     zk.start(30)
     started = time.monotonic()
-    fleet = _Fleet(n, hosts, chroot, mode)
+    fleet = Fleet(n, [__file__, "--subscribe", hosts, chroot, mode])
     try:
         if not fleet.wait(lambda: len(fleet.ready) == n, 120):
             raise TimeoutError(f"{n} subscribers not ready")
@@ -191,7 +139,7 @@ def run(quick: bool) -> list[Row]:
             for n in sizes:
                 floor, _ = _propagation(server.hosts, n, "bare", samples)
                 ours, connect = _propagation(server.hosts, n, "store", samples)
-                for label, fn in (("median", statistics.median), ("p99", lambda v: _percentile(v, 0.99))):
+                for label, fn in (("median", statistics.median), ("p99", lambda v: percentile(v, 0.99))):
                     rows.append(
                         Row(
                             GROUP,

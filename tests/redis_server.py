@@ -23,12 +23,13 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 class RedisServer:
-    def __init__(self, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, *, persist: bool = False) -> None:
         if not os.path.exists(REDIS_SERVER):
             pytest.skip(f"redis-server not found at {REDIS_SERVER} (apt-get install redis-server)")
         self.tmp = tempfile.mkdtemp(prefix="flagstaff-redis-")
         self.port = free_port()
         self.password = password
+        self.persist = persist  # an append-only file fsynced on every write: a kill -9 loses nothing
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = open(os.path.join(self.tmp, "redis.log"), "ab")  # noqa: SIM115 (closed in close())
         self.start()
@@ -39,7 +40,8 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "always",
             "--dir", self.tmp,
         ]  # fmt: skip
         if self.password:
@@ -84,3 +86,22 @@ class RedisServer:
                 self.kill()
         self._log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+MACHINE_REDIS_PORT = 6379
+
+
+def forbid_machine_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every redis-py connection to port 6379 (the machine's own Redis) fail.
+
+    The compatibility tests run code written for hanoi, whose default was
+    localhost:6379 and whose tests ran FLUSHDB there.
+    """
+    connect = redis.connection.Connection._connect
+
+    def guarded(self: redis.connection.Connection) -> object:
+        if int(self.port) == MACHINE_REDIS_PORT:
+            raise redis.ConnectionError("tests must not connect to the machine's Redis on 6379")
+        return connect(self)
+
+    monkeypatch.setattr(redis.connection.Connection, "_connect", guarded)

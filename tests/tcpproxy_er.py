@@ -78,7 +78,9 @@ class TcpProxy:
                     if not data:
                         return
                     peers[sock].sendall(data)
-        except OSError:
+        except (OSError, ValueError):
+            # partition() or close() closed the pair under us: select() then raises ValueError
+            # (a closed socket's fileno is -1) rather than OSError.
             return
         finally:
             self._drop(a, b)

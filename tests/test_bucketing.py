@@ -35,6 +35,7 @@ from flagstaff.bucketing import (
     hanoi_bucket,
     in_percentage,
     modulo100_bucket,
+    percentage_test,
     reddit_bucket,
     reddit_loggedout_bucket,
     reddit_variant,
@@ -117,6 +118,27 @@ def test_hanoi_vectors() -> None:
     assert in_percentage(BucketingMode.HANOI, "cdc_on", "78", 80)
     # variants[crc32(id) % n] in the order given: 'juan' gets 'bar' of three.
     assert variant_for(BucketingMode.HANOI, "x", "juan", ["foo", "bar", "baz"], [1, 1, 1]) == "bar"
+
+
+def test_hanoi_inverted_reproduces_hanoi_0_0_4_code() -> None:
+    # hanoi 0.0.4's code: 0 < p < 100 admits crc32(id) % 100 >= p. The mode admits
+    # the top `percent` buckets, so p becomes 100 - p and every id keeps its decision.
+    assert [hanoi_bucket(u) for u in ["0", "1", "2"]] == [9, 83, 37]
+    assert in_percentage(BucketingMode.HANOI_INVERTED, "foo", "1", 100 - 50)  # 83 >= 50
+    assert not in_percentage(BucketingMode.HANOI_INVERTED, "foo", "0", 100 - 50)  # 9 < 50
+    assert not in_percentage(BucketingMode.HANOI_INVERTED, "foo", "2", 100 - 50)  # 37 < 50
+    ids = [str(i) for i in range(2_000)]
+    for p in range(1, 100):
+        fast = percentage_test(BucketingMode.HANOI_INVERTED, "foo", 100 - p)
+        for u in ids:
+            hanoi_in = zlib.crc32(u.encode()) % 100 >= p
+            assert in_percentage(BucketingMode.HANOI_INVERTED, "foo", u, 100 - p) is hanoi_in
+            assert fast(u.encode(), u) is hanoi_in
+    # Variants as in hanoi: variants[crc32(id) % n] in the order given.
+    flag = parse_flag(
+        "x", {"bucketing": "hanoi_inverted", "percentage": 50, "variants": ["foo", "bar", "baz"]}
+    )
+    assert evaluate(flag, Context(user_id="juan")).variant == "bar"  # bucket 97: in at 50
 
 
 def test_rollout_vectors() -> None:

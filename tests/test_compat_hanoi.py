@@ -11,6 +11,8 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import gevent
 import pytest
@@ -23,7 +25,20 @@ from flagstaff.compat.hanoi import (
     Rollout,
     RolloutException,
 )
-from hanoi_suite._servers import redis_server
+from flagstaff.errors import StoreUnavailable
+from flagstaff.stores.memory import MemoryStore
+from redis_server import RedisServer, forbid_machine_redis
+
+
+@pytest.fixture(autouse=True)
+def _no_machine_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    forbid_machine_redis(monkeypatch)
+
+
+def test_redis_backend_default_would_be_the_machine_redis_and_is_refused_here() -> None:
+    """hanoi's default (localhost:6379) is kept, and the guard keeps tests away from it."""
+    with pytest.raises(StoreUnavailable, match="6379"):
+        RedisBackEnd()
 
 
 @pytest.fixture
@@ -265,7 +280,9 @@ def test_current_id_is_task_local(rollout: Rollout) -> None:
 
 def test_redis_backends_share_features_across_processes() -> None:
     """Two RedisBackEnds on one (throwaway) redis-server stand in for two processes."""
-    with redis_server() as url:
+    server = RedisServer()
+    url = f"redis://127.0.0.1:{server.port}/0"
+    try:
         a = Rollout(RedisBackEnd(url))
         b = Rollout(RedisHighPerfBackEnd(url))
         try:
@@ -284,6 +301,8 @@ def test_redis_backends_share_features_across_processes() -> None:
         finally:
             a.backend.close()
             b.backend.close()
+    finally:
+        server.close()
 
 
 def test_hanoi_calls_edit_any_flag_without_moving_users() -> None:
@@ -328,3 +347,58 @@ def test_concurrent_registrations_are_not_lost() -> None:
     finally:
         for b in backends:
             b.close()
+
+
+def _golden_hanoi_cases() -> list[Any]:
+    data = json.loads((Path(__file__).parent / "golden" / "compat.json").read_text("utf-8"))
+    hanoi_flags = {
+        name: doc
+        for name, doc in data["flags"].items()
+        if isinstance(doc, dict) and doc.get("bucketing") == "hanoi"
+    }
+    return [
+        pytest.param(hanoi_flags, case, id=f"{i}-{case['flag']}")
+        for i, case in enumerate(data["cases"])
+        if case["flag"] in hanoi_flags
+    ]
+
+
+@pytest.mark.parametrize(("flags", "case"), _golden_hanoi_cases())
+def test_golden_cases_through_the_layer(flags: dict[str, Any], case: dict[str, Any]) -> None:
+    """tests/golden/compat.json (the engine's golden cases) give the same answers
+    through hanoi's API."""
+    store = MemoryStore()
+    for name, doc in flags.items():
+        store.put(name, json.dumps(doc))
+    r = Rollout(MemoryBackEnd(store))
+    try:
+        user_id = (case["context"] or {}).get("user_id")
+        expect = case["expect"]
+        if user_id is None:
+            # hanoi's is_enabled(name) without an item asks another question (kept on
+            # purpose): is the feature switched on at all?
+            switched_on = flags[case["flag"]].get("enabled", True) not in (False, "off")
+            assert r.is_enabled(case["flag"]) is switched_on
+            return
+        assert r.is_enabled(case["flag"], user_id) is expect["enabled"], case.get("note")
+        assert r.variant(case["flag"], user_id) == expect["variant"]
+    finally:
+        r.backend.close()
+
+
+def test_flags_imported_from_hanoi_0_0_4_are_hanoi_features() -> None:
+    """`flagstaff import --format hanoi` writes hanoi 0.0.4's 30% as hanoi_inverted 70%."""
+    store = MemoryStore()
+    store.put("old", json.dumps({"bucketing": "hanoi_inverted", "percentage": 70, "users": ["3"]}))
+    r = Rollout(MemoryBackEnd(store))
+    try:
+        assert r.backend.get_functionalities() == ["old"]
+        assert r.is_enabled("old", "1") and r.is_enabled("old", "2")  # buckets 83, 37: >= 30
+        assert not r.is_enabled("old", "0") and not r.is_enabled("old", "4")  # buckets 9, 8
+        assert r.is_enabled("old", "3")  # bucket 11, but registered
+        r.set_percentage("old", 100)
+        assert r.is_enabled("old", "0")
+        record = store.get("old")
+        assert record is not None and json.loads(record.raw)["bucketing"] == "hanoi_inverted"
+    finally:
+        r.backend.close()

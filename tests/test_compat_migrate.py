@@ -5,6 +5,10 @@ written out here independently) and after (flagstaff's evaluator)."""
 from __future__ import annotations
 
 import hashlib
+import io
+import os
+import shutil
+import subprocess
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,28 +17,40 @@ from typing import Any
 import pytest
 import redis
 
-from flagstaff import Context, evaluate, parse_flag
+import hanoi_sdist
+from flagstaff import Context, cli, evaluate, parse_flag
+from flagstaff.compat import hanoi
 from flagstaff.compat.migrate import (
     MigrationError,
     apply,
-    import_hanoi,
     import_reddit,
     import_rollout,
     read_hanoi,
     read_rollout,
     run_import,
 )
+from flagstaff.model import decode_document
+from flagstaff.stores import open_store
 from flagstaff.stores.memory import MemoryStore
-from hanoi_suite._servers import redis_server
+from redis_server import RedisServer, forbid_machine_redis
 
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 USERS = [str(i) for i in range(100_000)]
 RAND_BASE = (2**32 - 1) / 100.0
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
+    server = RedisServer()
+    try:
+        yield f"redis://127.0.0.1:{server.port}/0"
+    finally:
+        server.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_machine_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    forbid_machine_redis(monkeypatch)
 
 
 @pytest.fixture
@@ -43,6 +59,21 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.close()
+
+
+def run_cli(args: list[str]) -> tuple[int, str]:
+    """``flagstaff ARGS``: exit code and everything printed."""
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(args, stdout=out, stderr=err)
+    return code, out.getvalue() + err.getvalue()
+
+
+def read_store(url: str) -> dict[str, Any]:
+    store = open_store(url)
+    try:
+        return {name: decode_document(rec.raw) for name, rec in store.load().records.items()}
+    finally:
+        store.close()
 
 
 def crc(s: str) -> int:
@@ -64,42 +95,91 @@ def same_decisions(name: str, doc: Any, original: Callable[[str], bool]) -> int:
 # --------------------------------------------------------------------------- rollout
 
 
+# The rollout gem itself (Debian's ruby-rollout, 2.5.0) writes the data and
+# decides for every user: `Feature#active?` is the gem's own decision code.
+ROLLOUT_GEM_SCRIPT = r"""
+require "redis"
+require "rollout"
+url, randomize, count = ARGV[0], ARGV[1] == "1", Integer(ARGV[2])
+rollout = Rollout.new(Redis.new(url: url), randomize_percentage: randomize)
+rollout.activate_percentage(:chat, 20)
+rollout.activate_users(:chat, ["7", "42", "1001"])
+rollout.activate_percentage(:beta_ui, 33.333)
+rollout.set_feature_data(:beta_ui, owner: "web|mobile")
+rollout.activate(:all_in)
+rollout.activate_user(:nobody, "5")
+rollout.activate_group(:signed_in, :all)
+rollout.activate_percentage(:tiny, 0.01)
+rollout.features.each do |name|
+  feature = rollout.get(name)
+  bits = (0...count).map { |i| feature.active?(rollout, i.to_s) ? "1" : "0" }.join
+  puts "#{name} #{bits} #{feature.active?(rollout, nil) ? "1" : "0"}"
+end
+"""
+ROLLOUT_GEM_FLAGS = {"chat", "beta_ui", "all_in", "nobody", "signed_in", "tiny"}
+
+
+def rollout_gem(redis_url: str, *, randomize: bool) -> dict[str, tuple[str, str]]:
+    """Runs the gem: ``{flag: ("0110…", nil)}``, one character per user of USERS,
+    then the decision for no user (``nil``)."""
+    ruby = shutil.which("ruby")
+    if ruby is None:
+        pytest.skip("ruby is not installed (apt-get install ruby-rollout)")
+    check = subprocess.run([ruby, "-e", 'require "rollout"'], capture_output=True, check=False)
+    if check.returncode != 0:
+        pytest.skip("the rollout gem is not installed (apt-get install ruby-rollout)")
+    proc = subprocess.run(
+        [ruby, "-e", ROLLOUT_GEM_SCRIPT, redis_url, "1" if randomize else "0", str(len(USERS))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    out = {}
+    for line in proc.stdout.splitlines():
+        name, bits, nil = line.split(" ")
+        out[name] = (bits, nil)
+    return out
+
+
+@pytest.mark.parametrize("randomize", [False, True], ids=["rollout", "randomize_percentage"])
+def test_rollout_gem_round_trip_through_the_cli(
+    randomize: bool, redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    """Data written by the rollout gem, imported with `flagstaff import`, and every one
+    of 100,000 users gets the gem's own decision from the imported flags."""
+    before = rollout_gem(redis_url, randomize=randomize)
+    assert set(before) == ROLLOUT_GEM_FLAGS and all(len(bits) == len(USERS) for bits, _ in before.values())
+    target = f"sqlite:///{tmp_path / 'flags.db'}"
+    args = ["import", "--format", "rollout", "--from", redis_url, "--to", target]
+    args += ["--randomize-percentage"] if randomize else []
+    code, text = run_cli([*args, "--dry-run"])
+    assert code == 0 and "would write 6 of 6 flags (6 create)" in text, text
+    assert read_store(target) == {}
+    code, text = run_cli(args)
+    assert code == 0 and "wrote 6 of 6 flags (6 create)" in text, text
+    docs = read_store(target)
+    mode = "rollout_randomized" if randomize else "rollout"
+    assert {d["bucketing"] for d in docs.values()} == {mode}
+    for name, (bits, nil) in before.items():
+        flag = parse_flag(name, docs[name])
+        assert ("1" if evaluate(flag, Context()).enabled else "0") == nil, (name, "no user")
+        after = "".join("1" if evaluate(flag, Context(user_id=u)).enabled else "0" for u in USERS)
+        assert after == bits, (
+            name,
+            next(i for i, (a, b) in enumerate(zip(after, bits, strict=True)) if a != b),
+        )
+    share = {name: bits.count("1") for name, (bits, _) in before.items()}
+    assert 19_000 < share["chat"] < 21_000 and 32_000 < share["beta_ui"] < 34_700
+    assert share["all_in"] == share["signed_in"] == len(USERS) and share["nobody"] == 1
+    assert share["tiny"] < 50
+
+
 def write_rollout_v2(r: redis.Redis, states: dict[str, str]) -> None:
     """What the rollout gem (2.x) stores: one string per feature plus the list."""
     for name, state in states.items():
         r.set(f"feature:{name}", state)
     r.set("feature:__features__", ",".join(states))
-
-
-ROLLOUT_STATES = {
-    "chat": "20.0|7,42,1001||{}",
-    "beta_ui": '33.333|||{"owner":"web"}',
-    "all_in": "100|||{}",
-    "nobody": "0|5||{}",
-    "signed_in": "0||all|{}",
-}
-
-
-def test_rollout_v2_6_round_trip(r: redis.Redis) -> None:
-    write_rollout_v2(r, ROLLOUT_STATES)
-    docs = import_rollout(r)
-    assert set(docs) == set(ROLLOUT_STATES)
-    assert all(d["bucketing"] == "rollout" for d in docs.values())
-    on = same_decisions("chat", docs["chat"], lambda u: crc(u) < RAND_BASE * 20.0 or u in {"7", "42", "1001"})
-    assert 19_000 < on < 21_000
-    on = same_decisions("beta_ui", docs["beta_ui"], lambda u: crc(u) < RAND_BASE * 33.333)
-    assert 32_000 < on < 34_700
-    assert same_decisions("all_in", docs["all_in"], lambda u: crc(u) < RAND_BASE * 100) == len(USERS)
-    assert same_decisions("nobody", docs["nobody"], lambda u: u == "5") == 1
-    assert same_decisions("signed_in", docs["signed_in"], lambda u: True) == len(USERS)
-
-
-def test_rollout_randomized_round_trip(r: redis.Redis) -> None:
-    write_rollout_v2(r, {"chat": "20|||{}"})
-    docs = import_rollout(r, randomize_percentage=True)
-    assert docs["chat"]["bucketing"] == "rollout_randomized"
-    on = same_decisions("chat", docs["chat"], lambda u: crc(u + "chat") < RAND_BASE * 20)
-    assert 19_000 < on < 21_000
 
 
 def test_rollout_v2_0_round_trip(r: redis.Redis) -> None:
@@ -137,62 +217,132 @@ def test_rollout_notes_groups_and_data(r: redis.Redis) -> None:
 # --------------------------------------------------------------------------- hanoi
 
 
-def write_hanoi(r: redis.Redis) -> None:
-    """hanoi 0.0.4's two Redis layouts, as its backends wrote them."""
-    r.set("rollout:h_redis", "1|30|id|7,9|A,B")  # RedisBackEnd
-    r.set("rollout:h_perf", "1|45|id|X,Y,Z")  # RedisHighPerfBackEnd ...
-    r.sadd("rollout:users:h_perf", "u1", "u2")  # ... and its user SET
-    r.set("rollout:h_off", "0|50|||")
-    r.set("rollout:h_all", "1|100|||")
+@pytest.fixture(scope="module")
+def hanoi_0_0_4() -> Any:
+    """hanoi 0.0.4's own code, from its sdist (see hanoi_sdist.py)."""
+    try:
+        return hanoi_sdist.load_original(hanoi_sdist.fetch())
+    except hanoi_sdist.FetchError as exc:
+        if IN_CI:
+            raise
+        pytest.skip(f"cannot fetch hanoi's sdist: {exc}")
 
 
-def hanoi_intended(pct: int, users: set[str], enabled: bool = True) -> Callable[[str], bool]:
-    return lambda u: enabled and (pct == 100 or u in users or crc(u) % 100 < pct)
+HANOI_FLAGS = ("h_redis", "h_perf", "h_off", "h_all", "h_zero")
 
 
-def test_hanoi_round_trip_both_layouts(r: redis.Redis) -> None:
-    write_hanoi(r)
-    docs = import_hanoi(r)
-    assert set(docs) == {"h_redis", "h_perf", "h_off", "h_all"}
-    assert docs["h_redis"]["tags"] == ["hanoi:field=id"]
-    on = same_decisions("h_redis", docs["h_redis"], hanoi_intended(30, {"7", "9"}))
+def write_with_hanoi(h: Any, r: redis.Redis) -> tuple[Any, Any]:
+    """hanoi 0.0.4 itself writes its two Redis layouts; returns its two backends."""
+    where = (r.connection_pool.connection_kwargs["host"], r.connection_pool.connection_kwargs["port"], 0)
+    plain, perf = h.RedisBackEnd(where), h.RedisHighPerfBackEnd(where)
+    feature = h.backend.Feature
+    plain.add_functionality(feature("h_redis", "id", 30, ["A", "B"]), ["7", "9"])
+    perf.add_functionality(feature("h_perf", "id", 45, ["X", "Y", "Z"]), ["u1", "u2"])
+    off = feature("h_off", None, 50)
+    off.enabled = False
+    plain.add_functionality(off, ["7"])
+    plain.add_functionality(feature("h_all", None, 100))
+    plain.add_functionality(feature("h_zero", None, 0), ["z", "12"])
+    return plain, perf
+
+
+def hanoi_in_memory(h: Any, plain: Any, perf: Any) -> Any:
+    """hanoi 0.0.4's MemoryBackEnd holding what its Redis backends read back: the
+    same decision code, without a Redis round trip per user (300 us each)."""
+    memory = h.MemoryBackEnd()
+    for name in HANOI_FLAGS:
+        if name == "h_perf":
+            feature, users = (
+                perf.get_functionality(name),
+                sorted(perf._redis.smembers(f"rollout:users:{name}")),
+            )
+            users = [u.decode() for u in users]
+        else:
+            feature, users = plain._get_functionality(name)
+        memory.add_functionality(feature)
+        for user in users:
+            memory.add(name, user)
+    return memory
+
+
+def test_hanoi_round_trip_through_the_cli(
+    hanoi_0_0_4: Any, r: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    """Data written by hanoi 0.0.4 itself, imported with `flagstaff import`, and every
+    one of 100,000 users gets hanoi 0.0.4's decision and variant: from flagstaff's
+    evaluator and from flagstaff.compat.hanoi over the imported store."""
+    plain, perf = write_with_hanoi(hanoi_0_0_4, r)
+    before = hanoi_in_memory(hanoi_0_0_4, plain, perf)
+    for name, backend in [(n, plain) for n in HANOI_FLAGS if n != "h_perf"] + [("h_perf", perf)]:
+        for uid in USERS[:1_000]:  # the mirror answers as hanoi's Redis backends do
+            assert bool(backend.is_enabled(name, uid)) is before.is_enabled(name, uid), (name, uid)
+    target = f"sqlite:///{tmp_path / 'flags.db'}"
+    args = ["import", "--format", "hanoi", "--from", redis_url, "--to", target]
+    code, text = run_cli([*args, "--dry-run"])
+    assert code == 0 and "would write 5 of 5 flags (5 create)" in text and "hanoi_inverted" in text
+    assert read_store(target) == {}
+    code, text = run_cli(args)
+    assert code == 0 and "wrote 5 of 5 flags (5 create)" in text
+    docs = read_store(target)
+    assert docs["h_redis"]["bucketing"] == "hanoi_inverted" and docs["h_redis"]["percentage"] == 70
+    assert docs["h_perf"]["percentage"] == 55 and docs["h_zero"]["percentage"] == 0
+
+    layer = hanoi.Rollout(hanoi.MemoryBackEnd(target))
+    try:
+        for name in HANOI_FLAGS:
+            flag = parse_flag(name, docs[name])
+            on = 0
+            for uid in USERS:
+                want = before.is_enabled(name, uid)
+                decision = evaluate(flag, Context(user_id=uid))
+                assert decision.enabled is want, (name, uid)
+                assert layer.is_enabled(name, uid) is want, (name, uid)
+                if want and flag.variants:
+                    assert decision.variant == before.variant(name, uid) == layer.variant(name, uid)
+                on += want
+            hanoi_share = {"h_redis": 70, "h_perf": 55, "h_off": 0, "h_all": 100, "h_zero": 0}[name]
+            assert abs(on - hanoi_share * len(USERS) / 100) <= 1_500, (name, on)
+    finally:
+        layer.backend.close()
+
+
+def test_hanoi_readme_rule_keeps_the_percentage_and_says_who_moves(hanoi_0_0_4: Any, r: redis.Redis) -> None:
+    """`--hanoi-rule readme`: the README's `< p` (documented as changing users)."""
+    write_with_hanoi(hanoi_0_0_4, r)
+    (entry,) = [e for e in read_hanoi(r, rule="readme") if e.name == "h_redis"]
+    assert entry.document["bucketing"] == "hanoi" and entry.document["percentage"] == 30
+    assert any(">= 30" in n and "README" in n for n in entry.notes)
+    on = same_decisions("h_redis", entry.document, lambda u: u in {"7", "9"} or crc(u) % 100 < 30)
     assert 29_000 < on < 31_000
-    same_decisions("h_perf", docs["h_perf"], hanoi_intended(45, {"u1", "u2"}))
-    assert same_decisions("h_off", docs["h_off"], hanoi_intended(50, set(), enabled=False)) == 0
-    assert same_decisions("h_all", docs["h_all"], hanoi_intended(100, set())) == len(USERS)
-    # variants: crc32(id) % n over the stored order, for every enabled user
-    flag = parse_flag("h_redis", docs["h_redis"])
-    for uid in USERS[:20_000]:
-        d = evaluate(flag, Context(user_id=uid))
-        assert d.variant == (["A", "B"][crc(uid) % 2] if d.enabled else None)
 
 
-def test_hanoi_0_0_4_inverted_rule_is_reported_not_kept(r: redis.Redis) -> None:
-    """hanoi 0.0.4's code enabled bucket >= p; the import keeps the README's < p
-    and says so (docs/migration.md): the users inside the percentage change."""
-    write_hanoi(r)
-    (entry,) = [e for e in read_hanoi(r) if e.name == "h_redis"]
-    assert any(">= 30" in n for n in entry.notes)
-    flag = parse_flag(entry.name, entry.document)
-    differ = sum(
-        evaluate(flag, Context(user_id=u)).enabled != (u in {"7", "9"} or crc(u) % 100 >= 30)
-        for u in USERS[:10_000]
-    )
-    assert differ > 9_000
+def test_hanoi_master_layout_prefix(r: redis.Redis) -> None:
+    r.set("h:new", "1|40||a|")
+    (entry,) = read_hanoi(r, prefix="h")
+    assert entry.document["users"] == ["a"] and entry.document["percentage"] == 60
+    with pytest.raises(MigrationError, match="hanoi rule"):
+        read_hanoi(r, rule="python2")
 
 
 # --------------------------------------------------------------------------- reddit
 
 
-def test_reddit_round_trip(tmp_path: Path) -> None:
+def test_reddit_round_trip_through_the_cli(tmp_path: Path) -> None:
     config = tmp_path / "live.ini"
     config.write_text(
+        "# reddit's live config, as its README writes it\n"
         'feature_pct = {"percent_loggedin": 25.5}\n'
         'feature_exp = {"experiment": {"loggedin": true, "experiment_id": 9, '
         '"variants": {"a": 5.5, "b": 10}}}\n'
         "feature_gone = off\n"
     )
-    docs = import_reddit(config)
+    target = f"sqlite:///{tmp_path / 'flags.db'}"
+    code, text = run_cli(["import", "--format", "reddit", str(config), "--to", target, "--dry-run"])
+    assert code == 0 and "would write 3 of 3 flags (3 create)" in text and read_store(target) == {}
+    code, text = run_cli(["import", "--format", "reddit", str(config), "--to", target])
+    assert code == 0 and "wrote 3 of 3 flags (3 create)" in text
+    docs = read_store(target)
+    assert docs == import_reddit(config)
 
     def bucket(name: str, seed: str) -> int:
         return int(hashlib.sha1((name + seed).encode()).hexdigest(), 16) % 1000
@@ -229,10 +379,32 @@ def test_dry_run_then_apply_then_unchanged(r: redis.Redis) -> None:
     assert {a.kind for a in apply(entries, store)} == {"unchanged"}
 
 
-def test_run_import_for_the_cli(redis_url: str, r: redis.Redis) -> None:
-    write_hanoi(r)
-    actions = run_import("hanoi", redis_url, "memory://compat-migrate-cli", dry_run=True)
-    assert sorted(a.name for a in actions) == ["h_all", "h_off", "h_perf", "h_redis"]
+def test_run_import(hanoi_0_0_4: Any, redis_url: str, r: redis.Redis) -> None:
+    write_with_hanoi(hanoi_0_0_4, r)
+    actions = run_import("hanoi", redis_url, "memory://compat-migrate-run", dry_run=True)
+    assert sorted(a.name for a in actions) == sorted(HANOI_FLAGS)
     assert all(a.kind == "create" for a in actions)
     with pytest.raises(MigrationError):
         run_import("etsy", redis_url, "memory://")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dry-run", "flags.json"], "only with --format"),
+        (["--format", "hanoi"], "needs the source"),
+        (["--format", "reddit", "--randomize-percentage", "live.ini"], "for --format rollout"),
+        (
+            ["--format", "rollout", "--hanoi-rule", "code", "--from", "redis://127.0.0.1:1/0"],
+            "for --format hanoi",
+        ),
+        (["--format", "rollout", "--prune", "--from", "redis://127.0.0.1:1/0"], "never deletes"),
+        (["--format", "rollout", "--rollout-formula", "2.3", "--from", "$URL"], "2.4.2"),
+        (["--format", "reddit", "missing.ini"], "cannot read missing.ini"),
+    ],
+)
+def test_cli_usage_errors(args: list[str], message: str, redis_url: str, r: redis.Redis) -> None:
+    write_rollout_v2(r, {"chat": "20|||{}"})
+    args = [redis_url if a == "$URL" else a for a in args]
+    code, text = run_cli(["import", *args, "--to", "memory://compat-cli-usage"])
+    assert code == 2 and message in text, text

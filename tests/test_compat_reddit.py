@@ -4,9 +4,11 @@ bucketing events, live-config parsing, and a context-local world."""
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from flagstaff.compat.reddit import (
     parse_live_config,
 )
 from flagstaff.errors import ClientError
+from flagstaff.stores.memory import MemoryStore
 
 SOME_FLAG = (
     'feature_some_flag = {"experiment": {"loggedin": true, "experiment_id": 12345, '
@@ -301,3 +304,176 @@ def test_enabled_off_beats_percentages(world: ContextWorld) -> None:
 def test_unconfigured_feature_api_says_so() -> None:
     with pytest.raises(ClientError):
         Features().is_enabled("x")
+
+
+# --------------------------------------------------------------------------- the README, line by line
+
+ANON = None
+ADMIN = RedditUser("t2_ad", "alice", admin=True)
+EMPLOYEE = RedditUser("t2_em", "erin", employee=True)
+GOLD = RedditUser("t2_go", "gus", gold=True)
+BETA = RedditUser("t2_be", "bea", beta=True)
+PLAIN = RedditUser("t2_pl", "pat")
+UMBRAE = RedditUser("t2_um", "umbrae")
+USER1 = RedditUser("t2_u1", "user1")
+
+# Each live-config line of reddit's README, as written there, with who it turns on.
+README_LINES: list[tuple[str, list[tuple[Request, bool]]]] = [
+    ("feature_some_flag = on", [(Request(), True), (Request(user=PLAIN), True)]),
+    ("feature_some_flag = off", [(Request(), False), (Request(user=ADMIN), False)]),
+    ('feature_some_flag = {"admin": true}', [(Request(user=ADMIN), True), (Request(user=EMPLOYEE), False)]),
+    (
+        'feature_some_flag = {"employee": true}',
+        [(Request(user=EMPLOYEE), True), (Request(user=ADMIN), False)],
+    ),
+    ('feature_some_flag = {"gold": true}', [(Request(user=GOLD), True), (Request(user=PLAIN), False)]),
+    ('feature_some_flag = {"beta": true}', [(Request(user=BETA), True), (Request(user=PLAIN), False)]),
+    ('feature_some_flag = {"loggedin": true}', [(Request(user=PLAIN), True), (Request(), False)]),
+    ('feature_some_flag = {"loggedout": true}', [(Request(), True), (Request(user=PLAIN), False)]),
+    (
+        'feature_some_flag = {"url": "public_flag_name"}',
+        [(Request(features=["public_flag_name"]), True), (Request(features=["other"]), False)],
+    ),
+    (
+        'feature_some_flag = {"users": ["umbrae", "ajacksified"]}',
+        [(Request(user=UMBRAE), True), (Request(user=PLAIN), False)],
+    ),
+    (
+        'feature_some_flag = {"subreddits": ["wtf", "aww"]}',
+        [(Request(subreddit="aww"), True), (Request(subreddit="pics"), False)],
+    ),
+    (
+        'feature_some_flag = {"subdomains": ["beta"]}',
+        [(Request(subdomain="beta"), True), (Request(subdomain="www"), False)],
+    ),
+    (
+        'feature_some_flag = {"oauth_clients": ["xyzABC123"]}',
+        [(Request(oauth_client="xyzABC123"), True), (Request(oauth_client="other"), False)],
+    ),
+    (
+        'feature_some_flag = {"percent_loggedin": 25}',
+        [
+            (Request(user=RedditUser(f"t2_{i:x}", "u")), sha1_bucket("some_flag", f"t2_{i:x}") // 10 < 25)
+            for i in range(200)
+        ]
+        + [(Request(), False)],
+    ),
+    (
+        'feature_some_flag = {"percent_loggedout": 25}',
+        [(Request(loid=f"lo{i:04d}"), int(f"{i:04d}", 36) % 100 < 25) for i in range(200)]
+        + [(Request(), False)],  # "if there is no loid cookie the feature will be off"
+    ),
+    (
+        'feature_some_flag = {"admin": true, "users": ["user1", "user2"]}',
+        [(Request(user=ADMIN), True), (Request(user=USER1), True), (Request(user=PLAIN), False)],
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "cases"), README_LINES, ids=[line[18:60] for line, _ in README_LINES])
+def test_readme_live_config_lines(line: str, cases: list[tuple[Request, bool]], world: ContextWorld) -> None:
+    api = Features.from_live_config(f"# from reddit's README\n{line}\n", world)
+    try:
+        for request, expected in cases:
+            with world.serving(request):
+                assert api.is_enabled("some_flag") is expected, (line, request)
+    finally:
+        api.close()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # custom control group sizes
+        'feature_some_flag = {"experiment": {"loggedin": true, "experiment_id": 12345, "variants": '
+        '{"test_something": 5.5, "test_something_else": 10, "control_1": 20, "control_2": 20}}}',
+        # mixed with gold: gold users on, an experiment for other logged-in users
+        'feature_some_flag = {"gold": true, "experiment": {"loggedin": true, "experiment_id": 12345, '
+        '"variants": {"test_something": 5.5, "test_something_else": 10, "control_1": 20, "control_2": 20}}}',
+    ],
+    ids=["custom_controls", "gold_and_experiment"],
+)
+def test_readme_experiments_with_custom_controls(line: str, world: ContextWorld) -> None:
+    variants = {"test_something": 5.5, "test_something_else": 10, "control_1": 20, "control_2": 20}
+    events: list[BucketingEvent] = []
+    api = Features.from_live_config(line, world, on_bucketing=events.append)
+    gold = "gold" in line
+    seen: set[str | None] = set()
+    try:
+        for i in range(2000):
+            fullname = f"t2_{i:x}"
+            expected = reddit_choice(sha1_bucket("some_flag", fullname), variants)
+            seen.add(expected)
+            who = RedditUser(fullname, "u", gold=gold and i % 2 == 0)
+            with world.serving(Request(user=who)):
+                assert api.variant("some_flag") == expected
+                in_test = expected is not None and not expected.startswith("control_")
+                assert api.is_enabled("some_flag") is (in_test or who.gold)
+    finally:
+        api.close()
+    assert seen == {None, "control_1", "control_2", "test_something", "test_something_else"}
+    assert events and all(e.experiment_id == 12345 and e.variant is not None for e in events)
+
+
+def test_world_is_greenlet_local(features: Features, world: ContextWorld) -> None:
+    """reddit served requests on greenlets: each sees its own request."""
+    import gevent
+
+    def serve(who: RedditUser) -> bool:
+        with world.serving(Request(user=who)):
+            gevent.sleep(0.01)  # the other greenlet runs and sets its request meanwhile
+            return features.is_enabled("users_flag")
+
+    jobs = [gevent.spawn(serve, user("t2_1", "umbrae")), gevent.spawn(serve, user("t2_2", "bob"))]
+    gevent.joinall(jobs, timeout=10)
+    assert [j.value for j in jobs] == [True, False]
+
+
+# --------------------------------------------------------------------------- the engine's golden cases
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "reddit.json").read_text("utf-8"))
+
+
+def _request(context: dict[str, Any] | None) -> Request:
+    """A golden case's context as a reddit request (the inverse of the layer's mapping)."""
+    ctx = context or {}
+    groups = set(ctx.get("groups", ()))
+    who = None
+    if "user_id" in ctx:
+        facts = {g: g in groups for g in ("admin", "employee", "beta", "gold")}
+        who = RedditUser(ctx["user_id"], ctx.get("user_name", ctx["user_id"]), **facts)
+    return Request(
+        user=who,
+        features=list(ctx.get("features", ())),
+        subreddit=ctx.get("subreddit", ctx.get("location")),
+        subdomain=ctx.get("subdomain"),
+        oauth_client=ctx.get("oauth_client"),
+        loid=ctx.get("cookie_id"),
+    )
+
+
+@pytest.fixture(scope="module")
+def golden_features() -> Iterator[tuple[Features, ContextWorld]]:
+    store = MemoryStore()
+    for name, doc in GOLDEN["flags"].items():
+        store.put(name, json.dumps(doc))
+    world = ContextWorld()
+    api = Features(store, world)
+    yield api, world
+    api.close()
+
+
+@pytest.mark.parametrize(
+    "case", GOLDEN["cases"], ids=[f"{i}-{c['flag']}" for i, c in enumerate(GOLDEN["cases"])]
+)
+def test_golden_cases_through_the_layer(
+    case: dict[str, Any], golden_features: tuple[Features, ContextWorld]
+) -> None:
+    """tests/golden/reddit.json (the engine's golden cases) give the same answers
+    through reddit's API. variant() ignores eligibility, as reddit's did, so it
+    is compared where the engine assigns one."""
+    api, world = golden_features
+    with world.serving(_request(case["context"])):
+        assert api.is_enabled(case["flag"]) is case["expect"]["enabled"], case.get("note")
+        if case["expect"]["variant"] is not None:
+            assert api.variant(case["flag"]) == case["expect"]["variant"]

@@ -33,6 +33,30 @@ EXPECTED: dict[str, list[str]] = {
         r"2026-12-31T23:59:59\+00:00  enabled=False  reason=schedule",
         r"2027-01-01T00:00:00\+00:00  enabled=True  reason=target",
     ],
+    "local_overrides.py": [
+        r"alice: new_checkout=False \(default\), search_ranker=None \(default\), dark_mode=True",
+        r"store untouched: 25",
+    ],
+    "web_flask.py": [
+        r"GET /\?user=alice\s+-> light page, new checkout",
+        r"GET /\?user=bob\s+-> dark page, old checkout",
+        r"GET /\s+-> light page, old checkout",
+    ],
+    "web_django.py": [
+        r"GET /\?user=alice\s+-> light page, new checkout",
+        r"GET /\?user=bob\s+-> dark page, old checkout",
+        r"GET /\s+-> light page, old checkout",
+    ],
+    "web_starlette.py": [
+        r"GET /\?user=alice\s+-> new checkout\nGET /\?user=bob\s+-> old checkout\nGET /\s+-> old checkout",
+    ],
+    "templates_jinja2.py": [r"Hi alice: the new digest \(compact\)", r"Hi bob: the classic digest"],
+    "templates_mako.py": [
+        r"user=alice\s+-> new sidebar",
+        r"user=bob\s+-> old sidebar",
+        r"feature=sidebar\s+-> new sidebar",
+    ],
+    "asyncio_wait.py": [r"banner on\? False", r"changed: True on"],
 }
 
 

@@ -174,16 +174,22 @@ class Admin:
         self.store.delete(name, expect=before.version if expect is None else expect, author=self.author)
         return Outcome(name, before.raw, None, None, True)
 
-    def update(self, name: str, edit: Callable[[Any], Any], *, create: bool = False) -> Outcome:
+    def update(
+        self, name: str, edit: Callable[[Any], Any], *, create: bool = False, expect: int | None = None
+    ) -> Outcome:
         """Read the flag, apply ``edit(document)``, validate, write with compare-and-set.
 
         ``edit`` receives the decoded document (``None`` if the flag does not
         exist and ``create`` is true) and returns the new document, or the
-        same value to leave the flag untouched. Re-applied on conflict.
+        same value to leave the flag untouched. Re-applied on conflict, unless
+        ``expect`` is given: then the flag must be at that version (``0``:
+        absent), else :class:`ConflictError`, and there is no retry.
         """
         conflict: ConflictError | None = None
-        for attempt in range(self.retries):
+        for attempt in range(1 if expect is not None else self.retries):
             record = self.store.get(name)
+            if expect is not None and (0 if record is None else record.version) != expect:
+                raise ConflictError(name, expect, None if record is None else record.version)
             if record is None and not create:
                 raise NotFoundError(name)
             current = None if record is None else decode_document(record.raw)
@@ -205,11 +211,11 @@ class Admin:
         assert conflict is not None
         raise conflict
 
-    def disable(self, name: str) -> Outcome:
+    def disable(self, name: str, *, expect: int | None = None) -> Outcome:
         """The kill switch: off for everyone, the rest of the document kept."""
-        return self.update(name, _disable)
+        return self.update(name, _disable, expect=expect)
 
-    def enable(self, name: str, *, everyone: bool = False) -> Outcome:
+    def enable(self, name: str, *, everyone: bool = False, expect: int | None = None) -> Outcome:
         """Remove the kill switch (see the module doc); ``everyone`` turns it on for all."""
 
         def edit(doc: Any) -> Any:
@@ -221,9 +227,9 @@ class Admin:
                     raise NothingToEnable(name)
             return new
 
-        return self.update(name, edit)
+        return self.update(name, edit, expect=expect)
 
-    def rollout(self, name: str, percent: float) -> Outcome:
+    def rollout(self, name: str, percent: float, *, expect: int | None = None) -> Outcome:
         """Set the percentage of users the flag is on for (creating the flag if absent)."""
 
         def edit(doc: Any) -> Any:
@@ -233,7 +239,7 @@ class Admin:
                 return {**doc, "percentage": _number(percent)}
             return doc  # not a flag document; _validated refuses it
 
-        return self.update(name, edit, create=True)
+        return self.update(name, edit, create=True, expect=expect)
 
     def add_user(self, name: str, user: str) -> Outcome:
         """Turn the flag on for one user id (creating the flag if absent)."""

@@ -32,6 +32,7 @@ Native mode (``flagstaff``)
 Compatibility modes reproduce the seed systems exactly (see docs/bucketing.md):
 ``rollout`` (the rollout gem 2.4.2+), ``rollout_randomized`` (its
 ``randomize_percentage`` option), ``hanoi`` (hanoi as its README intends: ``<``),
+``hanoi_inverted`` (what hanoi 0.0.4's code did: ``>=``, for migrated flags),
 ``reddit`` (r2.config.feature's SHA-1 over 1000 buckets) and ``modulo100``
 (integer user ids, ``id % 100 < p``, the first seed's rule).
 """
@@ -74,8 +75,13 @@ class BucketingMode(StrEnum):
     ROLLOUT = "rollout"
     ROLLOUT_RANDOMIZED = "rollout_randomized"
     HANOI = "hanoi"
+    HANOI_INVERTED = "hanoi_inverted"
     REDDIT = "reddit"
     MODULO100 = "modulo100"
+
+
+HANOI_MODES = frozenset({BucketingMode.HANOI, BucketingMode.HANOI_INVERTED})
+"""Modes whose top-level variants are hanoi's ``variants[crc32(id) % n]``."""
 
 
 def fmix32(h: int) -> int:
@@ -161,6 +167,9 @@ def in_percentage(mode: BucketingMode, salt: str, key: str, percent: float) -> b
             return rollout_active(key + salt, percent)
         case BucketingMode.HANOI:
             return hanoi_bucket(key) < percent
+        case BucketingMode.HANOI_INVERTED:
+            # hanoi 0.0.4's ``bucket >= p`` with p = 100 - percent: the top buckets.
+            return 99 - hanoi_bucket(key) < percent
         case BucketingMode.REDDIT:
             return reddit_bucket(salt, key) // 10 < percent
         case BucketingMode.MODULO100:
@@ -195,6 +204,8 @@ def percentage_test(mode: BucketingMode, salt: str, percent: float) -> Callable[
         return lambda b, s: zlib.crc32(b) < bound
     if mode is BucketingMode.HANOI:
         return lambda b, s: zlib.crc32(b) % 100 < percent
+    if mode is BucketingMode.HANOI_INVERTED:
+        return lambda b, s: 99 - zlib.crc32(b) % 100 < percent
     return lambda b, s: in_percentage(mode, salt, s, percent)
 
 
@@ -208,14 +219,14 @@ def variant_for(
     """The variant ``key`` falls in, or ``None`` when excluded.
 
     ``names`` and ``weights`` are parallel. In native mode the lanes are the
-    names sorted; in ``hanoi`` mode variants have equal weight and are picked by
+    names sorted; in the ``hanoi`` modes variants have equal weight and are picked by
     ``crc32(id) % n`` in the given order; in ``reddit`` mode see
     :func:`reddit_variant`.
     """
     n = len(names)
     if n == 0:
         return None
-    if mode is BucketingMode.HANOI:
+    if mode in HANOI_MODES:
         return names[zlib.crc32(key.encode()) % n]
     if mode is BucketingMode.REDDIT:
         return reddit_variant(reddit_bucket(salt, key), dict(zip(names, weights, strict=True)))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import logging
 import os
@@ -457,6 +458,10 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def cmd_import(args: argparse.Namespace, out: Out) -> int:
+    from flagstaff.compat import cli as seeds  # rollout, hanoi and reddit data (docs/migration.md)
+
+    if seeds.wants(args):
+        return seeds.import_seed(args, out)
     if args.file is not None and (args.from_ or args.to):
         raise UsageError("give either FILE or --from/--to, not both")
     if args.file is None:
@@ -726,6 +731,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--to", metavar="URL", help="destination store")
         p.add_argument("--prune", action="store_true", help="delete destination flags not in the source")
         p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    from flagstaff.compat.cli import add_import_arguments
+
+    add_import_arguments(p)  # `p` is import's: --format rollout|hanoi|reddit, --dry-run
     p = command("watch", cmd_watch, "print changes as they happen")
     p.add_argument("--count", type=int, metavar="N", help="stop after N changes")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after SECONDS")
@@ -748,7 +756,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="treat each file as one document for the flag NAME")
     p = command("demo", cmd_demo, "load examples/flags.json into a store and show decisions")
     p.add_argument("--flags", metavar="FILE", help="flags file (default: examples/flags.json)")
+    for module_name in EXTENSIONS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not f"{module_name}.".startswith(f"{exc.name}."):
+                raise  # a dependency of an existing module is missing: say so
+            continue
+        module.register(command)
     return parser
+
+
+# Modules that add commands: each has ``register(command)``, where ``command(name, fn, help)``
+# returns the new subparser. They must import their heavy dependencies inside the command
+# functions, so ``flagstaff --help`` works on a core install.
+EXTENSIONS: tuple[str, ...] = ("flagstaff.http.cli", "flagstaff.scan")
 
 
 # --------------------------------------------------------------------------- main

@@ -111,6 +111,18 @@ Listener = Callable[[SnapshotChange], None]
 
 
 @dataclass(frozen=True, slots=True)
+class _Health:
+    """What :meth:`Client.status` reports, published by one assignment so a
+    reader never sees an error without its state (or the other way round)."""
+
+    state: State
+    since: float
+    """When the data started to be stale (STALE) or was cached (CACHED)."""
+    last_error: str | None
+    invalid: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """How a client behaves. Every field has a sensible default."""
 
@@ -186,13 +198,15 @@ class Client:
         # Published state: replaced by one assignment each, read without a lock.
         self._snapshot = Snapshot()
         self._listeners: tuple[Listener, ...] = ()
+        # Flags served instead of the store's (flagstaff.overrides); None on the hot path's fast branch.
+        self._overrides: Mapping[str, Flag] | None = None
 
-        # Owned by the watch task (single writer).
+        # Owned by the watch task (single writer); status() reads only _health,
+        # which _commit_health() rebuilds from these after every change to them.
         self._documents: dict[str, str] = {}  # name -> text of the flag we serve
         self._invalid: dict[str, str] = {}
         self._state = State.DEFAULTS
-        self._stale_since = 0.0
-        self._cached_at = 0.0
+        self._since = 0.0  # when the data went stale, or when the cache was written
         self._refused_empty = False
         self._initialized = False
         self._dirty = False
@@ -201,6 +215,7 @@ class Client:
         self._closed = False
         self._generation = 0
         self._start_from_cache()
+        self._commit_health()
         self._start_tasks()
         _CLIENTS.add(self)
         if options.timeout > 0 and not self._loaded.wait(options.timeout):
@@ -220,7 +235,7 @@ class Client:
             scope = current_scope()
             if scope is not None and scope.owner is self:
                 return scope.evaluate(name).enabled
-        flag = self._snapshot.flags.get(name)
+        flag = self._snapshot.flags.get(name) if self._overrides is None else self._overridden(name)
         if flag is None:
             return False
         constant = flag.constant
@@ -255,7 +270,7 @@ class Client:
             scope = current_scope()
             if scope is not None and scope.owner is self:
                 return scope.evaluate(name)
-        flag = self._snapshot.flags.get(name)
+        flag = self._snapshot.flags.get(name) if self._overrides is None else self._overridden(name)
         if flag is None:
             return unknown(name)
         constant = flag.constant
@@ -269,7 +284,7 @@ class Client:
             scope = current_scope()
             if scope is not None and scope.owner is self:
                 return scope.all()
-        flags = self._snapshot.flags
+        flags = self._served()
         if type(context) is Context:
             ctx = context
         else:
@@ -321,7 +336,35 @@ class Client:
         context inside (``client.is_enabled("x")``) are answered by it.
         """
         snap = self._snapshot
-        return Scope(self, snap.flags, snap.revision, context, time.time(), self._on_exposure)
+        return Scope(self, self._served(snap), snap.revision, context, time.time(), self._on_exposure)
+
+    # ------------------------------------------------------------------ overrides
+
+    @property
+    def overrides(self) -> Mapping[str, Flag]:
+        """The flags served on top of the store's (empty when none)."""
+        return self._overrides or MappingProxyType({})
+
+    def set_overrides(self, flags: Mapping[str, Flag]) -> None:
+        """Serve ``flags`` instead of the store's flags of the same names, until
+        replaced (an empty mapping removes them all). The store is not touched and
+        store changes to those names are held but not served. Build the flags with
+        :mod:`flagstaff.overrides`, whose decisions say ``Reason.OVERRIDE``.
+        Change listeners are told which names changed."""
+        old = self.overrides
+        self._overrides = MappingProxyType(dict(flags)) if flags else None
+        changed = {n for n in old.keys() | flags.keys() if old.get(n) is not flags.get(n)}
+        if changed:
+            self._publish(SnapshotChange(frozenset(changed), self._snapshot.revision))
+
+    def _overridden(self, name: str) -> Flag | None:
+        overrides = self._overrides or {}
+        return overrides.get(name) or self._snapshot.flags.get(name)
+
+    def _served(self, snap: Snapshot | None = None) -> Mapping[str, Flag]:
+        flags = (self._snapshot if snap is None else snap).flags
+        overrides = self._overrides
+        return flags if overrides is None else MappingProxyType({**flags, **overrides})
 
     # ------------------------------------------------------------------ introspection
 
@@ -332,14 +375,12 @@ class Client:
 
     def status(self) -> Status:
         """The client's state, revision, data age and problems."""
-        state = self._state
-        now = time.time()
+        health = self._health  # one read: state, error and invalid flags agree
+        state = health.state
         if state is State.LIVE:
             age: float | None = 0.0
-        elif state is State.STALE:
-            age = max(0.0, now - self._stale_since)
-        elif state is State.CACHED:
-            age = max(0.0, now - self._cached_at)
+        elif state is State.STALE or state is State.CACHED:
+            age = max(0.0, time.time() - health.since)
         else:
             age = None
         snap = self._snapshot
@@ -348,8 +389,8 @@ class Client:
             revision=snap.revision,
             flags=len(snap),
             age=age,
-            invalid=MappingProxyType(dict(self._invalid)),
-            last_error=self._last_error,
+            invalid=health.invalid,
+            last_error=health.last_error,
             store_url=self.store_url,
         )
 
@@ -398,7 +439,7 @@ class Client:
 
     def _evaluate_live(self, name: str, context: ContextLike) -> Decision:
         # Like evaluate() but ignoring the current scope: waiting wants fresh data.
-        flag = self._snapshot.flags.get(name)
+        flag = self._overridden(name)
         if flag is None:
             return unknown(name)
         return flag.constant or self._decide(flag, context)
@@ -437,7 +478,9 @@ class Client:
 
     def __repr__(self) -> str:
         snap = self._snapshot
-        return f"<Client {self.store_url} {self._state.value} revision={snap.revision} flags={len(snap)}>"
+        return (
+            f"<Client {self.store_url} {self._health.state.value} revision={snap.revision} flags={len(snap)}>"
+        )
 
     def _join(self, task: Task | None) -> None:
         if task is None or threading.get_ident() in self._task_idents:
@@ -495,7 +538,8 @@ class Client:
             log.exception("the flagstaff watch task failed; the client keeps serving %s", self._state)
             self._last_error = f"watch task failed: {type(exc).__name__}: {exc}"
             if self._state is State.LIVE:
-                self._state, self._stale_since = State.STALE, time.time()
+                self._state, self._since = State.STALE, time.time()
+            self._commit_health()
         finally:
             if watch is not None and generation == self._generation:
                 try:
@@ -527,7 +571,8 @@ class Client:
         self._last_error = message
         if self._state is State.LIVE:
             self._state = State.STALE
-            self._stale_since = time.time()
+            self._since = time.time()
+        self._commit_health()
 
     def _drain(self) -> None:
         changed: set[str] = set()
@@ -584,7 +629,8 @@ class Client:
             self._snapshot = Snapshot(old.flags, state.revision, time.time())
             if self._state is not State.CACHED:
                 self._state = State.STALE
-                self._stale_since = time.time()
+                self._since = time.time()
+            self._commit_health()
             return
         self._refused_empty = False
         flags: dict[str, Flag] = {}
@@ -624,6 +670,13 @@ class Client:
             self._state = State.LIVE
             if self._last_error and not self._invalid:
                 self._last_error = None
+        self._commit_health()
+
+    def _commit_health(self) -> None:
+        """Publish state, error and invalid flags together (watch task only)."""
+        self._health = _Health(
+            self._state, self._since, self._last_error, MappingProxyType(dict(self._invalid))
+        )
 
     # ------------------------------------------------------------------ listeners' task
 
@@ -676,7 +729,7 @@ class Client:
         self._snapshot = Snapshot(MappingProxyType(flags), cached.revision, cached.saved_at)
         self._initialized = cached.initialized
         self._state = State.CACHED
-        self._cached_at = cached.saved_at
+        self._since = cached.saved_at
         log.info("serving %d flags from the snapshot cache %s", len(flags), self._cache.path)
 
     def _save_cache(self) -> None:

@@ -35,6 +35,9 @@ class Reason(StrEnum):
     """No flag of that name exists: off."""
     ERROR = "error"
     """The flag or context could not be evaluated: off (``error`` says why)."""
+    OVERRIDE = "override"
+    """A local override decided (:mod:`flagstaff.overrides`; ``rule`` names where it came from),
+    not the store's flag. Never produced by the evaluator itself."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from importlib import resources
 from typing import Any
 
 from flagstaff.bucketing import (
+    HANOI_MODES,
     REDDIT_CONTROLS,
     VARIANT_SALT_SUFFIX,
     BucketingMode,
@@ -878,7 +879,7 @@ class _Builder:
         name = self.name
         n = len(variants)
         crc = zlib.crc32
-        if self.mode is BucketingMode.HANOI:
+        if self.mode in HANOI_MODES:
             # hanoi: variants[crc32(id) % n] in the order given, unsalted.
             def index(key: bytes) -> str:
                 return variants[crc(key) % n]

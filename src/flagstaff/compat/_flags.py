@@ -107,6 +107,12 @@ class FlagView:
         self._refresh(name)
         return flag
 
+    def reload(self) -> None:
+        """Re-read every flag now, for a change made behind the store's back
+        (a ``FLUSHDB``); the watch would deliver it too, only later."""
+        with self._lock:
+            self._reload()
+
     def close(self) -> None:
         if self._closed:
             return

@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
+from flagstaff.bucketing import HANOI_MODES
 from flagstaff.compat._flags import FlagView
 from flagstaff.context import Context
 from flagstaff.errors import FlagstaffError, ValidationError
@@ -277,7 +278,7 @@ class _BackEnd:
 
     def get_functionalities(self) -> list[str]:
         """Names of the hanoi features in the store."""
-        return sorted(f.name for f in self._view.flags() if f.mode == "hanoi")
+        return sorted(f.name for f in self._view.flags() if f.mode in HANOI_MODES)
 
     def get_functionality(self, name: str) -> Feature | None:
         flag = self._flag(name)
@@ -454,18 +455,52 @@ def _redis_url(connection: Any) -> tuple[str, Any]:
     return f"redis://{auth}{host}:{port}/{db}", connection
 
 
+class _RawRedis:
+    """``backend._redis``: the redis-py client, except that ``flushdb()`` and
+    ``flushall()`` through it are seen by the backend at once.
+
+    hanoi read Redis on every call, so its users' tests reset Redis through
+    ``backend._redis.flushdb()`` and read straight away; this backend reads a
+    snapshot kept current by the store's watch, which would see the flush a
+    moment later.
+    """
+
+    def __init__(self, client: Any, on_flush: Callable[[], None]) -> None:
+        self._client = client
+        self._on_flush = on_flush
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._client, attr)
+
+    def flushdb(self, *args: Any, **kwargs: Any) -> Any:
+        reply = self._client.flushdb(*args, **kwargs)
+        self._on_flush()
+        return reply
+
+    def flushall(self, *args: Any, **kwargs: Any) -> Any:
+        reply = self._client.flushall(*args, **kwargs)
+        self._on_flush()
+        return reply
+
+
 class RedisBackEnd(_BackEnd):
     """Features in Redis, through flagstaff's Redis store (``redis://``).
 
     Accepts what hanoi's did: ``None`` (localhost:6379), ``(host, port[, db])``, a
-    redis-py client, and also a ``redis://`` URL. ``_redis`` is the raw client.
+    redis-py client, and also a ``redis://`` URL. ``_redis`` is the raw client
+    (a ``FLUSHDB`` through it is seen by this backend at once).
     """
 
     def __init__(self, obj: Any = None, *, prefix: str | None = None) -> None:
-        url, self._redis = _redis_url(obj)
+        url, client = _redis_url(obj)
         if prefix is not None:
             url = f"{url}{'&' if '?' in url else '?'}prefix={quote(prefix, safe='')}"
         super().__init__(url)
+        self._redis = _RawRedis(client, self._after_flush)
+
+    def _after_flush(self) -> None:
+        self._local.clear()
+        self._view.reload()
 
 
 class RedisHighPerfBackEnd(RedisBackEnd):

@@ -22,16 +22,19 @@ rollout 2.4.2 and later      ``rollout``: ``crc32(id) < (2**32-1)/100 * pct``
 …with randomize_percentage   ``rollout_randomized``: ``crc32(id + name)``
 rollout 2.0 to 2.2           ``hanoi``: ``crc32(id) % 100 < int(pct)``
 rollout 1.x (legacy layout)  ``modulo100``: ``int(id) % 100 < int(pct)``
-hanoi                        ``hanoi`` (the README's ``<``; see the note below)
+hanoi                        ``hanoi_inverted`` (0.0.4's code; see the note below)
 reddit                       ``reddit``: ``sha1(name + fullname) % 1000``
 ===========================  ===================================================
 
 rollout 2.3.0 to 2.4.1 (``crc32(id) % 100_000 < pct * 1000``) has no flagstaff
 mode and is refused rather than approximated.
 
-hanoi 0.0.4's code compared ``bucket >= pct`` although its README says ``<``;
-documents keep the README's rule, so a hanoi percentage strictly between 0 and 100
-selects different users after the import. Every entry carries such notes, and
+hanoi 0.0.4's code compared ``bucket >= pct`` although its README says ``<``.
+By default (``rule="code"``) a hanoi percentage ``p`` strictly between 0 and 100
+becomes ``"bucketing": "hanoi_inverted"`` with ``"percentage": 100 - p``, which
+admits exactly the users hanoi admitted; ``rule="readme"`` keeps ``p`` in the
+``hanoi`` mode (the README's users, not the ones hanoi served) and notes the
+change. Entries carry notes of whatever does not carry over exactly, and
 :func:`apply` with ``dry_run=True`` shows what would be written without writing.
 """
 
@@ -46,6 +49,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from flagstaff.bucketing import BucketingMode
 from flagstaff.compat.hanoi import Feature, InvalidFeature, feature_document
 from flagstaff.compat.reddit import CONFIG_PREFIX, _config_lines, live_config_document
 from flagstaff.errors import FlagstaffError, ValidationError
@@ -53,7 +57,9 @@ from flagstaff.model import decode_document, encode_document, parse_flag, valida
 from flagstaff.stores import Store, open_store
 
 __all__ = [
+    "ACTION_KINDS",
     "Action",
+    "HanoiRule",
     "Imported",
     "MigrationError",
     "RolloutFormula",
@@ -95,12 +101,17 @@ class Imported:
     notes: tuple[str, ...] = ()
 
 
+ACTION_KINDS = ("create", "update", "unchanged", "keep", "invalid")
+"""What :func:`apply` does with a flag: ``keep`` means it exists with another
+document and ``overwrite`` was not given."""
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
     """What :func:`apply` did (or would do) with one flag."""
 
     name: str
-    kind: str  # "create", "update", "unchanged", "keep" (exists, not overwritten), "invalid"
+    kind: str  # one of ACTION_KINDS
     document: str | None
     previous: str | None = None
     notes: tuple[str, ...] = field(default=())
@@ -259,9 +270,23 @@ def import_rollout(redis: Any, **options: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- hanoi
 
 
-def read_hanoi(redis: Any, *, prefix: str = "rollout") -> list[Imported]:
+class HanoiRule(StrEnum):
+    """Which percentage rule a hanoi import keeps."""
+
+    CODE = "code"  # what hanoi 0.0.4 did: crc32 % 100 >= p (the users it served)
+    README = "readme"  # what its README says: crc32 % 100 < p
+
+
+def read_hanoi(
+    redis: Any, *, prefix: str = "rollout", rule: HanoiRule | str = HanoiRule.CODE
+) -> list[Imported]:
     """hanoi's features in Redis, both layouts (``prefix`` is ``h`` for hanoi's
-    unreleased master). Rules were never stored by hanoi, so none are imported."""
+    unreleased master). Rules were never stored by hanoi, so none are imported.
+    ``rule`` says whose users a percentage keeps (see the module doc)."""
+    try:
+        rule = HanoiRule(rule)
+    except ValueError:
+        raise MigrationError(f"unknown hanoi rule {rule!r}; expected code or readme") from None
     client = _redis(redis)
     users_prefix = f"{prefix}:users:"
     out: list[Imported] = []
@@ -284,14 +309,21 @@ def read_hanoi(redis: Any, *, prefix: str = "rollout") -> list[Imported]:
         else:
             log.warning("skipping hanoi key %s: %d fields, expected 4 or 5", key, len(fields))
             continue
-        entry = _hanoi(name, enabled, pct, field_name, users, _csv(variants_csv), layout)
+        entry = _hanoi(name, enabled, pct, field_name, users, _csv(variants_csv), layout, rule)
         if entry is not None:
             out.append(entry)
     return out
 
 
 def _hanoi(
-    name: str, enabled: str, pct: str, field_name: str, users: list[str], variants: list[str], layout: str
+    name: str,
+    enabled: str,
+    pct: str,
+    field_name: str,
+    users: list[str],
+    variants: list[str],
+    layout: str,
+    rule: HanoiRule,
 ) -> Imported | None:
     notes: list[str] = []
     try:
@@ -300,13 +332,25 @@ def _hanoi(
         log.warning("skipping hanoi feature %r: %s", name, exc)
         return None
     feature.enabled = enabled.strip() not in ("0", "False", "false", "")
-    if 0 < feature.percentage < 100:
+    p = feature.percentage
+    inverted = 0 < p < 100 and rule is HanoiRule.CODE
+    if inverted:
+        # hanoi 0.0.4 admitted crc32 % 100 >= p: the top 100 - p buckets.
+        feature.percentage = 100 - p
         notes.append(
-            f"hanoi 0.0.4's code enabled ids with crc32 % 100 >= {feature.percentage} "
-            f"(about {100 - feature.percentage:g}% of ids); the imported flag uses the README's "
-            f"rule, crc32 % 100 < {feature.percentage} (about {feature.percentage:g}%)"
+            f"hanoi 0.0.4's code enabled ids with crc32 % 100 >= {p} (about {100 - p:g}% of ids), "
+            f"not the {p:g}% its README describes; kept as bucketing hanoi_inverted, "
+            f"percentage {100 - p:g}, so every id keeps its decision"
+        )
+    elif 0 < p < 100:
+        notes.append(
+            f"hanoi 0.0.4's code enabled ids with crc32 % 100 >= {p} "
+            f"(about {100 - p:g}% of ids); the imported flag uses the README's "
+            f"rule, crc32 % 100 < {p} (about {p:g}%)"
         )
     doc = feature_document(feature, users)
+    if inverted:
+        doc["bucketing"] = BucketingMode.HANOI_INVERTED.value
     return _checked(name, doc, layout, notes)
 
 
@@ -405,6 +449,7 @@ def run_import(
     *,
     dry_run: bool = False,
     overwrite: bool = False,
+    author: str = "flagstaff import",
     **options: Any,
 ) -> list[Action]:
     """The CLI's ``flagstaff import``: read ``source`` (a ``redis://`` URL for
@@ -419,7 +464,7 @@ def run_import(
         raise MigrationError(f"unknown source kind {kind!r}; expected one of {', '.join(SOURCES)}")
     target = open_store(store) if isinstance(store, str) else store
     try:
-        return apply(entries, target, dry_run=dry_run, overwrite=overwrite)
+        return apply(entries, target, dry_run=dry_run, overwrite=overwrite, author=author)
     finally:
         if isinstance(store, str):
             target.close()

@@ -267,6 +267,8 @@ class ZooKeeperStore:
         self._mirror: _Mirror | None = None
         self._marker_known = False
         self._closed = False
+        self._away_since: float | None = None  # since when the connection is down
+        self._zk.add_listener(self._on_connection)
         # Connect in the background: constructing a store never blocks or fails
         # because the server is away; operations wait for it up to ``timeout``.
         self._zk.start_async()
@@ -441,6 +443,8 @@ class ZooKeeperStore:
         index, exc = failures[0]
         if index < len(ops) and isinstance(exc, BadVersionError | NodeExistsError | NoNodeError):
             name, expected, old = ops[index]
+            if old is None and isinstance(exc, NoNodeError):
+                self._marker_known = False  # the chroot itself is gone (wiped): lay it out again
             # Someone wrote between our read and our transaction: report it as the
             # conflict it is; _write retries it when no version was required.
             raise ConflictError(name, expected, None if old is None else old.record.version)
@@ -615,7 +619,40 @@ class ZooKeeperStore:
         while not self._zk.connected:
             if self._closed or time.monotonic() >= deadline:
                 raise ConnectionLoss()
+            self._forget_zxid_if_refused()
             self._runtime.sleep(0.02)
+
+    def _on_connection(self, state: str) -> None:
+        # On kazoo's thread: only note since when the connection is down.
+        if state == KazooState.LOST:
+            self._marker_known = False  # a new session may find a server that lost its data
+        if state == KazooState.CONNECTED:
+            self._away_since = None
+        elif self._away_since is None:
+            self._away_since = time.monotonic()
+
+    def _forget_zxid_if_refused(self) -> None:
+        """Reconnect as a new client after a session timeout without a connection.
+
+        A ZooKeeper server refuses every client that has seen a newer zxid than
+        its own, for ever: a server that came back without its data (wiped, or
+        restored from an old snapshot) would never take us back. By then the
+        session has expired anyway; forgetting the zxid lets the next attempt
+        in, the session's expiry leads to a full re-read and a Reset, and the
+        client decides whether to believe what it finds. Revisions still never
+        go backwards (the mirror keeps its own).
+        """
+        since = self._away_since
+        if since is None or self._zk.last_zxid == 0:
+            return
+        if time.monotonic() - since > self._opts.session_timeout:
+            log.warning(
+                "zookeeper %s has not taken us back for %.0f s; reconnecting as a new client "
+                "(a server that lost its data refuses clients that saw newer zxids)",
+                self.url,
+                time.monotonic() - since,
+            )
+            self._zk.last_zxid = 0
 
 
 @dataclass(slots=True)
@@ -741,6 +778,7 @@ class _Mirror:
             if self._stopped:
                 break
             if not self._zk.connected:
+                self._store._forget_zxid_if_refused()
                 continue  # _on_state wakes us when the connection is back
             try:
                 if self._full:
@@ -774,6 +812,9 @@ class _Mirror:
             nodes, pzxid = self._store._read_all(self._on_children, self._on_data)
         except NoNodeError:
             self._watch_creation(self._root, self._on_children)
+            if self._synced and not expired:
+                self._wiped()
+                return
             nodes, pzxid = {}, 0
         with self._lock:
             self._armed |= set(nodes)
@@ -817,7 +858,8 @@ class _Mirror:
                 pzxid = stat.pzxid
             except NoNodeError:
                 self._watch_creation(self._root, self._on_children)
-                children, pzxid = [], self._revision
+                self._wiped()
+                return
             listed = {c for c in children if _is_flag_name(c)}
             with self._lock:
                 unarmed = listed - self._armed - set(reads)
@@ -843,6 +885,21 @@ class _Mirror:
             (n.mzxid, name, n) for name, n in reads.items() if (name, n.mzxid) not in seen
         ]
         self._apply(candidates + history + found)
+
+    def _wiped(self) -> None:
+        """The chroot was deleted behind flagstaff's back: deliver Reset, not a deletion per flag.
+
+        The client then loads an empty namespace without the marker and keeps the flags it
+        holds (a wiped store is not believed). Flags deleted one by one before the chroot
+        went were ordinary deletions and have been delivered as such.
+        """
+        had_flags = bool(self._nodes)
+        self._nodes, self._gone, self._cursor = {}, {}, -1
+        self._log.clear()
+        self._log_base = self._revision
+        if had_flags:
+            log.warning("zookeeper chroot %s was deleted; subscribers reset", self._root)
+            self._publish(0, Reset(f"the ZooKeeper chroot {self._root} was deleted"))
 
     def _history_candidates(self, entries: list[Any], timeout: float) -> list[_Candidate]:
         """History entries as candidates (an entry too large to hold the text marks its flag dirty)."""
@@ -928,7 +985,12 @@ class _Mirror:
         with self._lock:
             subscribers = list(self._subscribers)
         for sub in subscribers:
-            if isinstance(event, Reset) or zxid > sub.floor:
+            if isinstance(event, Reset):
+                # The subscriber reloads and judges later changes by its own revision; the
+                # zxids of a server that lost its data start again from below the old floor.
+                sub.floor = 0
+                sub.queue.push(event)
+            elif zxid > sub.floor:
                 sub.queue.push(event)
 
     def _admit(self) -> None:

@@ -1,0 +1,581 @@
+"""The OpenAPI 3.0 document of the JSON API, served at ``/api/v1/openapi.json``.
+
+Written by hand next to the handlers in :mod:`flagstaff.http.api`; the contract
+tests (schemathesis, ``tests/test_http_contract.py``) generate requests from it
+and check every answer against it, so the two cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+from flagstaff.decision import Reason
+
+__all__ = ["document"]
+
+_ANY: dict[str, Any] = {
+    "description": "Any JSON value: a flag document is a string, number, boolean or object."
+}
+_STR_OR_NULL = {"type": "string", "nullable": True}
+_NUM_OR_NULL = {"type": "number", "nullable": True}
+_INT_OR_NULL = {"type": "integer", "nullable": True}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Malformed request (not JSON, wrong field types, bad parameter).",
+        401: "No, malformed, unknown or revoked token.",
+        403: "The token's scope is too low (or a session request lacks its CSRF token).",
+        404: "No such flag (or version, or token).",
+        409: "Compare-and-set failed: the flag changed (or exists already). Carries current_version.",
+        413: "The request body is too large.",
+        422: "The flag document (or name) is invalid: problems lists each one.",
+        429: "Too many failed authentication attempts from this address.",
+        503: "The store is unavailable.",
+    }
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+_AUTH = (401, 403, 429)
+_ETAG = {"ETag": {"description": "The flag's version, quoted.", "schema": {"type": "string"}}}
+_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "The flag's name.",
+    "schema": {"type": "string", "minLength": 1},
+}
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": 'Only if the flag is at this version (its ETag, e.g. "3"); else 409.',
+    "schema": {"type": "string"},
+}
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _patch_ops() -> list[dict[str, Any]]:
+    def op(name: str, props: dict[str, Any] | None = None, required: tuple[str, ...] = ()) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {"op": {"type": "string", "enum": [name]}, **(props or {})},
+            "required": ["op", *required],
+            "additionalProperties": False,
+        }
+
+    names = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
+    return [
+        op("kill"),
+        op("enable", {"everyone": {"type": "boolean"}}),
+        op(
+            "set_percentage",
+            {"percentage": {"type": "number", "minimum": 0, "maximum": 100}},
+            ("percentage",),
+        ),
+        op("add_users", {"users": names}, ("users",)),
+        op("remove_users", {"users": names}, ("users",)),
+        op("add_groups", {"groups": names}, ("groups",)),
+        op("remove_groups", {"groups": names}, ("groups",)),
+        op(
+            "set_variants",
+            {
+                "variants": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": {"type": "number", "minimum": 0, "maximum": 100},
+                }
+            },
+            ("variants",),
+        ),
+    ]
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "properties": {
+            "error": {"type": "string"},
+            "problems": {"type": "array", "items": _ref("Problem")},
+            "current_version": _INT_OR_NULL,
+        },
+        "required": ["error"],
+    },
+    "Problem": {
+        "type": "object",
+        "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+        "required": ["path", "message"],
+    },
+    "Flag": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "integer"},
+            "document": _ANY,
+            "state": {"type": "string", "enum": ["on", "off", "partial", "invalid"]},
+            "percentage": _NUM_OR_NULL,
+            "description": _STR_OR_NULL,
+            "owner": _STR_OR_NULL,
+            "kind": {"type": "string", "enum": ["temporary", "permanent"], "nullable": True},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "problems": {"type": "array", "items": _ref("Problem")},
+            "updated_at": {**_NUM_OR_NULL, "description": "Epoch seconds of the last change."},
+            "updated_by": _STR_OR_NULL,
+            "stale": {"type": "boolean", "description": "Temporary and unchanged for more than N days."},
+            "changed": {"type": "boolean", "description": "(writes) whether the write changed anything."},
+            "rolled_back_to": {"type": "integer"},
+        },
+        "required": ["name", "version", "document", "state", "tags", "updated_at", "stale"],
+    },
+    "FlagList": {
+        "type": "object",
+        "properties": {"flags": {"type": "array", "items": _ref("Flag")}, "revision": {"type": "integer"}},
+        "required": ["flags", "revision"],
+    },
+    "NewFlag": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "document": _ANY},
+        "required": ["name", "document"],
+        "additionalProperties": False,
+    },
+    "FlagDocument": {
+        "type": "object",
+        "properties": {"document": _ANY},
+        "required": ["document"],
+        "additionalProperties": False,
+    },
+    "Patch": {"oneOf": _patch_ops()},
+    "ValidateRequest": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "document": _ANY},
+        "required": ["document"],
+        "additionalProperties": False,
+    },
+    "ValidateResult": {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "problems": {"type": "array", "items": _ref("Problem")}},
+        "required": ["ok", "problems"],
+    },
+    "HistoryEntry": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "revision": {"type": "integer"},
+            "version": _INT_OR_NULL,
+            "at": {"type": "number"},
+            "action": {"type": "string", "enum": ["create", "update", "delete"]},
+            "author": _STR_OR_NULL,
+            "actor": _STR_OR_NULL,
+            "token_id": _STR_OR_NULL,
+            "request_id": _STR_OR_NULL,
+            "out_of_band": {
+                "type": "boolean",
+                "description": "Made straight in the store, not through flagstaff.",
+            },
+            "before": _ANY,
+            "after": _ANY,
+        },
+        "required": ["name", "revision", "at", "action", "out_of_band"],
+    },
+    "History": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "entries": {"type": "array", "items": _ref("HistoryEntry")},
+        },
+        "required": ["entries"],
+    },
+    "Diff": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "from": _ref("VersionedDocument"),
+            "to": _ref("VersionedDocument"),
+            "changes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "path": {"type": "string"},
+                        "change": {"type": "string", "enum": ["added", "removed", "changed"]},
+                        "before": _ANY,
+                        "after": _ANY,
+                    },
+                    "required": ["path", "change"],
+                },
+            },
+            "unified": {"type": "string"},
+        },
+        "required": ["name", "from", "to", "changes", "unified"],
+    },
+    "VersionedDocument": {
+        "type": "object",
+        "properties": {"version": {"type": "integer"}, "document": _ANY},
+        "required": ["version", "document"],
+    },
+    "Rollback": {
+        "type": "object",
+        "properties": {"version": {"type": "integer", "minimum": 1}},
+        "required": ["version"],
+        "additionalProperties": False,
+    },
+    "Context": {
+        "type": "object",
+        "nullable": True,
+        "description": "Who is asking. Keys beyond these become custom attributes.",
+        "properties": {
+            "user_id": _STR_OR_NULL,
+            "user_name": _STR_OR_NULL,
+            "groups": {"type": "array", "items": {"type": "string"}},
+            "logged_in": {"type": "boolean"},
+            "cookie_id": _STR_OR_NULL,
+            "features": {"type": "array", "items": {"type": "string"}},
+            "subdomain": _STR_OR_NULL,
+            "location": _STR_OR_NULL,
+            "oauth_client": _STR_OR_NULL,
+            "time": {"type": "number", "description": "Request time, epoch seconds (default: now)."},
+            "attributes": {"type": "object"},
+        },
+    },
+    "EvaluateRequest": {
+        "type": "object",
+        "description": "Give flag (one), flags (several) or neither (all flags).",
+        "properties": {
+            "context": _ref("Context"),
+            "flag": {"type": "string"},
+            "flags": {"type": "array", "items": {"type": "string"}},
+        },
+        "additionalProperties": False,
+    },
+    "Decision": {
+        "type": "object",
+        "properties": {
+            "flag": {"type": "string"},
+            "enabled": {"type": "boolean"},
+            "reason": {"type": "string", "enum": [r.value for r in Reason]},
+            "variant": {"type": "string"},
+            "rule": {"type": "string"},
+            "experiment_id": {"type": "integer"},
+            "error": {"type": "string"},
+        },
+        "required": ["flag", "enabled", "reason"],
+    },
+    "EvaluateResult": {
+        "type": "object",
+        "properties": {
+            "revision": {"type": "integer"},
+            "decisions": {"type": "object", "additionalProperties": _ref("Decision")},
+        },
+        "required": ["revision", "decisions"],
+    },
+    "Token": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "scope": {"type": "string", "enum": ["read", "write", "admin"]},
+            "created_at": {"type": "number"},
+            "revoked_at": _NUM_OR_NULL,
+            "last_used": _NUM_OR_NULL,
+            "active": {"type": "boolean"},
+            "token": {"type": "string", "description": "(create only) the secret, shown once."},
+        },
+        "required": ["id", "name", "scope", "created_at", "active"],
+    },
+    "NewToken": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "pattern": "\\S"},
+            "scope": {"type": "string", "enum": ["read", "write", "admin"]},
+        },
+        "required": ["name", "scope"],
+        "additionalProperties": False,
+    },
+    "Health": {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "degraded"]},
+            "state": {"type": "string", "enum": ["live", "stale", "cached", "defaults"]},
+            "revision": {"type": "integer"},
+            "flags": {"type": "integer"},
+            "invalid": {"type": "integer"},
+            "age": _NUM_OR_NULL,
+            "store": {"type": "string"},
+            "last_error": _STR_OR_NULL,
+        },
+        "required": ["status", "state", "revision", "flags"],
+    },
+}
+
+
+def _paths() -> dict[str, Any]:
+    flag = _ref("Flag")
+    public: list[dict[str, Any]] = []
+    return {
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Health: 200 while the flags are live, 503 otherwise.",
+                "security": public,
+                "responses": {
+                    "200": _json(_ref("Health"), "Live."),
+                    "503": _json(_ref("Health"), "Stale, cached or no data."),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (text exposition format).",
+                "security": public,
+                "responses": {
+                    "200": {
+                        "description": "Metrics.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/api/v1/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document.",
+                "security": public,
+                "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
+            }
+        },
+        "/api/v1/flags": {
+            "get": {
+                "operationId": "listFlags",
+                "summary": "Every flag, filtered (filters AND together).",
+                "parameters": [
+                    {"name": "tag", "in": "query", "schema": {"type": "string"}},
+                    {"name": "owner", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "kind",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["temporary", "permanent"]},
+                    },
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["on", "off", "partial", "invalid"]},
+                    },
+                    {"name": "stale", "in": "query", "schema": {"type": "boolean"}},
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "description": "In the name or description.",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {"200": _json(_ref("FlagList"), "The flags."), **_errors(400, *_AUTH, 503)},
+            },
+            "post": {
+                "operationId": "createFlag",
+                "summary": "Create a flag (409 if it exists).",
+                "requestBody": _body(_ref("NewFlag")),
+                "responses": {
+                    "201": _json(flag, "Created.", _ETAG),
+                    **_errors(400, *_AUTH, 409, 413, 422, 503),
+                },
+            },
+        },
+        "/api/v1/flags/{name}": {
+            "parameters": [_NAME],
+            "get": {
+                "operationId": "getFlag",
+                "responses": {"200": _json(flag, "The flag.", _ETAG), **_errors(*_AUTH, 404, 503)},
+            },
+            "put": {
+                "operationId": "replaceFlag",
+                "summary": "Write the flag's document (creating it if absent).",
+                "parameters": [_IF_MATCH],
+                "requestBody": _body(_ref("FlagDocument")),
+                "responses": {
+                    "200": _json(flag, "Replaced.", _ETAG),
+                    "201": _json(flag, "Created.", _ETAG),
+                    **_errors(400, *_AUTH, 409, 413, 422, 503),
+                },
+            },
+            "patch": {
+                "operationId": "patchFlag",
+                "summary": "A common operation: kill, enable, set_percentage, add/remove users or groups...",
+                "parameters": [_IF_MATCH],
+                "requestBody": _body(_ref("Patch")),
+                "responses": {
+                    "200": _json(flag, "Applied (changed says whether anything changed).", _ETAG),
+                    **_errors(400, *_AUTH, 404, 409, 413, 422, 503),
+                },
+            },
+            "delete": {
+                "operationId": "deleteFlag",
+                "parameters": [_IF_MATCH],
+                "responses": {"204": {"description": "Deleted."}, **_errors(400, *_AUTH, 404, 409, 503)},
+            },
+        },
+        "/api/v1/flags/{name}/history": {
+            "parameters": [_NAME],
+            "get": {
+                "operationId": "flagHistory",
+                "summary": "The flag's changes, newest first: the audit trail.",
+                "parameters": [_LIMIT],
+                "responses": {"200": _json(_ref("History"), "Entries."), **_errors(400, *_AUTH, 503)},
+            },
+        },
+        "/api/v1/flags/{name}/diff": {
+            "parameters": [_NAME],
+            "get": {
+                "operationId": "diffFlag",
+                "summary": "What changed between two versions (to: default the current one).",
+                "parameters": [
+                    {
+                        "name": "from",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1},
+                    },
+                    {"name": "to", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                ],
+                "responses": {
+                    "200": _json(_ref("Diff"), "The difference."),
+                    **_errors(400, *_AUTH, 404, 503),
+                },
+            },
+        },
+        "/api/v1/flags/{name}/rollback": {
+            "parameters": [_NAME],
+            "post": {
+                "operationId": "rollbackFlag",
+                "summary": "Write the document the flag had at an earlier version.",
+                "parameters": [_IF_MATCH],
+                "requestBody": _body(_ref("Rollback")),
+                "responses": {
+                    "200": _json(flag, "Rolled back.", _ETAG),
+                    **_errors(400, *_AUTH, 404, 409, 413, 422, 503),
+                },
+            },
+        },
+        "/api/v1/history": {
+            "get": {
+                "operationId": "history",
+                "summary": "Changes across flags, newest first.",
+                "parameters": [_LIMIT],
+                "responses": {"200": _json(_ref("History"), "Entries."), **_errors(400, *_AUTH, 503)},
+            }
+        },
+        "/api/v1/validate": {
+            "post": {
+                "operationId": "validate",
+                "summary": "Check a document without writing it.",
+                "requestBody": _body(_ref("ValidateRequest")),
+                "responses": {
+                    "200": _json(_ref("ValidateResult"), "The verdict."),
+                    **_errors(400, *_AUTH, 413),
+                },
+            }
+        },
+        "/api/v1/evaluate": {
+            "post": {
+                "operationId": "evaluate",
+                "summary": "Decisions (with reasons) for a context: one flag, several, or all.",
+                "requestBody": _body(_ref("EvaluateRequest")),
+                "responses": {
+                    "200": _json(_ref("EvaluateResult"), "Decisions."),
+                    **_errors(400, *_AUTH, 413),
+                },
+            }
+        },
+        "/api/v1/events": {
+            "get": {
+                "operationId": "events",
+                "summary": "Server-sent events: event 'change', data {name, version, document, revision}.",
+                "responses": {
+                    "200": {
+                        "description": "An endless stream; a ': ping' comment every 15 s.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(*_AUTH),
+                },
+            }
+        },
+        "/api/v1/tokens": {
+            "get": {
+                "operationId": "listTokens",
+                "summary": "Tokens (never their secrets). Admin scope.",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"tokens": {"type": "array", "items": _ref("Token")}},
+                        },
+                        "Tokens.",
+                    ),
+                    **_errors(*_AUTH),
+                },
+            },
+            "post": {
+                "operationId": "createToken",
+                "summary": "A new token; its secret is in the answer, once. Admin scope.",
+                "requestBody": _body(_ref("NewToken")),
+                "responses": {"201": _json(_ref("Token"), "Created."), **_errors(400, *_AUTH, 413)},
+            },
+        },
+        "/api/v1/tokens/{token_id}": {
+            "parameters": [
+                {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "delete": {
+                "operationId": "revokeToken",
+                "summary": "Revoke a token: it stops working at once. Admin scope.",
+                "responses": {"200": _json(_ref("Token"), "Revoked."), **_errors(*_AUTH, 404)},
+            },
+        },
+    }
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "flagstaff",
+            "version": "1",
+            "description": "Feature flags: read, change (validated, compare-and-set, audited), evaluate.",
+        },
+        "security": [{"bearer": []}],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "fst_… tokens"}
+            },
+            "schemas": _SCHEMAS,
+        },
+    }
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document (a fresh copy)."""
+    return copy.deepcopy(_document())

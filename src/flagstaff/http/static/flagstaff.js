@@ -1,0 +1,579 @@
+// flagstaff dashboard: the one script. Vanilla JS, no build step.
+//
+// The pages are rendered on the server; this script (1) sends writes to the
+// JSON API with the session's CSRF token, (2) filters the flag list as you
+// type, and (3) follows the server-sent event stream: on a change it fetches
+// the page again and swaps the regions marked data-live, except a region
+// holding a form with unsaved edits, which is kept and flagged instead.
+"use strict";
+(function () {
+  const $ = (sel, root) => (root || document).querySelector(sel);
+  const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
+  const body = document.body;
+  const root = body.dataset.root || "";
+  const api = root + "/api/v1";
+  const csrf = ($('meta[name="csrf-token"]') || {}).content || "";
+  const page = body.dataset.page;
+  const written = new Set(); // "name@version" of writes made from this page
+
+  // ------------------------------------------------------------------ helpers
+
+  function announce(text) {
+    const a = $("#announcer");
+    if (a) a.textContent = text;
+  }
+
+  function problemText(p) {
+    if (typeof p === "string") return p;
+    if (p && p.path) return p.path + ": " + p.message;
+    return p && p.message ? p.message : String(p);
+  }
+
+  // Show a message in a .msg element: kind "ok" or "error", optional problem list.
+  function show(el, kind, text, problems) {
+    if (!el) return;
+    el.className = "msg " + kind;
+    el.textContent = text;
+    if (problems && problems.length) {
+      const ul = document.createElement("ul");
+      for (const p of problems) {
+        const li = document.createElement("li");
+        li.textContent = problemText(p);
+        ul.append(li);
+      }
+      el.append(ul);
+    }
+  }
+
+  function errorText(res) {
+    const d = res.data || {};
+    if (res.status === 409 && d.current_version !== undefined) {
+      return "Someone else changed the flag meanwhile (it is now at version " + d.current_version + "). Reload to see it.";
+    }
+    if (res.status === 0) return d.error || "The server cannot be reached.";
+    return d.error || d.detail || "Request failed (HTTP " + res.status + ").";
+  }
+
+  function flagUrl(name, rest) {
+    return api + "/flags/" + encodeURIComponent(name) + (rest || "");
+  }
+
+  // One JSON request to the API. Resolves to {ok, status, data}; never rejects.
+  async function call(method, path, payload, headers) {
+    const init = {
+      method: method,
+      credentials: "same-origin",
+      headers: Object.assign({ Accept: "application/json", "X-CSRF-Token": csrf }, headers || {}),
+    };
+    if (payload !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(payload);
+    }
+    let res;
+    try {
+      res = await fetch(path, init);
+    } catch (e) {
+      return { ok: false, status: 0, data: { error: "The server cannot be reached: " + e.message } };
+    }
+    let data = null;
+    try {
+      data = await res.json();
+    } catch (e) {
+      data = null;
+    }
+    data = data || {};
+    if (res.ok && data.name && data.version !== undefined) written.add(data.name + "@" + data.version);
+    return { ok: res.ok, status: res.status, data: data };
+  }
+
+  // The confirmation dialog: resolves true when the operator confirms.
+  function confirmAction(title, text, okLabel, danger) {
+    const dialog = $("#confirm");
+    const opener = document.activeElement;
+    $("#confirm-title").textContent = title;
+    $("#confirm-text").textContent = text;
+    const ok = $("#confirm-ok");
+    ok.textContent = okLabel;
+    ok.className = danger ? "danger" : "primary";
+    dialog.returnValue = "";
+    return new Promise(function (resolve) {
+      dialog.addEventListener(
+        "close",
+        function () {
+          if (opener && opener.isConnected) opener.focus();
+          resolve(dialog.returnValue === "ok");
+        },
+        { once: true },
+      );
+      dialog.showModal();
+      $("#confirm-cancel").focus();
+    });
+  }
+
+  function messageBox(el) {
+    const section = el.closest("section, main");
+    return section ? $(".msg", section) : null;
+  }
+
+  // ------------------------------------------------------------------ actions
+
+  async function patch(name, op, extra, box, done) {
+    const res = await call("PATCH", flagUrl(name), Object.assign({ op: op }, extra));
+    if (res.ok) {
+      show(box, "ok", done + " (version " + res.data.version + ").");
+      announce(done);
+      refresh();
+    } else {
+      show(box, "error", errorText(res), res.data.problems);
+    }
+    return res;
+  }
+
+  const actions = {
+    async kill(btn) {
+      const name = btn.dataset.flag;
+      const yes = await confirmAction(
+        "Kill " + name + "?",
+        "This turns " + name + " off for everyone, at once, in every service that follows the store. " +
+          "The rest of the flag is kept, so Enable brings it back as it was.",
+        "Kill " + name,
+        true,
+      );
+      if (yes) await patch(name, "kill", {}, messageBox(btn), name + " killed: off for everyone");
+    },
+
+    async enable(btn) {
+      const name = btn.dataset.flag;
+      const box = messageBox(btn);
+      const res = await call("PATCH", flagUrl(name), { op: "enable" });
+      if (res.ok) {
+        show(box, "ok", name + " enabled (version " + res.data.version + ").");
+        announce(name + " enabled");
+        refresh();
+        return;
+      }
+      if (res.status === 422) {
+        // Nothing to enable: the flag has no targeting. Offer "on for everyone".
+        const yes = await confirmAction(
+          "Turn " + name + " on for everyone?",
+          errorText(res) + " Turning it on for everyone keeps its targeting for later.",
+          "On for everyone",
+          false,
+        );
+        if (yes) await patch(name, "enable", { everyone: true }, box, name + " on for everyone");
+        return;
+      }
+      show(box, "error", errorText(res), res.data.problems);
+    },
+
+    async rollback(btn) {
+      const name = btn.dataset.flag;
+      const version = Number(btn.dataset.version);
+      const box = messageBox(btn);
+      const res = await call("POST", flagUrl(name, "/rollback"), { version: version });
+      if (res.ok) {
+        show(box, "ok", name + " rolled back to the document of version " + version + " (now version " + res.data.version + ").");
+        announce(name + " rolled back to version " + version);
+        refresh();
+      } else {
+        show(box, "error", errorText(res), res.data.problems);
+      }
+    },
+
+    async "remove-member"(btn) {
+      const kind = btn.dataset.kind; // users | groups
+      const member = btn.dataset.member;
+      const extra = {};
+      extra[kind] = [member];
+      await patch(btn.dataset.flag, "remove_" + kind, extra, messageBox(btn), "Removed " + member);
+    },
+
+    "add-variant"(btn) {
+      const tbody = $("[data-variants]", btn.closest("form"));
+      const rows = $$("tr[data-variant]", tbody);
+      const tr = rows.length ? rows[rows.length - 1].cloneNode(true) : null;
+      if (!tr) return;
+      const n = rows.length + 1;
+      const [nameInput, weightInput] = $$("input", tr);
+      nameInput.value = "";
+      weightInput.value = "";
+      nameInput.setAttribute("aria-label", "Variant " + n + " name");
+      weightInput.setAttribute("aria-label", "Variant " + n + " weight, percent");
+      const rm = $("button", tr);
+      if (rm) rm.setAttribute("aria-label", "Remove variant " + n);
+      tbody.append(tr);
+      btn.closest("form").dataset.dirty = "1";
+      nameInput.focus();
+    },
+
+    "remove-variant"(btn) {
+      const form = btn.closest("form");
+      const tr = btn.closest("tr");
+      if ($$("tr[data-variant]", form).length > 1) tr.remove();
+      form.dataset.dirty = "1";
+      const first = $("tr[data-variant] input", form);
+      if (first) first.focus();
+    },
+
+    "validate-experiment"(btn) {
+      return saveDocument(btn.closest("form"), experimentDocument, false);
+    },
+
+    "validate-document"(btn) {
+      return saveDocument(btn.closest("form"), textDocument, false);
+    },
+  };
+
+  // ------------------------------------------------------------------ editors
+
+  function currentFlag() {
+    const el = $("#flag-data");
+    return el ? JSON.parse(el.textContent) : null;
+  }
+
+  // The document with the experiment editor's variants, id and switch applied.
+  // Returns {document} or {error}. Never repairs input: a bad weight goes to the
+  // server's validation as typed, so the operator sees the real message.
+  function experimentDocument(form) {
+    const flag = currentFlag();
+    const doc = JSON.parse(JSON.stringify(flag.document));
+    const variants = {};
+    const problems = [];
+    $$("tr[data-variant]", form).forEach(function (tr, i) {
+      const [nameInput, weightInput] = $$("input", tr);
+      nameInput.removeAttribute("aria-invalid");
+      weightInput.removeAttribute("aria-invalid");
+      const name = nameInput.value.trim();
+      const raw = weightInput.value.trim();
+      if (!name) {
+        problems.push("variant " + (i + 1) + ": give it a name");
+        nameInput.setAttribute("aria-invalid", "true");
+      } else if (name in variants) {
+        problems.push("variant " + name + ": listed twice");
+        nameInput.setAttribute("aria-invalid", "true");
+      }
+      const weight = raw === "" ? NaN : Number(raw);
+      if (Number.isNaN(weight)) {
+        problems.push("variant " + (name || i + 1) + ": the weight must be a number");
+        weightInput.setAttribute("aria-invalid", "true");
+      }
+      variants[name] = weight;
+    });
+    if (problems.length) return { problems: problems };
+    const exp = Object.assign({}, doc.experiment, { variants: variants });
+    const id = form.elements.experiment_id.value.trim();
+    if (id === "") delete exp.experiment_id;
+    else exp.experiment_id = Number(id);
+    if (form.elements.enabled.checked) delete exp.enabled;
+    else exp.enabled = false;
+    doc.experiment = exp;
+    return { document: doc };
+  }
+
+  function textDocument(form) {
+    try {
+      return { document: JSON.parse(form.elements.document.value) };
+    } catch (e) {
+      return { problems: ["not valid JSON: " + e.message] };
+    }
+  }
+
+  // Mark the inputs of variants that the server's problems name.
+  function markVariantProblems(form, problems) {
+    for (const p of problems || []) {
+      const path = typeof p === "string" ? p : p.path || "";
+      const m = /^experiment\.variants\.(.+)$/.exec(path);
+      if (!m) continue;
+      for (const tr of $$("tr[data-variant]", form)) {
+        const [nameInput, weightInput] = $$("input", tr);
+        if (nameInput.value.trim() === m[1]) weightInput.setAttribute("aria-invalid", "true");
+      }
+    }
+  }
+
+  // Validate (always) and then, if `save`, write with compare-and-set on the
+  // version the form was rendered from. A refused edit writes nothing.
+  async function saveDocument(form, build, save) {
+    const box = $(".msg", form);
+    const name = form.dataset.flag;
+    const built = build(form);
+    if (built.problems) {
+      show(box, "error", "Not saved: fix these first.", built.problems);
+      box.focus();
+      return;
+    }
+    const check = await call("POST", api + "/validate", { name: name, document: built.document });
+    if (!check.ok || !check.data.ok) {
+      const problems = check.data.problems || [];
+      show(box, "error", (save ? "Not saved: " : "") + (check.ok ? "the flag would be invalid." : errorText(check)), problems);
+      markVariantProblems(form, problems);
+      box.focus();
+      return;
+    }
+    if (!save) {
+      show(box, "ok", "Valid. Nothing is saved until you press Save.");
+      return;
+    }
+    const res = await call("PUT", flagUrl(name), { document: built.document }, { "If-Match": '"' + form.dataset.version + '"' });
+    if (res.ok) {
+      delete form.dataset.dirty;
+      show(box, "ok", "Saved as version " + res.data.version + ".");
+      announce(name + " saved");
+      refresh();
+    } else {
+      show(box, "error", "Not saved: " + errorText(res), res.data.problems);
+      markVariantProblems(form, res.data.problems);
+      box.focus();
+    }
+  }
+
+  const forms = {
+    percentage(form) {
+      const value = Number(form.elements.percentage.value);
+      const box = $(".msg", form);
+      if (form.elements.percentage.value.trim() === "" || Number.isNaN(value) || value < 0 || value > 100) {
+        show(box, "error", "The percentage must be a number from 0 to 100.");
+        return;
+      }
+      return patch(form.dataset.flag, "set_percentage", { percentage: value }, box, form.dataset.flag + " at " + value + "%").then(
+        function (res) {
+          if (res.ok) delete form.dataset.dirty;
+        },
+      );
+    },
+    "add-member"(form) {
+      const kind = form.dataset.kind;
+      const member = form.elements.member.value.trim();
+      if (!member) return;
+      const extra = {};
+      extra[kind] = [member];
+      return patch(form.dataset.flag, "add_" + kind, extra, messageBox(form), "Added " + member).then(function (res) {
+        if (res.ok) {
+          form.elements.member.value = "";
+          delete form.dataset.dirty;
+        }
+      });
+    },
+    experiment(form) {
+      return saveDocument(form, experimentDocument, true);
+    },
+    document(form) {
+      return saveDocument(form, textDocument, true);
+    },
+  };
+
+  document.addEventListener("click", function (ev) {
+    const btn = ev.target.closest("[data-action]");
+    if (!btn || !(btn.dataset.action in actions)) return;
+    ev.preventDefault();
+    actions[btn.dataset.action](btn);
+  });
+
+  document.addEventListener("submit", function (ev) {
+    const form = ev.target.closest("form[data-form]");
+    if (!form || !(form.dataset.form in forms)) return;
+    ev.preventDefault();
+    forms[form.dataset.form](form);
+  });
+
+  document.addEventListener("input", function (ev) {
+    const form = ev.target.closest("form[data-form]");
+    if (form) form.dataset.dirty = "1";
+    if (ev.target.id === "pct-range") $("#pct-number").value = ev.target.value;
+    if (ev.target.id === "pct-number" && ev.target.value !== "") $("#pct-range").value = ev.target.value;
+    if (ev.target.closest("#filters")) applyFilters();
+  });
+
+  // ------------------------------------------------------------------ filters
+
+  function applyFilters() {
+    const form = $("#filters");
+    if (!form) return;
+    const el = form.elements;
+    const words = el.q.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+    const want = { state: el.state.value, kind: el.kind.value, owner: el.owner.value, tag: el.tag.value };
+    let shown = 0;
+    for (const tr of $$("#flag-rows tr[data-flag]")) {
+      const d = tr.dataset;
+      const ok =
+        words.every(function (w) {
+          return d.text.includes(w);
+        }) &&
+        (!want.state || d.state === want.state) &&
+        (!want.kind || (want.kind === "stale" ? d.stale === "yes" : d.kind === want.kind)) &&
+        (!want.owner || d.owner === want.owner) &&
+        (!want.tag || d.tags.split(" ").includes(want.tag));
+      tr.hidden = !ok;
+      if (ok) shown += 1;
+    }
+    const none = $("#no-match");
+    if (none) none.hidden = shown > 0;
+    const count = $("#flag-count [data-shown]");
+    if (count) count.textContent = String(shown);
+    const params = new URLSearchParams();
+    if (el.q.value.trim()) params.set("q", el.q.value.trim());
+    for (const k of ["state", "kind", "owner", "tag"]) if (want[k]) params.set(k, want[k]);
+    const qs = params.toString();
+    history.replaceState(null, "", location.pathname + (qs ? "?" + qs : ""));
+  }
+
+  document.addEventListener("change", function (ev) {
+    if (ev.target.closest("#filters")) applyFilters();
+  });
+
+  document.addEventListener("keydown", function (ev) {
+    // "/" jumps to the search box, as in many consoles.
+    const typing = ev.target.closest("input, textarea, select, [contenteditable]");
+    if (ev.key === "/" && !typing && $("#f-q")) {
+      ev.preventDefault();
+      $("#f-q").focus();
+    }
+  });
+
+  // ------------------------------------------------------------------ live updates
+
+  let refreshing = false;
+  let again = false;
+
+  // Fetch the page again and swap its live regions. Calls made while one runs
+  // coalesce into one more run, so a burst of changes costs two fetches.
+  async function refresh() {
+    if (refreshing) {
+      again = true;
+      return;
+    }
+    refreshing = true;
+    try {
+      do {
+        again = false;
+        await swapLiveRegions();
+      } while (again);
+    } finally {
+      refreshing = false;
+    }
+  }
+
+  async function swapLiveRegions() {
+    let html;
+    try {
+      const res = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (res.status === 404 && page === "flag") {
+        showBanner("This flag was deleted.");
+        return;
+      }
+      if (!res.ok) return;
+      html = await res.text();
+    } catch (e) {
+      return;
+    }
+    const fresh = new DOMParser().parseFromString(html, "text/html");
+    const before = versions();
+    const focus = focusKey(document.activeElement);
+    let kept = false;
+    for (const region of $$("[data-live][id]", fresh)) {
+      const old = document.getElementById(region.id);
+      if (!old) continue;
+      // An editor with unsaved edits is kept whole; a half-typed name in an
+      // "add" box is carried over into the fresh region.
+      if ($$("form[data-dirty]", old).some((f) => f.dataset.form !== "add-member")) {
+        kept = true;
+        continue;
+      }
+      for (const input of $$("form[data-dirty] input[id]", old)) {
+        const twin = region.querySelector("#" + CSS.escape(input.id));
+        if (twin) twin.value = input.value;
+      }
+      // Keep messages the operator has not read yet.
+      for (const msg of $$(".msg[id]", old)) {
+        const twin = region.querySelector("#" + CSS.escape(msg.id));
+        if (twin && msg.textContent) twin.replaceWith(msg);
+      }
+      old.replaceWith(document.adoptNode(region));
+    }
+    const data = $("#flag-data", fresh);
+    if (data && $("#flag-data")) $("#flag-data").textContent = data.textContent;
+    if (focus && (document.activeElement === body || !document.activeElement)) {
+      const again = document.querySelector(focus);
+      if (again) again.focus();
+    }
+    applyFilters();
+    const after = versions();
+    for (const name in after) {
+      if (before[name] !== undefined && before[name] !== after[name]) {
+        const row = document.getElementById("flag-" + name);
+        if (row) row.classList.add("flash");
+      }
+    }
+    if (kept) {
+      showBanner(
+        "This flag changed while you were editing. Your unsaved edits are kept, but they are based on an older " +
+          "version: saving them will be refused. Reload the page to start from the current version.",
+      );
+    }
+  }
+
+  // A selector finding "the same place" after a region is replaced: the
+  // element's id, else the first button of the same flag's row.
+  function focusKey(el) {
+    if (!el || el === body) return null;
+    if (el.id) return "#" + CSS.escape(el.id);
+    const row = el.closest("tr[data-flag]");
+    if (row && row.id) return "#" + CSS.escape(row.id) + " button";
+    return null;
+  }
+
+  function versions() {
+    const out = {};
+    for (const tr of $$("#flag-rows tr[data-flag]")) out[tr.dataset.flag] = tr.dataset.version;
+    return out;
+  }
+
+  function showBanner(text) {
+    const banner = $("#changed-banner");
+    if (!banner) return;
+    banner.textContent = text;
+    banner.hidden = false;
+  }
+
+  function setLive(state, text) {
+    const el = $("#live-state");
+    if (!el) return;
+    el.dataset.state = state;
+    el.textContent = text;
+  }
+
+  function onChange(change) {
+    const flag = currentFlag();
+    if (flag && change.name !== flag.name) return;
+    const ours = written.has(change.name + "@" + change.version);
+    if (!ours) {
+      const what = change.document === null ? " was deleted" : " changed (version " + change.version + ")";
+      announce(change.name + what + " by someone else");
+    }
+    refresh();
+  }
+
+  function follow() {
+    const url = body.dataset.events;
+    if (!url || !window.EventSource) return;
+    const source = new EventSource(url);
+    source.onopen = function () {
+      setLive("live", "Live updates: on");
+    };
+    source.onerror = function () {
+      setLive("down", "Live updates: reconnecting");
+    };
+    source.addEventListener("change", function (ev) {
+      let change;
+      try {
+        change = JSON.parse(ev.data);
+      } catch (e) {
+        return;
+      }
+      onChange(change);
+    });
+  }
+
+  applyFilters();
+  follow();
+})();

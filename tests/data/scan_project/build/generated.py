@@ -1,0 +1,1 @@
+client.is_enabled("built_flag")  # build/ is skipped
