@@ -13,12 +13,12 @@ from flagstaff.stores import open_store
 async def main():
     store = open_store("memory://asyncio-example")
     admin = Admin(store, author="ops")
-    admin.set("maintenance_banner", "off")
+    admin.set("dark_mode", "off")
     async with await aio.connect(store) as client:
-        print("banner on?", client.is_enabled("maintenance_banner"))  # a plain call: never blocks
-        waiting = asyncio.create_task(client.wait_for_change("maintenance_banner", timeout=10))
+        print("dark mode on?", client.is_enabled("dark_mode"))  # a plain call: never blocks
+        waiting = asyncio.create_task(client.wait_for_change("dark_mode", timeout=10))
         await asyncio.sleep(0.1)
-        await asyncio.to_thread(admin.set, "maintenance_banner", "on")  # someone flips it
+        await asyncio.to_thread(admin.set, "dark_mode", "on")  # someone flips it
         decision = await waiting
         print("changed:", decision.enabled, decision.reason)
     store.close()

@@ -56,7 +56,7 @@ EXPECTED: dict[str, list[str]] = {
         r"user=bob\s+-> old sidebar",
         r"feature=sidebar\s+-> new sidebar",
     ],
-    "asyncio_wait.py": [r"banner on\? False", r"changed: True on"],
+    "asyncio_wait.py": [r"dark mode on\? False", r"changed: True on"],
 }
 
 

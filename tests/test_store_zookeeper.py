@@ -155,6 +155,82 @@ def test_mixed_writers_deliver_every_change_once_in_order(
     store.close()
 
 
+def test_every_change_arrives_in_order_after_the_history_was_pruned(
+    zk_server: ZooKeeperServer, chroot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pruning deletes old entries, which raises the log's cversion but not the counter
+    # that numbers new entries: the mirror must find new entries by name, not by cversion.
+    url = f"zookeeper://{zk_server.hosts}{chroot}"
+    writer = ZooKeeperStore.from_url(url)
+    for start in range(0, 1300, 260):
+        writer.put_many({f"bulk{i}": "on" for i in range(start, start + 260)})
+    writer.put("a", document(0))
+    store = ZooKeeperStore.from_url(url)
+    assert len(store.history(limit=5000)) <= 1000 + 100  # pruned
+    recorder = EventRecorder()
+    store.watch(recorder, since=store.load().revision)
+    mirror = store._ensure_mirror()
+    wait_until(lambda: not mirror._to_arm, 10)
+    sync, slowed = mirror._incremental_sync, threading.Event()
+
+    def slow_sync() -> None:  # the first notice waits while 30 writes land: watches coalesce
+        if not slowed.is_set():
+            slowed.set()
+            time.sleep(0.5)
+        sync()
+
+    monkeypatch.setattr(mirror, "_incremental_sync", slow_sync)
+    for i in range(1, 31):  # only the log carries each of these versions
+        writer.put("a", document(i))
+    wait_until(lambda: _last_raw(recorder, "a") == document(30), 10)
+    a_versions = [c.record.version for c in recorder.changes() if c.name == "a" and c.record]
+    assert a_versions == list(range(2, 32))
+    assert slowed.is_set()
+    store.close()
+    writer.close()
+
+
+def test_reads_fall_back_when_the_server_has_no_multi_read(
+    zk_server: ZooKeeperServer, chroot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kazoo.exceptions import UnimplementedError
+
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    store.put_many({f"f{i}": str(i) for i in range(50)})
+    fast = store.load()
+
+    def refuse(names: list[str], timeout: float) -> None:
+        raise UnimplementedError()  # what a 3.5 server answers to opcode 22
+
+    monkeypatch.setattr(store, "_multi_read_many", refuse)
+    slow = store.load()
+    assert store._multi_read is False
+    assert dict(slow.records) == dict(fast.records) and len(slow.records) == 50
+    assert slow.records["f7"].raw == "7"
+    store.close()
+
+
+def test_poll_handler_select_reports_ready_objects() -> None:
+    import socket
+
+    from flagstaff.stores.zookeeper import _PollHandler
+
+    handler = _PollHandler()
+    a, b = socket.socketpair()
+    try:
+        assert handler.select([a], [], [], 0.01) == ([], [], [])  # nothing to read yet
+        assert handler.select([a], [b], [], 0.01) == ([], [b], [])  # b can be written to
+        b.send(b"x")
+        assert handler.select([a, a.fileno()], [], [], 1.0) == ([a, a.fileno()], [], [])
+        b.close()
+        a.recv(1)
+        assert handler.select([a], [], [], 1.0) == ([a], [], [])  # a hang-up reads as ready
+        with pytest.raises(ValueError):
+            handler.select([a], [], [], -1)
+    finally:
+        a.close()
+
+
 def _last_raw(recorder: EventRecorder, name: str) -> str | None:
     changes = [c for c in recorder.changes() if c.name == name]
     return changes[-1].record.raw if changes and changes[-1].record else None
