@@ -265,9 +265,9 @@ def test_twenty_processes_with_10000_flags_reconnect_at_once(
         proxy.partition()  # every connection of every process is cut, new ones refused
         time.sleep(3)
         writer = open_store(backend.url(namespace))
-        writer.put("probe", AFTER)
         for i in range(10_000, 10_005):
             writer.put(f"f{i}", "off")
+        writer.put("probe", AFTER)  # last: changes arrive in order, so "after" implies the five
         writer.close()
         proxy.heal()
         healed = time.time()

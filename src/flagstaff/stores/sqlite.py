@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -132,14 +133,76 @@ _ABANDONED: list[sqlite3.Connection] = []
 _OPEN_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
 
 
+class _ForkGate:
+    """Keeps ``fork()`` out of SQLite calls made by other threads.
+
+    SQLite's own mutexes (the VFS lock taken while opening a file or
+    changing a file lock) are held inside the C library with the GIL
+    released. A fork at that moment leaves them locked for ever in the
+    child, whose first ``sqlite3.connect`` then hangs. Every SQLite call of
+    this module runs inside the gate (any number at once). Before a fork the
+    forking thread closes the gate, waits for the calls in flight, and keeps
+    the gate's lock through the fork, so that the lock is in a known state
+    in both processes; each then opens the gate again. Threads started by
+    other fork handlers in the child simply wait for that.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._inside = 0
+        self._forking = False
+
+    @contextmanager
+    def open(self) -> Iterator[None]:
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._inside -= 1
+                if self._inside == 0:
+                    self._cond.notify_all()
+
+    def close_for_fork(self) -> None:
+        """Wait until no call is in flight; return holding the lock."""
+        self._cond.acquire()
+        self._forking = True
+        while self._inside:
+            self._cond.wait()
+
+    def reopen_after_fork(self, *, child: bool) -> None:
+        if child:
+            self._inside = 0  # the parent's threads are not here
+        self._forking = False
+        self._cond.notify_all()
+        self._cond.release()
+
+
+_GATE = _ForkGate()
+
+
+def _before_fork() -> None:
+    _GATE.close_for_fork()
+
+
+def _after_fork_in_parent() -> None:
+    _GATE.reopen_after_fork(child=False)
+
+
 def _after_fork_in_child() -> None:
+    _GATE.reopen_after_fork(child=True)
     # Before anything can drop (and so close) an inherited connection, e.g. a
     # client discarding its parent's store object: park them all for good.
     for store in list(_OPEN_STORES):
         store._forked()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 
 
 def _errname(exc: sqlite3.Error) -> str:
@@ -275,8 +338,10 @@ class SQLiteStore:
         self._lock = self._runtime.lock()
         self._followers = []  # their tasks stayed in the parent
 
-    def _guard(self) -> Any:
-        return self._lock
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        with self._lock, _GATE.open():
+            yield
 
     def _unavailable(self, exc: sqlite3.Error, doing: str) -> StoreUnavailable:
         name = _errname(exc)
@@ -450,7 +515,8 @@ class SQLiteStore:
         for follower in followers:
             follower.stop()
         if conn is not None and self._conn_pid == os.getpid():
-            conn.close()
+            with _GATE.open():
+                conn.close()
 
 
 class _Follower:
@@ -484,35 +550,37 @@ class _Follower:
         try:
             while not self._stopped:
                 try:
-                    if conn is not None and store._file_id() != file_id:
-                        conn.close()
-                        conn = None
-                        reset = f"{store.path} was replaced"
-                    if conn is None:
-                        conn = store._open()
-                        file_id = store._file_id()
-                        data_version = None
-                    current = conn.execute("PRAGMA data_version").fetchall()[0][0]
-                    if current != data_version or self._wake.is_set():
-                        self._wake.clear()
-                        data_version = current
-                        head = _revision(conn, store.namespace)
-                        if first and last > head:
-                            reset = f"revision {last} is newer than the database's ({head})"
-                        if reset is not None:
-                            # Resume after what exists now: the reload covers the rest.
-                            last, why, reset = head, reset, None
-                            self._queue.push(Reset(why))
-                        first = False
-                        while True:
-                            count, last = self._deliver(conn, last)
-                            if count < _BATCH or self._stopped:
-                                break
+                    with _GATE.open():  # no fork() in the middle of SQLite calls
+                        if conn is not None and store._file_id() != file_id:
+                            conn.close()
+                            conn = None
+                            reset = f"{store.path} was replaced"
+                        if conn is None:
+                            conn = store._open()
+                            file_id = store._file_id()
+                            data_version = None
+                        current = conn.execute("PRAGMA data_version").fetchall()[0][0]
+                        if current != data_version or self._wake.is_set():
+                            self._wake.clear()
+                            data_version = current
+                            head = _revision(conn, store.namespace)
+                            if first and last > head:
+                                reset = f"revision {last} is newer than the database's ({head})"
+                            if reset is not None:
+                                # Resume after what exists now: the reload covers the rest.
+                                last, why, reset = head, reset, None
+                                self._queue.push(Reset(why))
+                            first = False
+                            while True:
+                                count, last = self._deliver(conn, last)
+                                if count < _BATCH or self._stopped:
+                                    break
                 except (sqlite3.Error, StoreUnavailable) as exc:
                     if reset is None:  # once per outage, not once per retry
                         log.warning("watch on %s lost track (%s); will reset", store.url, exc)
                     if conn is not None:
-                        conn.close()
+                        with _GATE.open():
+                            conn.close()
                         conn = None
                     reset = reset or f"the database failed: {exc}"
                     self._wake.wait(min(1.0, max(store._poll, 0.1) * 4))
@@ -520,7 +588,8 @@ class _Follower:
                 self._wake.wait(store._poll)
         finally:
             if conn is not None:
-                conn.close()
+                with _GATE.open():
+                    conn.close()
 
     def _deliver(self, conn: sqlite3.Connection, last: int) -> tuple[int, int]:
         """Push the change rows after ``last``; return how many and the new last."""
