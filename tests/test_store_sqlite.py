@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -258,3 +259,38 @@ def test_local_stores_pass_the_conformance_suite_under_gevent() -> None:
     assert proc.returncode == 0, tail
     assert re.search(r"\b\d{2,} passed", proc.stdout), tail
     assert "failed" not in proc.stdout, tail
+
+
+def test_fork_while_other_threads_are_in_sqlite_never_hangs_the_child(tmp_path: Path) -> None:
+    # A watch polls every millisecond in its own thread; forking at a random moment used to
+    # leave SQLite's VFS mutex locked in the child now and then (its first connect hung).
+    path = tmp_path / "flags.db"
+    store = SQLiteStore(str(path), poll=0.001)
+    store.put("f", "on")
+    watch = store.watch(EventRecorder(), since=0)
+    try:
+        for _ in range(40):
+            pid = os.fork()
+            if pid == 0:  # the child: a fresh store must open and read, within a bound
+                code = 1
+                try:
+                    signal.alarm(10)  # a hang ends the child (default action), not the test run
+                    child = SQLiteStore(str(path))
+                    code = 0 if child.get("f") is not None else 1
+                finally:
+                    os._exit(code)
+            deadline = time.monotonic() + 20
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    raise AssertionError("a forked child hung")
+                time.sleep(0.005)
+            assert os.waitstatus_to_exitcode(status) == 0
+            time.sleep(0.003)
+    finally:
+        watch.stop()
+        store.close()
