@@ -7,7 +7,7 @@ bare clients and no flagstaff code on the path:
 
 - etcd: a raw ``kv/put`` and a raw ``/v3/watch`` stream on the key, over the
   same JSON gateway the store speaks (``flagstaff.stores._etcdv3``; see
-  docs/etcd.md for why the gateway rather than a gRPC client);
+  docs/fleet.md for why the gateway rather than a gRPC client);
 - Redis: redis-py ``PUBLISH`` and a redis-py pub/sub subscriber.
 
 Also: the time for the subscribers to connect and hold a full snapshot of

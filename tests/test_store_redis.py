@@ -370,3 +370,28 @@ def test_out_of_band_document_is_read(server: RedisServer, store: RedisStore, pr
     state = store.load()
     assert state.records["oob"].raw == "not json at all" and state.records["oob"].version == 1
     assert store.put("oob", doc(1), expect=1).version == 2
+
+
+def test_a_value_that_is_not_utf8_is_one_bad_document(
+    server: RedisServer, store: RedisStore, prefix: str
+) -> None:
+    # `redis-cli HSET` can store any bytes; one bad value must not fail the whole load.
+    store.put("good", doc(1))
+    raw = redis.Redis(port=server.port, password=server.password)  # bytes in, bytes out
+    raw.hset(f"{prefix}:flags", "broken", b"\xff\xfe not utf-8")
+    raw.close()
+    state = store.load()
+    assert state.records["good"].raw == doc(1)
+    assert "\ufffd" in state.records["broken"].raw  # delivered as text; validation refuses it later
+
+
+def test_a_password_in_the_query_is_masked_too() -> None:
+    store = RedisStore.from_url("rediss://app:pw1@127.0.0.1:1/0?password=pw2&prefix=p", store_runtime())
+    try:
+        assert "pw1" not in store.url and "pw2" not in store.url
+        assert store.url.startswith("rediss://app:***@127.0.0.1:1/0?") and "prefix=p" in store.url
+    finally:
+        store.close()
+    tls = open_store("rediss://127.0.0.1:1/0")  # registered: connect() and --store take it
+    assert isinstance(tls, RedisStore)
+    tls.close()

@@ -231,6 +231,39 @@ def test_poll_handler_select_reports_ready_objects() -> None:
         a.close()
 
 
+def test_put_many_over_one_transaction_is_refused_whole(zk_server: ZooKeeperServer, chroot: str) -> None:
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    big = document(0) + " " * 600_000  # each under the node limit, both together over it
+    with pytest.raises(StoreError, match="smaller batches"):
+        store.put_many({"a": big, "b": big})
+    assert store.get("a") is None and store.get("b") is None
+    records = store.put_many({"a": big, "c": "on"})  # under the limit: the history drops the texts
+    assert records["a"].version == 1 and store.get("a") is not None
+    store.close()
+
+
+def test_unconditional_delete_wins_a_race_with_a_writer(
+    zk_server: ZooKeeperServer, chroot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"zookeeper://{zk_server.hosts}{chroot}"
+    store, other = ZooKeeperStore.from_url(url), ZooKeeperStore.from_url(url)
+    store.put("f", "on")
+    read, raced = store._read_many, threading.Event()
+
+    def read_then_race(names: list[str], timeout: float) -> object:
+        olds = read(names, timeout)
+        if not raced.is_set():  # someone writes between our read and our transaction
+            raced.set()
+            other.put("f", "off")
+        return olds
+
+    monkeypatch.setattr(store, "_read_many", read_then_race)
+    store.delete("f")  # retried, not a ConflictError
+    assert raced.is_set() and other.get("f") is None
+    store.close()
+    other.close()
+
+
 def _last_raw(recorder: EventRecorder, name: str) -> str | None:
     changes = [c for c in recorder.changes() if c.name == name]
     return changes[-1].record.raw if changes and changes[-1].record else None

@@ -40,6 +40,7 @@ SCHEMES: dict[str, str] = {
     "zk": "flagstaff.stores.zookeeper:ZooKeeperStore",
     "etcd": "flagstaff.stores.etcd:EtcdStore",
     "redis": "flagstaff.stores.redis:RedisStore",
+    "rediss": "flagstaff.stores.redis:RedisStore",  # Redis over TLS (redis-py)
 }
 
 

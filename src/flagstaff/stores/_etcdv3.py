@@ -1,11 +1,11 @@
 """A small etcd v3 client over etcd's JSON gRPC gateway (``/v3/...``), stdlib only.
 
-Why not a gRPC client: see ``docs/etcd.md``. In short, the classic ``etcd3``
+Why not a gRPC client: see ``docs/fleet.md``. In short, the classic ``etcd3``
 package is unmaintained and pins old grpc/protobuf, and grpc's C core does
 not cooperate with gevent. The gateway speaks JSON over HTTP/1.1, so
 :mod:`http.client` is enough, and it is green under gevent's monkey-patching.
 
-Only what the etcd store needs is here: range, txn, compaction, auth and a
+Only what the etcd store needs is here: range, txn, auth and a
 streaming watch. Keys and values are base64 on the wire; 64-bit integers come
 back as strings; fields equal to their default are omitted (``"version"``
 absent means 0, an event without ``"type"`` is a PUT).

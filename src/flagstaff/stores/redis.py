@@ -89,6 +89,9 @@ class RedisStore:
         client = redis.Redis.from_url(
             urlunsplit(parts._replace(query=rest)),
             decode_responses=True,
+            # A value that is not UTF-8 (written with redis-cli) reads as text with U+FFFD in it:
+            # that one document then fails validation and is skipped, instead of failing load().
+            encoding_errors="replace",
             socket_timeout=3.0,
             socket_connect_timeout=2.0,
             # No hidden retries: a failure reaches our own bounded backoff and resync at once.
@@ -418,9 +421,13 @@ def _errors() -> Iterator[None]:
 
 
 def _redact(url: str) -> str:
+    """``url`` without its password: the user part's and a ``password=`` query value."""
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return parts._replace(netloc=f"{user}:***@{hosts}").geturl()
+    netloc, query = parts.netloc, parts.query
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*")
+    return parts._replace(netloc=netloc, query=query).geturl()

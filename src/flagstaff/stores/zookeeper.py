@@ -491,6 +491,12 @@ class ZooKeeperStore:
                     "group or an attribute rule) or use another store"
                 )
             encoded[name] = data
+        total = sum(len(d) for d in encoded.values())
+        if len(encoded) > 1 and total > MAX_DOCUMENT_BYTES:
+            raise StoreError(
+                f"these {len(encoded)} flags are {total:,} bytes together, over what one ZooKeeper "
+                f"transaction carries ({MAX_DOCUMENT_BYTES:,} bytes): write them in smaller batches"
+            )
 
         def write() -> dict[str, Record]:
             self._ensure_layout()
@@ -506,9 +512,10 @@ class ZooKeeperStore:
                     txn.create(self._path(name), encoded[name], acl=self._acl)
                 else:
                     txn.set_data(self._path(name), encoded[name], version=old.record.version - 1)
+            used = total  # the packet's bytes so far: history texts are kept while they fit
             for name, _, old in ops:
                 before, version = (old.record.raw, old.record.version + 1) if old else (None, 1)
-                self._add_history(txn, name, version, before, docs[name], author, len(encoded[name]))
+                used += self._add_history(txn, name, version, before, docs[name], author, used)
             results = txn.commit_async().get(timeout=self._remaining())
             self._raise_failed(results, ops)
             out: dict[str, Record] = {}
@@ -539,7 +546,16 @@ class ZooKeeperStore:
             results = txn.commit_async().get(timeout=self._remaining())
             self._raise_failed(results, [(name, expect, old)])
 
-        self._call(f"deleting {name!r}", remove)
+        for _ in range(20):  # an unconditional delete retries when someone else wrote meanwhile
+            try:
+                self._call(f"deleting {name!r}", remove)
+                break
+            except ConflictError:
+                if expect is not None:
+                    raise
+                self._runtime.sleep(0.01)
+        else:
+            raise StoreUnavailable(f"deleting {name!r}: too much contention, gave up after 20 attempts")
         self._prune_history()
 
     def _write(
@@ -587,7 +603,8 @@ class ZooKeeperStore:
         after: str | None,
         author: str | None,
         size: int,
-    ) -> None:
+    ) -> int:
+        """Add the history entry to ``txn``; ``size``: the packet's bytes so far. Returns the entry's."""
         entry: dict[str, Any] = {"name": name, "version": version, "at": time.time(), "author": author}
         texts = {"before": before, "after": after}
         if size + sum(len(t.encode()) for t in texts.values() if t) < _PACKET_BUDGET - 50_000:
@@ -595,7 +612,9 @@ class ZooKeeperStore:
         else:
             entry["truncated"] = True
         path = f"{self._meta}/{_HISTORY}/{_HISTORY_PREFIX}"
-        txn.create(path, json.dumps(entry).encode(), acl=self._acl, sequence=True)
+        data = json.dumps(entry).encode()
+        txn.create(path, data, acl=self._acl, sequence=True)
+        return len(data)
 
     def _ensure_layout(self) -> None:
         """Create the chroot, the bookkeeping nodes and the initialized marker (once)."""
