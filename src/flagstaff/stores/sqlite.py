@@ -38,6 +38,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -273,7 +274,29 @@ class SQLiteStore:
     # ------------------------------------------------------------ connections
 
     def _open(self) -> sqlite3.Connection:
-        """A new connection with the schema in place. Raises StoreUnavailable."""
+        """A new connection with the schema in place. Raises StoreUnavailable.
+
+        Two connections setting up a new file at once (a store and its own
+        watch, or two processes) can find it busy without SQLite's busy
+        handler being called (switching to WAL needs the file to itself): the
+        set-up is then tried again, for up to ``timeout``.
+        """
+        deadline = time.monotonic() + self._timeout
+        delay = 0.01
+        while True:
+            try:
+                return self._open_once()
+            except StoreUnavailable as exc:
+                cause = exc.__cause__
+                busy = isinstance(cause, sqlite3.Error) and _errname(cause).startswith(
+                    ("SQLITE_BUSY", "SQLITE_LOCKED")
+                )
+                if not busy or time.monotonic() + delay > deadline:
+                    raise
+                self._runtime.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    def _open_once(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
