@@ -33,6 +33,7 @@ from _row import Row  # noqa: E402
 
 GROUP = "zookeeper"
 FLAG = "bench"
+SETTLE_PER_PROCESS = 0.1  # seconds of quiet after every subscriber is ready, per subscriber
 
 
 # -- the subscriber processes -----------------------------------------------------------
@@ -107,6 +108,9 @@ def _propagation(hosts: str, n: int, mode: str, samples: int) -> tuple[list[floa
         connect_all = time.monotonic() - started
         assert all(count == 1000 for count, _ in fleet.ready), fleet.ready
         fleet.wait(lambda: len(fleet.seen.get(0, [])) >= (n if mode == "bare" else 0), 10)
+        # Steady state, the same for both modes: the store arms its per-flag data watches in
+        # the background once the flags are served (a few seconds for 50 processes).
+        time.sleep(SETTLE_PER_PROCESS * n)
         latencies = []
         for seq in range(1, samples + 1):
             raw = json.dumps({"seq": seq})

@@ -841,6 +841,7 @@ class _Mirror:
         self._armed: set[str] = set()  # flags with a data watch in place
         self._to_arm: list[str] = []  # flags read without a watch, to arm step by step
         self._cursor = -1  # the sequence number of the last history entry taken into account
+        self._log_stat: tuple[int, int] | None = None  # the log's (cversion, numChildren) at the cursor
         self._revision = 0  # the last revision delivered
         self._log: collections.deque[tuple[int, Change]] = collections.deque(maxlen=_REPLAY_LIMIT)
         self._log_base = 0  # the log holds every change after this revision
@@ -964,7 +965,7 @@ class _Mirror:
             # adds changes written by other ZooKeeper clients.
             self._catch_up_from_history()
         # History first: entries after this cursor are newer than what the reads below may miss.
-        cursor = self._history_cursor()
+        cursor, log_stat = self._history_cursor()
         try:
             nodes, pzxid = self._store._read_all(self._on_children)
         except NoNodeError:
@@ -978,7 +979,7 @@ class _Mirror:
         self._to_arm = sorted(nodes)
         self._wake.set()
         if expired or not self._synced:
-            self._nodes, self._gone, self._cursor = nodes, {}, cursor
+            self._nodes, self._gone, self._cursor, self._log_stat = nodes, {}, cursor, log_stat
             self._revision = max([self._revision, pzxid, *(n.mzxid for n in nodes.values())])
             self._log.clear()
             self._log_base = self._revision
@@ -988,7 +989,8 @@ class _Mirror:
             self._synced = True
             self._synced_event.set()
             return
-        self._cursor = max(self._cursor, cursor)
+        if cursor >= self._cursor:
+            self._cursor, self._log_stat = cursor, log_stat
         candidates: list[_Candidate] = [(n.mzxid, name, n) for name, n in nodes.items()]
         candidates += [(pzxid, name, None) for name in self._nodes if name not in nodes]
         self._apply(candidates)
@@ -1007,7 +1009,7 @@ class _Mirror:
             if children_dirty
             else None
         )
-        log_names = zk.get_children_async(self._hdir)
+        log_stat = zk.exists_async(self._hdir)
         reads = _collect(reading, timeout)
         candidates: list[_Candidate] = []
         unarmed: set[str] = set()
@@ -1028,16 +1030,19 @@ class _Mirror:
             with self._lock:
                 self._children_dirty = True
             self._wake.set()
-        logged = self._new_entries(_children_or_none(log_names, timeout))
+        new_stat = log_stat.get(timeout=timeout)
+        logged = self._expected_entries(new_stat)
         # Round trip 2, pipelined: flags new in the listing, and the new log entries.
         reading = [(n, zk.get_async(store._path(n), watch=self._on_data)) for n in unarmed]
         entries = [zk.get_async(f"{self._hdir}/{n}") for n in logged]
         reads.update(_collect(reading, timeout))
         with self._lock:
             self._armed |= set(reads)
-        history = self._history_candidates(entries, timeout)
-        if logged:
-            self._cursor = max(self._cursor, _sequence(logged[-1]))
+        history, complete = self._read_entries(logged, entries, timeout)
+        if not complete:  # numbering jumped (a server restart renumbers): list the log
+            history = self._catch_up_by_listing()
+        elif new_stat is not None:
+            self._log_stat = (new_stat.cversion, new_stat.numChildren)
         seen = {(name, zxid) for zxid, name, _ in history}
         # A read the log explains is the same change; the others were written by other clients.
         found: list[_Candidate] = [
@@ -1076,14 +1081,42 @@ class _Mirror:
 
     def _catch_up_from_history(self) -> None:
         """Deliver the history entries written since the cursor (pipelined reads)."""
+        self._apply(self._catch_up_by_listing())
+
+    def _catch_up_by_listing(self) -> list[_Candidate]:
+        """List the log (one answer of at most ``HISTORY_LIMIT`` and a little names), read
+        the entries after the cursor; move the cursor. Candidates, not yet applied."""
         timeout = self._store._remaining()
-        logged = self._new_entries(_children_or_none(self._zk.get_children_async(self._hdir), timeout))
-        if not logged:
-            return
+        try:
+            names, stat = self._zk.get_children_async(self._hdir, include_data=True).get(timeout=timeout)
+        except NoNodeError:
+            return []
+        logged = sorted((n for n in names if _sequence(n) > self._cursor), key=_sequence)
         entries = [self._zk.get_async(f"{self._hdir}/{n}") for n in logged]
         history = self._history_candidates(entries, timeout)
-        self._cursor = max(self._cursor, _sequence(logged[-1]))
-        self._apply(history)
+        if logged:
+            self._cursor = _sequence(logged[-1])
+        self._log_stat = (stat.cversion, stat.numChildren)
+        return history
+
+    def _read_entries(
+        self, logged: list[str], entries: list[Any], timeout: float
+    ) -> tuple[list[_Candidate], bool]:
+        """The expected entries as candidates, and whether each was there (the cursor moves
+        to the last one found when all were)."""
+        results: list[Any] = []
+        missing = False
+        for result in entries:
+            try:
+                results.append(result.get(timeout=timeout))
+            except NoNodeError:
+                missing = True
+        if missing:
+            return [], False
+        history = self._history_candidates_of(results)
+        if logged:
+            self._cursor = _sequence(logged[-1])
+        return history, True
 
     def _wiped(self) -> None:
         """The chroot was deleted behind flagstaff's back: deliver Reset, not a deletion per flag.
@@ -1093,7 +1126,7 @@ class _Mirror:
         went were ordinary deletions and have been delivered as such.
         """
         had_flags = bool(self._nodes)
-        self._nodes, self._gone, self._cursor = {}, {}, -1
+        self._nodes, self._gone, self._cursor, self._log_stat = {}, {}, -1, None
         self._log.clear()
         self._log_base = self._revision
         if had_flags:
@@ -1102,13 +1135,18 @@ class _Mirror:
 
     def _history_candidates(self, entries: list[Any], timeout: float) -> list[_Candidate]:
         """History entries as candidates (an entry too large to hold the text marks its flag dirty)."""
-        candidates: list[_Candidate] = []
-        truncated: set[str] = set()
+        results = []
         for result in entries:
             try:
-                data, stat = result.get(timeout=timeout)
+                results.append(result.get(timeout=timeout))
             except NoNodeError:
                 continue  # pruned already: the flag reads cover it
+        return self._history_candidates_of(results)
+
+    def _history_candidates_of(self, results: list[tuple[bytes, ZnodeStat]]) -> list[_Candidate]:
+        candidates: list[_Candidate] = []
+        truncated: set[str] = set()
+        for data, stat in results:
             entry = _history_entry(data, stat)
             if entry is None:
                 continue
@@ -1125,21 +1163,43 @@ class _Mirror:
             self._wake.set()
         return candidates
 
-    def _history_cursor(self) -> int:
-        """The sequence number of the newest history entry (-1 if there is none)."""
-        names = _children_or_none(self._zk.get_children_async(self._hdir), self._store._remaining())
-        return max((_sequence(n) for n in names or ()), default=-1)
+    def _history_cursor(self) -> tuple[int, tuple[int, int] | None]:
+        """The newest history entry's sequence number (-1 if none) and the log's
+        (cversion, numChildren) at that moment, from one listing."""
+        try:
+            names, stat = self._zk.get_children_async(self._hdir, include_data=True).get(
+                timeout=self._store._remaining()
+            )
+        except NoNodeError:
+            return -1, None
+        return max((_sequence(n) for n in names), default=-1), (stat.cversion, stat.numChildren)
 
-    def _new_entries(self, names: list[str] | None) -> list[str]:
-        """The history entries after the cursor, oldest first.
+    def _expected_entries(self, stat: ZnodeStat | None) -> list[str]:
+        """Names of the entries created since the cursor, predicted from the log's stat.
 
-        The log is listed (at most ``HISTORY_LIMIT`` plus a little names, one
-        answer) in the same pipeline as the flag reads. A sequential node's
-        number is not its parent's ``cversion``: deleting children (pruning)
-        raises the ``cversion`` but not the counter that numbers new children,
-        so names cannot be predicted from the parent's stat.
+        Every child created or deleted raises the log's ``cversion`` by one and
+        ``numChildren`` moves with them, so the entries created since the
+        cursor number (Δcversion + ΔnumChildren) / 2, and ZooKeeper numbers new
+        sequential children one after the other. That number is not the
+        ``cversion`` itself (pruning raises it, not the numbering), and a server
+        restart may renumber from the ``cversion``: an expected entry that is
+        not there makes the caller list the log instead.
         """
-        return sorted((n for n in names or () if _sequence(n) > self._cursor), key=_sequence)
+        if stat is None:
+            return []
+        if self._log_stat is None:
+            return [] if stat.numChildren == 0 else self._listing_needed()
+        cversion, count = self._log_stat
+        created = (stat.cversion - cversion + stat.numChildren - count) // 2
+        if created <= 0:
+            return []
+        if created > 3 * HISTORY_LIMIT:
+            return self._listing_needed()
+        return [f"{_HISTORY_PREFIX}{seq:010d}" for seq in range(self._cursor + 1, self._cursor + 1 + created)]
+
+    def _listing_needed(self) -> list[str]:
+        """A name that cannot exist, so that the caller falls back to listing the log."""
+        return [f"{_HISTORY_PREFIX}-1"]
 
     def _watch_creation(self, path: str, watch: Callable[[WatchedEvent], None]) -> None:
         """``path`` does not exist: watch for its creation (and look again if it appeared meanwhile)."""
@@ -1239,15 +1299,6 @@ def _collect(pending: list[tuple[str, Any]], timeout: float) -> dict[str, _Node]
             continue
         nodes[name] = _Node.of(name, data, stat)
     return nodes
-
-
-def _children_or_none(result: Any, timeout: float) -> list[str] | None:
-    """The answer to a ``get_children_async``; None if the node does not exist."""
-    try:
-        names: list[str] = result.get(timeout=timeout)
-    except NoNodeError:
-        return None
-    return names
 
 
 def _sequence(entry: str) -> int:
