@@ -175,7 +175,8 @@ def _compile(name: str, raw: str) -> Flag | ValidationError:
         return exc
 
 
-def _loads(raw: str | None) -> Any:
+def document_or_text(raw: str | None) -> Any:
+    """A stored text as its JSON value; text that is not a document stays text (None stays None)."""
     if raw is None:
         return None
     try:
@@ -200,7 +201,7 @@ def flag_summary(
 ) -> dict[str, Any]:
     """A flag as the API lists it (see the ``Flag`` schema in the OpenAPI document)."""
     compiled = _compile(record.name, record.raw)
-    document = _loads(record.raw)
+    document = document_or_text(record.raw)
     meta = document if isinstance(document, dict) else {}
     out: dict[str, Any] = {"name": record.name, "version": record.version, "document": document}
     out["state"] = flag_state(compiled)
@@ -346,7 +347,8 @@ def replace(admin: Admin, name: str, document: Any, expect: int | None) -> Outco
     (no new version, no history entry): a retried request is not a second change."""
     parse_flag(name, document)
     record = admin.store.get(name)
-    unchanged = record is not None and encode_document(_loads(record.raw)) == encode_document(document)
+    held = None if record is None else document_or_text(record.raw)
+    unchanged = record is not None and encode_document(held) == encode_document(document)
     if record is not None and unchanged and expect in (None, record.version):
         return Outcome(name, record.raw, record.raw, record, False)
     return admin.set(name, document, expect=expect)
@@ -539,8 +541,8 @@ def history_entry(entry: HistoryEntry) -> dict[str, Any]:
         "action": action,
         "author": entry.author,
         **parse_author(entry.author),
-        "before": _loads(entry.before),
-        "after": _loads(entry.after),
+        "before": document_or_text(entry.before),
+        "after": document_or_text(entry.after),
     }
 
 
@@ -572,10 +574,10 @@ def document_at(state: ServerState, name: str, version: int | None) -> tuple[int
     if version is None or (record is not None and record.version == version):
         if record is None:
             raise NotFoundError(name)
-        return record.version, _loads(record.raw)
+        return record.version, document_or_text(record.raw)
     for entry in state.store.history(name, limit=HISTORY_MAX):
         if entry.version == version and entry.after is not None:
-            return version, _loads(entry.after)
+            return version, document_or_text(entry.after)
     raise ApiError(404, f"flag {name!r} has no version {version} in its history")
 
 

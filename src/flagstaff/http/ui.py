@@ -43,7 +43,7 @@ from starlette.staticfiles import StaticFiles
 from flagstaff.errors import ValidationError
 from flagstaff.http import api, auth
 from flagstaff.http.tokens import Scope
-from flagstaff.model import Flag, decode_document, parse_flag
+from flagstaff.model import Flag, parse_flag
 from flagstaff.stores.base import HistoryEntry, Record
 
 if TYPE_CHECKING:
@@ -267,19 +267,10 @@ def change_view(entry: HistoryEntry, current: Record | None) -> ChangeView:
     )
 
 
-def _decoded(raw: str | None) -> Any:
-    if raw is None:
-        return None
-    try:
-        return decode_document(raw)
-    except ValidationError:
-        return raw
-
-
 def _pretty(raw: str | None) -> str:
     if raw is None:
         return ""
-    value = _decoded(raw)
+    value = api.document_or_text(raw)
     if isinstance(value, str) and value == raw:
         return raw
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
@@ -295,7 +286,7 @@ def _summary(entry: HistoryEntry) -> str:
         return "created"
     if entry.after is None:
         return "deleted"
-    old, new = _decoded(entry.before), _decoded(entry.after)
+    old, new = api.document_or_text(entry.before), api.document_or_text(entry.after)
     if _killed(new) and not _killed(old):
         return "killed"
     changes = api.json_changes(old, new)

@@ -1034,15 +1034,19 @@ class _Mirror:
         logged = self._expected_entries(new_stat)
         # Round trip 2, pipelined: flags new in the listing, and the new log entries.
         reading = [(n, zk.get_async(store._path(n), watch=self._on_data)) for n in unarmed]
-        entries = [zk.get_async(f"{self._hdir}/{n}") for n in logged]
+        entries = [zk.get_async(f"{self._hdir}/{n}") for n in logged or ()]
         reads.update(_collect(reading, timeout))
         with self._lock:
             self._armed |= set(reads)
-        history, complete = self._read_entries(logged, entries, timeout)
-        if not complete:  # numbering jumped (a server restart renumbers): list the log
+        results, missing = _gather(entries, timeout)
+        if logged is None or missing:  # numbering jumped (a server restart renumbers): list the log
             history = self._catch_up_by_listing()
-        elif new_stat is not None:
-            self._log_stat = (new_stat.cversion, new_stat.numChildren)
+        else:
+            history = self._history_candidates(results)
+            if logged:
+                self._cursor = _sequence(logged[-1])
+            if new_stat is not None:
+                self._log_stat = (new_stat.cversion, new_stat.numChildren)
         seen = {(name, zxid) for zxid, name, _ in history}
         # A read the log explains is the same change; the others were written by other clients.
         found: list[_Candidate] = [
@@ -1084,39 +1088,27 @@ class _Mirror:
         self._apply(self._catch_up_by_listing())
 
     def _catch_up_by_listing(self) -> list[_Candidate]:
-        """List the log (one answer of at most ``HISTORY_LIMIT`` and a little names), read
-        the entries after the cursor; move the cursor. Candidates, not yet applied."""
+        """List the log, read the entries after the cursor, move the cursor past them.
+        Candidates, not yet applied."""
         timeout = self._store._remaining()
+        listing = self._list_log(timeout)
+        if listing is None:
+            return []
+        names, self._log_stat = listing
+        logged = sorted((n for n in names if _sequence(n) > self._cursor), key=_sequence)
+        results, _ = _gather([self._zk.get_async(f"{self._hdir}/{n}") for n in logged], timeout)
+        if logged:  # entries missing here were pruned already: the flag reads cover them
+            self._cursor = _sequence(logged[-1])
+        return self._history_candidates(results)
+
+    def _list_log(self, timeout: float) -> tuple[list[str], tuple[int, int]] | None:
+        """The log's entry names (at most ``HISTORY_LIMIT`` and a little, one answer) and its
+        (cversion, numChildren) at that moment; None if there is no log."""
         try:
             names, stat = self._zk.get_children_async(self._hdir, include_data=True).get(timeout=timeout)
         except NoNodeError:
-            return []
-        logged = sorted((n for n in names if _sequence(n) > self._cursor), key=_sequence)
-        entries = [self._zk.get_async(f"{self._hdir}/{n}") for n in logged]
-        history = self._history_candidates(entries, timeout)
-        if logged:
-            self._cursor = _sequence(logged[-1])
-        self._log_stat = (stat.cversion, stat.numChildren)
-        return history
-
-    def _read_entries(
-        self, logged: list[str], entries: list[Any], timeout: float
-    ) -> tuple[list[_Candidate], bool]:
-        """The expected entries as candidates, and whether each was there (the cursor moves
-        to the last one found when all were)."""
-        results: list[Any] = []
-        missing = False
-        for result in entries:
-            try:
-                results.append(result.get(timeout=timeout))
-            except NoNodeError:
-                missing = True
-        if missing:
-            return [], False
-        history = self._history_candidates_of(results)
-        if logged:
-            self._cursor = _sequence(logged[-1])
-        return history, True
+            return None
+        return names, (stat.cversion, stat.numChildren)
 
     def _wiped(self) -> None:
         """The chroot was deleted behind flagstaff's back: deliver Reset, not a deletion per flag.
@@ -1133,17 +1125,8 @@ class _Mirror:
             log.warning("zookeeper chroot %s was deleted; subscribers reset", self._root)
             self._publish(0, Reset(f"the ZooKeeper chroot {self._root} was deleted"))
 
-    def _history_candidates(self, entries: list[Any], timeout: float) -> list[_Candidate]:
+    def _history_candidates(self, results: list[tuple[bytes, ZnodeStat]]) -> list[_Candidate]:
         """History entries as candidates (an entry too large to hold the text marks its flag dirty)."""
-        results = []
-        for result in entries:
-            try:
-                results.append(result.get(timeout=timeout))
-            except NoNodeError:
-                continue  # pruned already: the flag reads cover it
-        return self._history_candidates_of(results)
-
-    def _history_candidates_of(self, results: list[tuple[bytes, ZnodeStat]]) -> list[_Candidate]:
         candidates: list[_Candidate] = []
         truncated: set[str] = set()
         for data, stat in results:
@@ -1164,17 +1147,14 @@ class _Mirror:
         return candidates
 
     def _history_cursor(self) -> tuple[int, tuple[int, int] | None]:
-        """The newest history entry's sequence number (-1 if none) and the log's
-        (cversion, numChildren) at that moment, from one listing."""
-        try:
-            names, stat = self._zk.get_children_async(self._hdir, include_data=True).get(
-                timeout=self._store._remaining()
-            )
-        except NoNodeError:
+        """The newest history entry's sequence number (-1 if none) and the log's stat."""
+        listing = self._list_log(self._store._remaining())
+        if listing is None:
             return -1, None
-        return max((_sequence(n) for n in names), default=-1), (stat.cversion, stat.numChildren)
+        names, stat = listing
+        return max((_sequence(n) for n in names), default=-1), stat
 
-    def _expected_entries(self, stat: ZnodeStat | None) -> list[str]:
+    def _expected_entries(self, stat: ZnodeStat | None) -> list[str] | None:
         """Names of the entries created since the cursor, predicted from the log's stat.
 
         Every child created or deleted raises the log's ``cversion`` by one and
@@ -1183,23 +1163,19 @@ class _Mirror:
         sequential children one after the other. That number is not the
         ``cversion`` itself (pruning raises it, not the numbering), and a server
         restart may renumber from the ``cversion``: an expected entry that is
-        not there makes the caller list the log instead.
+        not there makes the caller list the log instead, as does None.
         """
         if stat is None:
             return []
         if self._log_stat is None:
-            return [] if stat.numChildren == 0 else self._listing_needed()
+            return [] if stat.numChildren == 0 else None
         cversion, count = self._log_stat
         created = (stat.cversion - cversion + stat.numChildren - count) // 2
         if created <= 0:
             return []
         if created > 3 * HISTORY_LIMIT:
-            return self._listing_needed()
+            return None
         return [f"{_HISTORY_PREFIX}{seq:010d}" for seq in range(self._cursor + 1, self._cursor + 1 + created)]
-
-    def _listing_needed(self) -> list[str]:
-        """A name that cannot exist, so that the caller falls back to listing the log."""
-        return [f"{_HISTORY_PREFIX}-1"]
 
     def _watch_creation(self, path: str, watch: Callable[[WatchedEvent], None]) -> None:
         """``path`` does not exist: watch for its creation (and look again if it appeared meanwhile)."""
@@ -1299,6 +1275,18 @@ def _collect(pending: list[tuple[str, Any]], timeout: float) -> dict[str, _Node]
             continue
         nodes[name] = _Node.of(name, data, stat)
     return nodes
+
+
+def _gather(pending: list[Any], timeout: float) -> tuple[list[Any], bool]:
+    """The answers of pipelined reads that found their node, and whether any did not."""
+    results: list[Any] = []
+    missing = False
+    for result in pending:
+        try:
+            results.append(result.get(timeout=timeout))
+        except NoNodeError:
+            missing = True
+    return results, missing
 
 
 def _sequence(entry: str) -> int:
