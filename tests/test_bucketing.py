@@ -32,6 +32,7 @@ from flagstaff.bucketing import (
     BucketingMode,
     flagstaff_hash,
     fmix32,
+    fmix32_reference,
     hanoi_bucket,
     in_percentage,
     modulo100_bucket,
@@ -54,6 +55,18 @@ def test_fmix32_is_murmur3_finaliser() -> None:
     # MurmurHash3's published fmix32 value for 1; 0 is its fixed point.
     assert fmix32(1) == 0x514E28B7
     assert fmix32(0) == 0
+    assert fmix32_reference(1) == 0x514E28B7
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_c_finaliser_equals_the_written_out_one(h: int) -> None:
+    # The hot path calls MurmurHash3_x86_32(b"", seed=h) from mmh3; it must be fmix32 exactly.
+    assert fmix32(h) == fmix32_reference(h)
+
+
+def test_c_finaliser_on_edge_values() -> None:
+    for h in (0, 1, 2**16 - 1, 2**16, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1, 0xDEADBEEF):
+        assert fmix32(h) == fmix32_reference(h)
 
 
 @pytest.mark.parametrize(

@@ -33,11 +33,11 @@ from importlib import resources
 from typing import Any
 
 from flagstaff.bucketing import (
+    FMIX,
     HANOI_MODES,
     REDDIT_CONTROLS,
     VARIANT_SALT_SUFFIX,
     BucketingMode,
-    fmix32,
     percentage_test,
     reddit_bucket,
     reddit_loggedout_bucket,
@@ -857,15 +857,11 @@ class _Builder:
         excluded = outcomes[None]
         seed0 = salt_seed(self.salt + VARIANT_SALT_SUFFIX)
         crc = zlib.crc32
+        fmix = FMIX
 
         def native(key: bytes, seed: str) -> Decision:
-            # bucketing.variant_for with fmix32 inlined: lane h % n, position h // n.
-            h = crc(key, seed0)
-            h ^= h >> 16
-            h = (h * 0x85EBCA6B) & 0xFFFFFFFF
-            h ^= h >> 13
-            h = (h * 0xC2B2AE35) & 0xFFFFFFFF
-            h ^= h >> 16
+            # bucketing.variant_for inlined: lane h % n, position h // n.
+            h = fmix(b"", crc(key, seed0))
             limit, decision = lanes[h % n]
             return decision if h // n < limit else excluded
 
@@ -887,8 +883,10 @@ class _Builder:
             ordered = sorted(variants)
             vseed = salt_seed(self.salt + VARIANT_SALT_SUFFIX)
 
+            fmix = FMIX
+
             def index(key: bytes) -> str:
-                return ordered[fmix32(crc(key, vseed)) % n]
+                return ordered[fmix(b"", crc(key, vseed)) % n]
 
         def run_with_variant(ctx: Context) -> Decision:
             d = run(ctx)
@@ -957,6 +955,7 @@ def _native_percentage(d: Decision, source: KeySource, seed: int, limit: int, mi
     """Native mode, fully inlined (this is the hot path of most flags).
     Equal to ``bucketing.in_percentage(FLAGSTAFF, salt, id, pct)``."""
     crc = zlib.crc32
+    fmix = FMIX
     logged_in = source is _LOGGED_IN
     logged_out = source is _LOGGED_OUT
 
@@ -968,12 +967,7 @@ def _native_percentage(d: Decision, source: KeySource, seed: int, limit: int, mi
                 key = ctx.cookie_key
                 if key is None:
                     return miss
-            h = crc(key, seed)
-            h ^= h >> 16
-            h = (h * 0x85EBCA6B) & 0xFFFFFFFF
-            h ^= h >> 13
-            h = (h * 0xC2B2AE35) & 0xFFFFFFFF
-            return d if (h ^ (h >> 16)) < limit else miss
+            return d if fmix(b"", crc(key, seed)) < limit else miss
 
         return by_user
 
@@ -986,12 +980,7 @@ def _native_percentage(d: Decision, source: KeySource, seed: int, limit: int, mi
             key = ctx.cookie_key
         if key is None:
             return miss
-        h = crc(key, seed)
-        h ^= h >> 16
-        h = (h * 0x85EBCA6B) & 0xFFFFFFFF
-        h ^= h >> 13
-        h = (h * 0xC2B2AE35) & 0xFFFFFFFF
-        return d if (h ^ (h >> 16)) < limit else miss
+        return d if fmix(b"", crc(key, seed)) < limit else miss
 
     return native_percentage
 
