@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 from flagstaff.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, UnsupportedStoreURL
 from flagstaff.runtime import Runtime, default_runtime
 from flagstaff.stores._backoff import Backoff
-from flagstaff.stores._dispatch import QueueWatch
+from flagstaff.stores._dispatch import InlineDelivery
 from flagstaff.stores._etcdv3 import Gateway, KeyValue, WatchStream, b64, prefix_end
 from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, StoreState, Watch, WatchEvent
 
@@ -45,6 +45,8 @@ HISTORY_LIMIT = 1000
 _TRIM_EVERY = 50  # writes between two history trims (each trim is two requests)
 _CAS_ATTEMPTS = 32
 _PROBE_INTERVAL = 2.0
+_SEEN_LIMIT = 10_000  # flags whose last known state a store remembers for its next write
+_UNKNOWN: Any = object()
 
 
 class EtcdStore:
@@ -70,6 +72,7 @@ class EtcdStore:
         self._marker = self._meta + "initialized"
         self._history = self._meta + "history/"
         self._writes = 0
+        self._seen: dict[str, KeyValue] = {}  # key -> its last state written or seen here
         self._lock = self._runtime.lock()
         self._watches: list[_EtcdWatch] = []
         self._closed = False
@@ -130,38 +133,81 @@ class EtcdStore:
 
     def put(self, name: str, raw: str, *, expect: int | None = None, author: str | None = None) -> Record:
         key = self._key(name)
+        old, fresh = self._known(key)
         for _ in range(_CAS_ATTEMPTS):
-            old = self._get(key)
             actual = old.version if old else 0
             if expect is not None and actual != expect:
+                if not fresh:  # judged on a remembered value: ask the server before refusing
+                    old, fresh = self._get(key), True
+                    continue
                 raise ConflictError(name, expect, actual)
             before = old.value.decode() if old else None
             ops = [
                 {"request_put": {"key": b64(key), "value": b64(raw)}},
                 *self._log_ops(name, actual + 1, author, before, raw),
             ]
-            if self._commit(key, old, ops):
+            revision, current = self._commit(key, old, ops)
+            if revision:
+                created = old.create_revision if old else revision
+                self._remember(KeyValue(key, raw.encode(), actual + 1, revision, created))
                 return Record(name, raw, actual + 1)
+            old, fresh = current, True
         raise StoreUnavailable(f"flag {name!r}: too many concurrent writers, gave up")
 
     def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
         key = self._key(name)
+        old, fresh = self._known(key)
         for _ in range(_CAS_ATTEMPTS):
-            old = self._get(key)
-            if old is None:
-                raise NotFoundError(name)
-            if expect is not None and old.version != expect:
+            if old is None or (expect is not None and old.version != expect):
+                if not fresh:
+                    old, fresh = self._get(key), True
+                    continue
+                if old is None:
+                    raise NotFoundError(name)
                 raise ConflictError(name, expect, old.version)
             ops = [
                 {"request_delete_range": {"key": b64(key)}},
                 *self._log_ops(name, None, author, old.value.decode(), None),
             ]
-            if self._commit(key, old, ops):
+            revision, current = self._commit(key, old, ops)
+            if revision:
+                self._forget(key)
                 return
+            old, fresh = current, True
         raise StoreUnavailable(f"flag {name!r}: too many concurrent writers, gave up")
 
-    def _commit(self, key: str, old: KeyValue | None, ops: list[dict[str, Any]]) -> bool:
-        """Apply ``ops`` if ``key`` is still as read (by ``mod_revision``; absent: never created)."""
+    # A write needs the flag as it stands (its version, and the text the history keeps as
+    # "before"). The value this process last wrote or saw is usually still current, so the
+    # write is one transaction, conditional on that value's mod_revision; when someone else
+    # wrote meanwhile the transaction fails and its failure branch returns the key as it
+    # is now, to try again with. A write costs one round trip instead of a read and a write.
+
+    def _known(self, key: str) -> tuple[KeyValue | None, bool]:
+        """The key's remembered state and False, else its state read now and True."""
+        kv = self._seen.get(key, _UNKNOWN)
+        if kv is _UNKNOWN:
+            return self._get(key), True
+        return kv, False
+
+    def _remember(self, kv: KeyValue) -> None:
+        seen = self._seen
+        held = seen.get(kv.key)
+        if isinstance(held, KeyValue) and held.mod_revision >= kv.mod_revision:
+            return
+        if len(seen) >= _SEEN_LIMIT:
+            seen.clear()  # bounded: a miss only costs the read it saves
+        seen[kv.key] = kv
+
+    def _forget(self, key: str) -> None:
+        self._seen.pop(key, None)
+
+    def _commit(
+        self, key: str, old: KeyValue | None, ops: list[dict[str, Any]]
+    ) -> tuple[int, KeyValue | None]:
+        """Apply ``ops`` if ``key`` is still as ``old`` (by ``mod_revision``; None: absent).
+
+        Returns the commit's revision and None, or 0 and the key as it is now.
+        """
         if old is None:
             compare = {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
         else:
@@ -171,15 +217,21 @@ class EtcdStore:
                 "result": "EQUAL",
                 "mod_revision": str(old.mod_revision),
             }
-        reply = self._gw.call("kv/txn", {"compare": [compare], "success": ops})
+        reply = self._gw.call(
+            "kv/txn",
+            {"compare": [compare], "success": ops, "failure": [{"request_range": {"key": b64(key)}}]},
+        )
         if not reply.get("succeeded", False):
-            return False
+            self._forget(key)
+            responses = reply.get("responses") or [{}]
+            kvs = responses[0].get("response_range", {}).get("kvs", [])
+            return 0, KeyValue.parse(kvs[0]) if kvs else None
         with self._lock:
             self._writes += 1
             trim = self._writes % _TRIM_EVERY == 0
         if trim:
             self._trim_history()
-        return True
+        return _revision(reply), None
 
     def _log_ops(
         self, name: str, version: int | None, author: str | None, before: str | None, after: str | None
@@ -310,7 +362,7 @@ class _EtcdWatch:
     def __init__(self, store: EtcdStore, on_event: Callable[[WatchEvent], None], since: int) -> None:
         self._store = store
         self._runtime = store._runtime
-        self._queue = QueueWatch(self._runtime, on_event, "flagstaff-etcd-deliver")
+        self._queue = InlineDelivery(self._runtime, on_event)
         self._next = since + 1  # the first revision not yet delivered
         self._stop = self._runtime.event()
         self._lock = self._runtime.lock()
@@ -383,6 +435,10 @@ class _EtcdWatch:
             elif kv.mod_revision not in wiped:
                 record = store._record(kv)
                 if record is not None:
+                    if deleted:
+                        store._forget(kv.key)
+                    elif store._writes:  # only a store that writes needs them (the server's)
+                        store._remember(kv)
                     self._queue.push(Change(record.name, None if deleted else record, kv.mod_revision))
         if parsed:
             self._next = max(self._next, max(kv.mod_revision for kv, _ in parsed) + 1)

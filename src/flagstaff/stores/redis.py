@@ -45,7 +45,7 @@ from redis.retry import Retry
 from flagstaff.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, UnsupportedStoreURL
 from flagstaff.runtime import Runtime, default_runtime
 from flagstaff.stores._backoff import Backoff
-from flagstaff.stores._dispatch import QueueWatch
+from flagstaff.stores._dispatch import InlineDelivery
 from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, StoreState, Watch, WatchEvent
 
 __all__ = ["HISTORY_LIMIT", "RedisStore"]
@@ -120,22 +120,26 @@ class RedisStore:
     def put(self, name: str, raw: str, *, expect: int | None = None, author: str | None = None) -> Record:
         record: Record | None = None
 
-        def apply(pipe: Any, old: str | None, actual: int, revision: int, prev: int) -> None:
+        def apply(old: str | None, actual: int, revision: int, prev: int) -> list[tuple[Any, ...]]:
             nonlocal record
             record = Record(name, raw, actual + 1)
-            pipe.hset(self._flags, name, raw)
-            pipe.hset(self._versions, name, actual + 1)
-            self._log_ops(pipe, name, actual + 1, (revision, prev), author, old, raw)
+            return [
+                ("HSET", self._flags, name, raw),
+                ("HSET", self._versions, name, actual + 1),
+                *self._log_ops(name, actual + 1, (revision, prev), author, old, raw),
+            ]
 
         self._transact(name, expect, apply, must_exist=False)
         assert record is not None
         return record
 
     def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
-        def apply(pipe: Any, old: str | None, actual: int, revision: int, prev: int) -> None:
-            pipe.hdel(self._flags, name)
-            pipe.hdel(self._versions, name)
-            self._log_ops(pipe, name, None, (revision, prev), author, old, None)
+        def apply(old: str | None, actual: int, revision: int, prev: int) -> list[tuple[Any, ...]]:
+            return [
+                ("HDEL", self._flags, name),
+                ("HDEL", self._versions, name),
+                *self._log_ops(name, None, (revision, prev), author, old, None),
+            ]
 
         self._transact(name, expect, apply, must_exist=True)
 
@@ -143,47 +147,66 @@ class RedisStore:
         self,
         name: str,
         expect: int | None,
-        apply: Callable[[Any, str | None, int, int, int], None],
+        apply: Callable[[str | None, int, int, int], list[tuple[Any, ...]]],
         *,
         must_exist: bool,
     ) -> None:
-        with _errors(), self._client.pipeline(transaction=True) as pipe:
+        """One compare-and-set write: ``WATCH`` the revision, read, then ``MULTI``/``EXEC``.
+
+        Every write bumps the revision, so watching it serializes all writers. The
+        watch and the reads go out as one pipelined batch on one connection, and the
+        transaction as a second: two round trips (redis-py's watching pipeline sends
+        each read on its own, six in all).
+        """
+        pool = self._client.connection_pool
+        with _errors():
             for _ in range(_CAS_ATTEMPTS):
+                conn = pool.get_connection()
                 try:
-                    # Every write bumps the revision, so watching it serializes all writers.
-                    pipe.watch(self._revision)
-                    old = pipe.hget(self._flags, name)
-                    actual = 0 if old is None else _version(pipe.hget(self._versions, name))
-                    current = int(pipe.get(self._revision) or 0)
-                    initialized = bool(pipe.exists(self._marker))
-                    if old is None and must_exist:
-                        pipe.reset()
-                        raise NotFoundError(name)
-                    if expect is not None and actual != expect:
-                        pipe.reset()
+                    replies = _roundtrip(
+                        conn,
+                        [
+                            ("WATCH", self._revision),
+                            ("HGET", self._flags, name),
+                            ("HGET", self._versions, name),
+                            ("GET", self._revision),
+                            ("EXISTS", self._marker),
+                        ],
+                    )
+                    _, old, version, current_text, marker = replies
+                    actual = 0 if old is None else _version(version)
+                    current = int(current_text or 0)
+                    if (old is None and must_exist) or (expect is not None and actual != expect):
+                        _roundtrip(conn, [("UNWATCH",)])
+                        if old is None and must_exist:
+                            raise NotFoundError(name)
                         raise ConflictError(name, expect, actual)
                     # A wiped (or new) namespace restarts from the clock, above any revision it had.
-                    revision = current + 1 if initialized else max(current + 1, time.time_ns() // 1000)
-                    pipe.multi()
-                    pipe.set(self._revision, revision)
-                    pipe.set(self._marker, "1")
-                    apply(pipe, old, actual, revision, current)
-                    pipe.execute()
+                    revision = current + 1 if marker else max(current + 1, time.time_ns() // 1000)
+                    ops = [
+                        ("SET", self._revision, revision),
+                        ("SET", self._marker, "1"),
+                        *apply(old, actual, revision, current),
+                    ]
+                    committed = _roundtrip(conn, [("MULTI",), *ops, ("EXEC",)])[-1]
+                except BaseException:
+                    conn.disconnect()  # in an unknown state (half-read replies, a WATCH in place)
+                    raise
+                finally:
+                    pool.release(conn)
+                if committed is not None:  # None: the revision moved after WATCH; try again
                     return
-                except redis.WatchError:
-                    continue
         raise StoreUnavailable(f"flag {name!r}: too many concurrent writers, gave up")
 
     def _log_ops(
         self,
-        pipe: Any,
         name: str,
         version: int | None,
         revisions: tuple[int, int],
         author: str | None,
         before: str | None,
         after: str | None,
-    ) -> None:
+    ) -> list[tuple[Any, ...]]:
         # "prev" chains each change to the one before it, so a watch can tell a complete replay.
         revision, prev = revisions
         entry = {
@@ -196,11 +219,12 @@ class RedisStore:
             "before": before,
             "after": after,
         }
-        pipe.lpush(self._history, json.dumps(entry))
-        pipe.ltrim(self._history, 0, HISTORY_LIMIT - 1)
-        pipe.publish(
-            self._channel, json.dumps({"n": name, "r": revision, "p": prev, "v": version, "d": after})
-        )
+        notice = {"n": name, "r": revision, "p": prev, "v": version, "d": after}
+        return [
+            ("LPUSH", self._history, json.dumps(entry)),
+            ("LTRIM", self._history, 0, HISTORY_LIMIT - 1),
+            ("PUBLISH", self._channel, json.dumps(notice)),
+        ]
 
     def history(self, name: str | None = None, limit: int = 100) -> list[HistoryEntry]:
         with _errors():
@@ -256,7 +280,7 @@ class _RedisWatch:
     def __init__(self, store: RedisStore, on_event: Callable[[WatchEvent], None], since: int) -> None:
         self._store = store
         self._runtime = store._runtime
-        self._queue = QueueWatch(self._runtime, on_event, "flagstaff-redis-deliver")
+        self._queue = InlineDelivery(self._runtime, on_event)
         self._last = since  # the newest revision delivered (or covered by a Reset)
         self._stop = self._runtime.event()
         self._task = self._runtime.spawn(self._run, name="flagstaff-redis-watch")
@@ -299,9 +323,9 @@ class _RedisWatch:
             message = pubsub.get_message(timeout=0.25)
             now = time.monotonic()
             if message is not None:
-                last_heard = now
                 if message.get("type") == "message":
-                    self._on_notice(message.get("data"))
+                    self._on_notice(message.get("data"))  # delivers inline: time in it is not silence
+                now = last_heard = time.monotonic()
             if now - last_check >= RECONCILE_INTERVAL:
                 last_check = now
                 current = store._current_revision()
@@ -399,6 +423,22 @@ def _change(entry: dict[str, Any]) -> Change:
     name, after = str(entry["name"]), entry.get("after")
     record = None if after is None else Record(name, str(after), int(entry["version"]))
     return Change(name, record, int(entry["revision"]))
+
+
+def _roundtrip(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` pipelined on ``conn`` and read every reply (errors raise after all are read)."""
+    conn.send_packed_command(conn.pack_commands(commands))
+    replies: list[Any] = []
+    error: redis.ResponseError | None = None
+    for _ in commands:
+        try:
+            replies.append(conn.read_response())
+        except redis.ResponseError as exc:
+            error = error or exc
+            replies.append(exc)
+    if error is not None:
+        raise error
+    return replies
 
 
 def _version(value: Any) -> int:

@@ -471,6 +471,27 @@ class StoreConformance:
         with pytest.raises(ConflictError):
             other.put("alpha", document(2), expect=0)
 
+    def test_two_writers_interleaved(self, store: Store, open_store: StoreFactory, namespace: str) -> None:
+        # Each store object may remember what it last wrote; the other's writes must still win
+        # the compare-and-set, show in versions and in the history's "before" texts.
+        other = open_store(namespace)
+        assert store.put("alpha", document(1)).version == 1
+        assert other.put("alpha", document(2)).version == 2
+        with pytest.raises(ConflictError) as info:
+            store.put("alpha", document(3), expect=1)
+        assert info.value.actual == 2
+        assert store.put("alpha", document(3), expect=2).version == 3
+        assert other.put("alpha", document(4)).version == 4
+        assert store.put("alpha", document(5)).version == 5
+        other.delete("alpha")
+        with pytest.raises(NotFoundError):
+            store.delete("alpha")
+        assert store.put("alpha", document(6)).version == 1
+        assert other.get("alpha") == store.get("alpha")
+        befores = [(e.before, e.after) for e in store.history("alpha", limit=10) if e.version is not None]
+        if befores:  # stores that keep history
+            assert befores[:2] == [(None, document(6)), (document(4), document(5))]
+
     def test_initialized_marker(self, store: Store) -> None:
         fresh = store.load()
         assert fresh.initialized is False
