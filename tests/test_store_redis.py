@@ -283,6 +283,8 @@ def test_password_and_no_secrets_in_logs(caplog: pytest.LogCaptureFixture, prefi
         with pytest.raises(StoreError) as bad_exc:
             bad.get("a")
         assert secret not in str(bad_exc.value)
+        assert "credentials" in str(bad_exc.value)
+        assert not isinstance(bad_exc.value, StoreUnavailable)  # a configuration error, not an outage
         seen: list[WatchEvent] = []
         bad_watch = bad.watch(seen.append, 0)
         server.kill()

@@ -247,7 +247,7 @@ def test_unconditional_delete_wins_a_race_with_a_writer(
 ) -> None:
     url = f"zookeeper://{zk_server.hosts}{chroot}"
     store, other = ZooKeeperStore.from_url(url), ZooKeeperStore.from_url(url)
-    store.put("f", "on")
+    other.put("f", "on")  # written by the other store: ``store`` has to read it before deleting
     read, raced = store._read_many, threading.Event()
 
     def read_then_race(names: list[str], timeout: float) -> object:
@@ -260,6 +260,31 @@ def test_unconditional_delete_wins_a_race_with_a_writer(
     monkeypatch.setattr(store, "_read_many", read_then_race)
     store.delete("f")  # retried, not a ConflictError
     assert raced.is_set() and other.get("f") is None
+    store.close()
+    other.close()
+
+
+def test_a_repeated_write_is_one_transaction(
+    zk_server: ZooKeeperServer, chroot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"zookeeper://{zk_server.hosts}{chroot}"
+    store, other = ZooKeeperStore.from_url(url), ZooKeeperStore.from_url(url)
+    store.put("f", "1")
+    reads: list[list[str]] = []
+    read = store._read_many
+
+    def counting(names: list[str], timeout: float) -> object:
+        reads.append(list(names))
+        return read(names, timeout)
+
+    monkeypatch.setattr(store, "_read_many", counting)
+    assert store.put("f", "2").version == 2
+    assert reads == []  # the version came from the store's own last write
+    other.put("f", "3")  # overtakes what ``store`` remembers
+    assert store.put("f", "4").version == 4
+    assert reads == [["f"]]  # the transaction failed on the version: one read, one retry
+    entry = store.history("f", limit=1)[0]
+    assert (entry.before, entry.after, entry.version) == ("3", "4", 4)
     store.close()
     other.close()
 
@@ -468,3 +493,24 @@ def test_repeated_session_expiry_leaks_nothing(zk_server: ZooKeeperServer, chroo
     assert grown < 2_000_000, f"memory grew by {grown} bytes over 45 expiries"
     store.close()
     other.close()
+
+
+def test_the_steps_of_one_operation_share_its_timeout(zk_server: ZooKeeperServer, chroot: str) -> None:
+    # A write is several requests (layout, read, transaction): together they keep to ``timeout``,
+    # rather than each waiting the whole of it.
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}?timeout=5")
+    seen: list[float] = []
+
+    def steps() -> int:
+        seen.append(store._remaining())
+        time.sleep(0.3)
+        seen.append(store._remaining())
+        return 1
+
+    try:
+        assert store._call("testing", steps) == 1
+        assert 4.0 < seen[0] <= 5.0
+        assert seen[1] <= seen[0] - 0.25
+        assert store._remaining() == 5.0  # outside an operation: the whole timeout
+    finally:
+        store.close()

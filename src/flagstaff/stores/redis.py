@@ -451,12 +451,13 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except redis.AuthenticationError as exc:
-        raise StoreUnavailable(f"Redis refused the credentials: {type(exc).__name__}") from exc
+        # Wrong credentials are a configuration error, not an outage: StoreError, not Unavailable.
+        raise StoreError(f"Redis refused the credentials ({type(exc).__name__})") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
     except redis.ResponseError as exc:
-        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-            raise StoreUnavailable("Redis requires (other) credentials") from exc
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) or "NOPERM" in str(exc):
+            raise StoreError("Redis refused the credentials (missing, wrong, or not allowed)") from None
         raise StoreError(f"Redis error: {exc}") from exc
 
 

@@ -62,13 +62,15 @@ Options
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import json
 import logging
 import math
 import re
 import select
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeAlias, TypeVar
@@ -105,7 +107,7 @@ from kazoo.security import ACL, make_acl, make_digest_acl
 from flagstaff.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, UnsupportedStoreURL
 from flagstaff.model import validate_name
 from flagstaff.runtime import Runtime, default_runtime
-from flagstaff.stores._dispatch import QueueWatch
+from flagstaff.stores._dispatch import InlineDelivery
 from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, StoreState, Watch, WatchEvent
 
 __all__ = ["MAX_DOCUMENT_BYTES", "ZooKeeperStore"]
@@ -128,6 +130,10 @@ _MULTI_READ_CHUNK = 200  # flags per multiRead request (documents are small; a c
 _ARM_BATCH = 100
 _REPLAY_LIMIT = 1000  # changes a mirror keeps to replay to late subscribers
 _HISTORY_SLACK = 100  # prune in batches, not on every write
+_SEEN_LIMIT = 10_000  # flags whose last written state a store remembers for its next write
+_UNKNOWN: Any = object()
+# The deadline of the store operation running in this thread or greenlet (see _remaining).
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("flagstaff_zk", default=None)
 
 _META = ".flagstaff"
 _MARKER = "initialized"
@@ -369,6 +375,9 @@ class ZooKeeperStore:
         self._marker_known = False
         self._closed = False
         self._multi_read = True  # until the server says it has no multiRead
+        self._seen: dict[str, _Node | None] = {}  # flag -> its state as this store last wrote it
+        self._log_sequence = -1  # the highest history entry number this store created
+        self._prune_check_at = 0  # look at the log's size again once the numbering reaches this
         self._away_since: float | None = None  # since when the connection is down
         self._zk.add_listener(self._on_connection)
         # Connect in the background: constructing a store never blocks or fails
@@ -500,7 +509,20 @@ class ZooKeeperStore:
 
         def write() -> dict[str, Record]:
             self._ensure_layout()
-            olds = self._read_many(encoded, self._remaining())
+            olds, guessed = self._known(list(encoded))
+            try:
+                return attempt(olds)
+            except ConflictError:
+                if not guessed:
+                    raise
+                # Judged on a remembered state that someone else's write overtook: read, retry.
+                self._forget(guessed)
+                olds.update(self._read_many(guessed, self._remaining()))
+                for name in guessed:
+                    olds.setdefault(name, None)
+                return attempt(olds)
+
+        def attempt(olds: dict[str, _Node | None]) -> dict[str, Record]:
             ops: list[tuple[str, int | None, _Node | None]] = []
             for name in encoded:
                 old = olds.get(name)
@@ -522,6 +544,8 @@ class ZooKeeperStore:
             for (name, _, old), result in zip(ops, results, strict=False):
                 version = 1 if old is None else result.version + 1
                 out[name] = Record(name, docs[name], version)
+                self._remember(name, _Node(out[name], 0))
+            self._sequence_seen(results[len(ops) :])
             return out
 
         records = self._write("writing " + ", ".join(map(repr, docs)), write, docs, expect)
@@ -534,8 +558,17 @@ class ZooKeeperStore:
             raise NotFoundError(name)
 
         def remove() -> None:
-            olds = self._read_many([name], self._remaining())
-            old = olds.get(name)
+            olds, guessed = self._known([name])
+            try:
+                attempt(olds.get(name))
+            except (ConflictError, NotFoundError):
+                if not guessed:
+                    raise
+                self._forget(guessed)
+                attempt(self._read_many([name], self._remaining()).get(name))
+            self._remember(name, None)
+
+        def attempt(old: _Node | None) -> None:
             if old is None:
                 raise NotFoundError(name)
             _check(name, expect, old)
@@ -545,6 +578,7 @@ class ZooKeeperStore:
             self._add_history(txn, name, None, old.record.raw, None, author, 0)
             results = txn.commit_async().get(timeout=self._remaining())
             self._raise_failed(results, [(name, expect, old)])
+            self._sequence_seen(results[1:])
 
         for _ in range(20):  # an unconditional delete retries when someone else wrote meanwhile
             try:
@@ -557,6 +591,55 @@ class ZooKeeperStore:
         else:
             raise StoreUnavailable(f"deleting {name!r}: too much contention, gave up after 20 attempts")
         self._prune_history()
+
+    # A write needs each flag's version (for the compare-and-set) and text (the history's
+    # "before"). What this store last wrote, or what its mirror holds, is usually still
+    # current: the write is then one transaction, conditional on that version, instead of a
+    # read and a transaction. When someone else wrote meanwhile the transaction fails on the
+    # version, and the write reads the flag and tries once more.
+
+    def _known(self, names: list[str]) -> tuple[dict[str, _Node | None], list[str]]:
+        """Remembered states (None: known absent) and the names they were guessed for;
+        the names nothing is known of are read now."""
+        mirror = self._mirror
+        mirrored = mirror.nodes_if_synced() if mirror is not None else None
+        known: dict[str, _Node | None] = {}
+        guessed: list[str] = []
+        unknown: list[str] = []
+        for name in names:
+            node = self._seen.get(name, _UNKNOWN)
+            if mirrored is not None:
+                held = mirrored.get(name)
+                if node is _UNKNOWN or (
+                    held is not None and node is not None and held.record.version > node.record.version
+                ):
+                    node = held
+            if node is _UNKNOWN:
+                unknown.append(name)
+            else:
+                known[name] = node
+                guessed.append(name)
+        if unknown:
+            read = self._read_many(unknown, self._remaining())
+            for name in unknown:
+                known[name] = read.get(name)
+        return known, guessed
+
+    def _remember(self, name: str, node: _Node | None) -> None:
+        if len(self._seen) >= _SEEN_LIMIT:
+            self._seen.clear()  # bounded: a miss only costs the read it saves
+        self._seen[name] = node
+
+    def _forget(self, names: Iterable[str]) -> None:
+        for name in names:
+            self._seen.pop(name, None)
+
+    def _sequence_seen(self, results: list[Any]) -> None:
+        """Note the history log's numbering from the paths a transaction created."""
+        for result in results:
+            if isinstance(result, str) and _HISTORY_PREFIX in result:
+                with contextlib.suppress(ValueError):
+                    self._log_sequence = max(self._log_sequence, _sequence(result.rpartition("/")[2]))
 
     def _write(
         self,
@@ -637,6 +720,9 @@ class ZooKeeperStore:
     def _prune_history(self) -> None:
         """Keep the newest HISTORY_LIMIT entries (best effort: a failure is logged)."""
         hdir = f"{self._meta}/{_HISTORY}"
+        if 0 <= self._log_sequence < self._prune_check_at:
+            return  # the log has not grown by the slack since the last look: skip the round trip
+        self._prune_check_at = self._log_sequence + _HISTORY_SLACK // 2
         try:
             stat = self._zk.exists_async(hdir).get(timeout=self._remaining())
             if stat is None or stat.numChildren <= HISTORY_LIMIT + _HISTORY_SLACK:
@@ -730,8 +816,12 @@ class ZooKeeperStore:
             raise StoreError(f"{self.url} was opened read-only (readonly=1): writes are refused")
 
     def _remaining(self) -> float:
-        """How long one request may wait for its answer."""
-        return self._opts.timeout
+        """How long the next request may wait for its answer: what is left of the operation's
+        ``timeout`` inside :meth:`_call`, so an operation of several requests keeps to it."""
+        deadline = _DEADLINE.get()
+        if deadline is None:
+            return self._opts.timeout
+        return max(0.001, deadline - time.monotonic())
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` once connected, retrying transient failures until ``timeout``.
@@ -745,6 +835,7 @@ class ZooKeeperStore:
         delay = 0.02
         timeout_exc = self._zk.handler.timeout_exception
         while True:
+            token = _DEADLINE.set(deadline)
             try:
                 self._wait_connected(deadline)
                 return fn()
@@ -761,6 +852,8 @@ class ZooKeeperStore:
                     ) from None
                 self._runtime.sleep(delay)
                 delay = min(delay * 2, 0.25)
+            finally:
+                _DEADLINE.reset(token)
 
     def _wait_connected(self, deadline: float) -> None:
         while not self._zk.connected:
@@ -804,7 +897,7 @@ class ZooKeeperStore:
 
 @dataclass(slots=True)
 class _Subscriber:
-    queue: QueueWatch
+    queue: InlineDelivery
     floor: int  # events at or before this zxid are already known to the subscriber
 
 
@@ -859,13 +952,13 @@ class _Mirror:
         self._task = self._runtime.spawn(self._run, name="flagstaff-zookeeper-mirror")
 
     def subscribe(self, on_event: Callable[[WatchEvent], None], since: int) -> Watch:
-        queue = QueueWatch(self._runtime, on_event, "flagstaff-zookeeper-watch")
+        queue = InlineDelivery(self._runtime, on_event)
         with self._lock:
             self._joining.append(_Subscriber(queue, since))
         self._wake.set()
         return _Subscription(self, queue)
 
-    def unsubscribe(self, queue: QueueWatch) -> None:
+    def unsubscribe(self, queue: InlineDelivery) -> None:
         queue.stop()
         with self._lock:
             self._joining = [s for s in self._joining if s.queue is not queue]
@@ -885,6 +978,11 @@ class _Mirror:
     def wait_synced(self, timeout: float) -> bool:
         """Wait (bounded) until the first full read is done."""
         return self._synced_event.wait(timeout)
+
+    def nodes_if_synced(self) -> Mapping[str, _Node] | None:
+        """The flags as the mirror holds them (a live view), or None before the first read
+        or while a full re-read is due."""
+        return self._nodes if self._synced and not self._full else None
 
     @property
     def watch_count(self) -> int:
@@ -1010,6 +1108,13 @@ class _Mirror:
             else None
         )
         log_stat = zk.exists_async(self._hdir)
+        # And, speculatively, the entries the cursor predicts next (one per dirty flag): most
+        # changes are flagstaff's own writes, whose entries are then at hand without a second
+        # round trip. Sent after the flag reads, so they see at least what those saw.
+        ahead = [
+            f"{_HISTORY_PREFIX}{seq:010d}" for seq in range(self._cursor + 1, self._cursor + 1 + len(dirty))
+        ]
+        speculated = [(n, zk.get_async(f"{self._hdir}/{n}")) for n in ahead]
         reads = _collect(reading, timeout)
         candidates: list[_Candidate] = []
         unarmed: set[str] = set()
@@ -1032,13 +1137,21 @@ class _Mirror:
             self._wake.set()
         new_stat = log_stat.get(timeout=timeout)
         logged = self._expected_entries(new_stat)
-        # Round trip 2, pipelined: flags new in the listing, and the new log entries.
+        fetched = dict(_answers(speculated, timeout))
+        # Round trip 2 (often empty), pipelined: flags new in the listing, the log entries not
+        # fetched ahead. An entry fetched ahead that the log's stat does not count is ignored:
+        # it comes round again, counted, with the next change.
         reading = [(n, zk.get_async(store._path(n), watch=self._on_data)) for n in unarmed]
-        entries = [zk.get_async(f"{self._hdir}/{n}") for n in logged or ()]
-        reads.update(_collect(reading, timeout))
+        entries = [zk.get_async(f"{self._hdir}/{n}") for n in logged or () if n not in ahead]
+        if reading:
+            reads.update(_collect(reading, timeout))
         with self._lock:
             self._armed |= set(reads)
         results, missing = _gather(entries, timeout)
+        results += [fetched[n] for n in logged or () if n in fetched]
+        # An entry counted by the stat (read before the entries fetched ahead) yet not found
+        # ahead was pruned or renumbered: list the log, as for any other gap.
+        missing = missing or any(n in ahead and n not in fetched for n in logged or ())
         if logged is None or missing:  # numbering jumped (a server restart renumbers): list the log
             history = self._catch_up_by_listing()
         else:
@@ -1229,18 +1342,21 @@ class _Mirror:
             return
         with self._lock:
             joining, self._joining = self._joining, []
-            for sub in joining:
-                if sub.floor < self._log_base:
-                    sub.queue.push(Reset("changes before the watch's revision are no longer known"))
-                else:
-                    for zxid, change in self._log:
-                        if zxid > sub.floor:
-                            sub.queue.push(change)
-                self._subscribers.append(sub)
+        # Delivered outside the lock: callbacks run on this task (kazoo's thread takes the
+        # lock to mark flags dirty). Only this task publishes, so nothing overtakes them.
+        for sub in joining:
+            if sub.floor < self._log_base:
+                sub.queue.push(Reset("changes before the watch's revision are no longer known"))
+            else:
+                for zxid, change in list(self._log):
+                    if zxid > sub.floor:
+                        sub.queue.push(change)
+        with self._lock:
+            self._subscribers += [sub for sub in joining if not sub.queue.stopped]
 
 
 class _Subscription:
-    def __init__(self, mirror: _Mirror, queue: QueueWatch) -> None:
+    def __init__(self, mirror: _Mirror, queue: InlineDelivery) -> None:
         self._mirror = mirror
         self._queue = queue
 
@@ -1275,6 +1391,15 @@ def _collect(pending: list[tuple[str, Any]], timeout: float) -> dict[str, _Node]
             continue
         nodes[name] = _Node.of(name, data, stat)
     return nodes
+
+
+def _answers(pending: list[tuple[str, Any]], timeout: float) -> Iterator[tuple[str, Any]]:
+    """(name, answer) for the pipelined reads that found their node."""
+    for name, result in pending:
+        try:
+            yield name, result.get(timeout=timeout)
+        except NoNodeError:
+            continue
 
 
 def _gather(pending: list[Any], timeout: float) -> tuple[list[Any], bool]:
