@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -383,3 +384,31 @@ def test_wiped_prefix_resets_then_reinitializes(etcd: EtcdCluster, store: EtcdSt
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+def test_a_replaced_cluster_is_noticed_and_relisted(prefix: str) -> None:
+    # A cluster rebuilt from scratch restarts its revisions below what the watch delivered:
+    # the watchdog sees it, the watch re-lists (Reset) and follows the new cluster.
+    cluster = EtcdCluster(1)
+    try:
+        store = EtcdStore.from_url(cluster.url(prefix))
+        for i in range(30):
+            store.put(f"old-{i % 3}", str(i))
+        events: list[WatchEvent] = []
+        watch = store.watch(events.append, store.load().revision)
+        node = cluster.nodes[0]
+        node.kill()
+        shutil.rmtree(os.path.join(node.datadir, node.name))
+        node.start()
+        cluster.wait_ready()
+        writer = EtcdStore.from_url(cluster.url(prefix))
+        writer.put("fresh", "on")  # revision 2 or so, far below the 30-odd delivered
+        wait_until(lambda: any(isinstance(e, Reset) for e in events), 10)
+        assert "replaced" in next(e for e in events if isinstance(e, Reset)).reason
+        writer.put("after", "25")
+        wait_until(lambda: any(isinstance(e, Change) and e.name == "after" for e in events), 10)
+        watch.stop()
+        writer.close()
+        store.close()
+    finally:
+        cluster.close()

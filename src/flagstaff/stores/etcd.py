@@ -347,13 +347,14 @@ class EtcdStore:
             return None
         return Record(name, raw, kv.version)
 
-    def _marker_revision(self) -> int:
-        """The revision of the last write through flagstaff (every one rewrites the marker); O(1)."""
+    def _marker_revision(self) -> tuple[int, int]:
+        """The revision of the last write through flagstaff (every one rewrites the marker), and
+        the cluster's current revision; O(1)."""
         reply = self._gw.call(
             "kv/range", {"key": b64(self._marker), "keys_only": True}, timeout=_PROBE_INTERVAL
         )
         kvs = reply.get("kvs", [])
-        return KeyValue.parse(kvs[0]).mod_revision if kvs else 0
+        return (KeyValue.parse(kvs[0]).mod_revision if kvs else 0), _revision(reply)
 
 
 class _EtcdWatch:
@@ -364,6 +365,7 @@ class _EtcdWatch:
         self._runtime = store._runtime
         self._queue = InlineDelivery(self._runtime, on_event)
         self._next = since + 1  # the first revision not yet delivered
+        self._rewound = False  # the watchdog saw the cluster's revision below what was delivered
         self._stop = self._runtime.event()
         self._lock = self._runtime.lock()
         self._stream: WatchStream | None = None
@@ -374,6 +376,9 @@ class _EtcdWatch:
         backoff = Backoff()
         while not self._stop.is_set():
             try:
+                if self._rewound:
+                    self._rewound = False
+                    self._resync("the etcd cluster's revision went back (replaced or restored)")
                 self._follow(backoff)
             except StoreError as exc:
                 if self._stop.is_set():
@@ -454,13 +459,25 @@ class _EtcdWatch:
         suspect = 0  # a revision the stream should have delivered by the next probe
         while not self._stop.wait(_PROBE_INTERVAL):
             try:
-                newest = self._store._marker_revision()
+                newest, current = self._store._marker_revision()
             except StoreError as exc:
                 log.info("etcd probe failed for %s: %s", self._store.url, exc)
                 self._abort_stream()
                 suspect = 0
                 continue
-            if suspect and self._next <= suspect:
+            if current and current < self._next - 1:
+                # Below a revision already delivered: a cluster rebuilt or restored from a
+                # snapshot. The stream would wait for revisions it has passed: re-list instead.
+                log.warning(
+                    "etcd cluster of %s is at revision %d, below the %d delivered: replaced; re-listing",
+                    self._store.url,
+                    current,
+                    self._next - 1,
+                )
+                self._rewound = True
+                self._abort_stream()
+                suspect = 0
+            elif suspect and self._next <= suspect:
                 log.warning(
                     "etcd watch on %s silent while the prefix moved on; restarting it", self._store.url
                 )
