@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -48,7 +49,18 @@ def require_etcd() -> None:
 
 
 class EtcdNode:
-    def __init__(self, name: str, client_port: int, peer_port: int, cluster: str, datadir: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        client_port: int,
+        peer_port: int,
+        cluster: str,
+        datadir: str,
+        tls: bool = False,
+        client_auth: bool = False,
+    ) -> None:
+        self.tls = tls
+        self.client_auth = client_auth
         self.name = name
         self.client_port = client_port
         self.peer_port = peer_port
@@ -56,6 +68,10 @@ class EtcdNode:
         self.datadir = datadir
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = open(os.path.join(datadir, f"{name}.log"), "ab")  # noqa: SIM115 (closed in close())
+
+    @property
+    def client_scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def endpoint(self) -> str:
@@ -66,8 +82,8 @@ class EtcdNode:
             ETCD,
             "--name", self.name,
             "--data-dir", os.path.join(self.datadir, self.name),
-            "--listen-client-urls", f"http://127.0.0.1:{self.client_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{self.client_port}",
+            "--listen-client-urls", f"{self.client_scheme}://127.0.0.1:{self.client_port}",
+            "--advertise-client-urls", f"{self.client_scheme}://127.0.0.1:{self.client_port}",
             "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
             "--initial-cluster", self.cluster,
@@ -76,6 +92,11 @@ class EtcdNode:
             "--election-timeout", "500",
             "--log-level", "warn",
         ]  # fmt: skip
+        if self.tls:
+            args += ["--cert-file", os.path.join(self.datadir, "server.pem"),
+                     "--key-file", os.path.join(self.datadir, "server.key")]  # fmt: skip
+        if self.client_auth:
+            args += ["--client-cert-auth", "--trusted-ca-file", os.path.join(self.datadir, "ca.pem")]
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
@@ -104,12 +125,22 @@ class EtcdNode:
 class EtcdCluster:
     """``size`` etcd nodes forming one cluster (size 1: a single server)."""
 
-    def __init__(self, size: int = 1) -> None:
+    def __init__(self, size: int = 1, *, tls: bool = False, client_auth: bool = False) -> None:
+        """``tls``: clients speak HTTPS to a certificate for 127.0.0.1 signed by a CA made
+        here (``self.ca``, a PEM file); ``client_auth``: they must also show a certificate
+        from that CA (``self.client_cert``, ``self.client_key``)."""
         require_etcd()
         self.tmp = tempfile.mkdtemp(prefix="flagstaff-etcd-")
+        self.tls = tls = tls or client_auth
+        self.client_auth = client_auth
+        self.ca = _make_certificates(self.tmp) if tls else None
+        self.client_cert = os.path.join(self.tmp, "client.pem")
+        self.client_key = os.path.join(self.tmp, "client.key")
         ports = [(free_port(), free_port()) for _ in range(size)]
         cluster = ",".join(f"n{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
-        self.nodes = [EtcdNode(f"n{i}", c, p, cluster, self.tmp) for i, (c, p) in enumerate(ports)]
+        self.nodes = [
+            EtcdNode(f"n{i}", c, p, cluster, self.tmp, tls, client_auth) for i, (c, p) in enumerate(ports)
+        ]
         for node in self.nodes:
             node.start()
         self.wait_ready()
@@ -119,17 +150,23 @@ class EtcdCluster:
         return ",".join(n.endpoint for n in self.nodes)
 
     def url(self, prefix: str, auth: str = "") -> str:
+        if self.tls:
+            client = f"&cert={self.client_cert}&key={self.client_key}" if self.client_auth else ""
+            return f"etcds://{auth + '@' if auth else ''}{self.hosts}/{prefix}?ca={self.ca}{client}"
         return f"etcd://{auth + '@' if auth else ''}{self.hosts}/{prefix}"
 
     def call(
         self, path: str, body: dict[str, Any], node: int = 0, token: str | None = None
     ) -> dict[str, Any]:
         req = urllib.request.Request(
-            f"http://{self.nodes[node].endpoint}/v3/{path}",
+            f"{self.nodes[node].client_scheme}://{self.nodes[node].endpoint}/v3/{path}",
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json", **({"Authorization": token} if token else {})},
         )
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        context = ssl.create_default_context(cafile=self.ca) if self.ca else None
+        if context is not None and self.client_auth:
+            context.load_cert_chain(self.client_cert, self.client_key)
+        with urllib.request.urlopen(req, timeout=5, context=context) as resp:
             reply: dict[str, Any] = json.loads(resp.read())
             return reply
 
@@ -181,3 +218,26 @@ class EtcdCluster:
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+def _make_certificates(directory: str) -> str:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl); returns the CA's path."""
+    ca_key, ca = os.path.join(directory, "ca.key"), os.path.join(directory, "ca.pem")
+    key, csr = os.path.join(directory, "server.key"), os.path.join(directory, "server.csr")
+    cert, ext = os.path.join(directory, "server.pem"), os.path.join(directory, "san.cnf")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    for cmd in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "2", "-subj", "/CN=flagstaff test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+         "-days", "2", "-extfile", ext],
+        # A client certificate, for an etcd started with --client-cert-auth.
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", os.path.join(directory, "client.key"),
+         "-out", os.path.join(directory, "client.csr"), "-subj", "/CN=flagstaff-test-client"],
+        ["x509", "-req", "-in", os.path.join(directory, "client.csr"), "-CA", ca, "-CAkey", ca_key,
+         "-CAcreateserial", "-out", os.path.join(directory, "client.pem"), "-days", "2"],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *cmd], check=True, capture_output=True, timeout=60)
+    return ca

@@ -27,7 +27,7 @@ from er_checks import (
     wait_until,
 )
 from etcd_server import EtcdCluster
-from flagstaff.errors import StoreError, StoreUnavailable
+from flagstaff.errors import StoreError, StoreUnavailable, UnsupportedStoreURL
 from flagstaff.stores import open_store
 from flagstaff.stores.base import Change, Reset, Store, WatchEvent
 from flagstaff.stores.etcd import EtcdStore
@@ -410,5 +410,68 @@ def test_a_replaced_cluster_is_noticed_and_relisted(prefix: str) -> None:
         watch.stop()
         writer.close()
         store.close()
+    finally:
+        cluster.close()
+
+
+def test_tls_to_the_gateway(prefix: str) -> None:
+    # etcds:// speaks HTTPS, verified against the CA given; the watch stream too.
+    cluster = EtcdCluster(1, tls=True)
+    try:
+        url = cluster.url(prefix)
+        store = open_store(url, runtime=store_runtime())
+        assert store.url.startswith("etcds://")
+        events: list[WatchEvent] = []
+        watch = store.watch(events.append, store.load().revision)
+        store.put("secure", "on")
+        wait_until(lambda: any(isinstance(e, Change) and e.name == "secure" for e in events), 10)
+        watch.stop()
+        store.close()
+        # Not verified (no CA given: the system's authorities do not know ours): refused.
+        unverified = open_store(url.partition("?")[0], runtime=store_runtime())
+        with pytest.raises(StoreUnavailable, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+            unverified.get("secure")
+        unverified.close()
+        # Plain HTTP to a TLS port: refused too, never silently downgraded.
+        plain = open_store(url.replace("etcds://", "etcd://").partition("?")[0], runtime=store_runtime())
+        with pytest.raises(StoreError):
+            plain.get("secure")
+        plain.close()
+    finally:
+        cluster.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("etcd://127.0.0.1:2379/p?timout=3", r"unknown option 'timout'"),
+        ("etcd://127.0.0.1:2379/p?timeout=soon", "timeout must be seconds"),
+        ("etcd://127.0.0.1:2379/p?ca=/tmp/ca.pem", "need the etcds:// scheme"),
+        ("etcds://127.0.0.1:2379/p?cert=/tmp/c.pem", "cert and key go together"),
+        ("etcds://127.0.0.1:2379/p?ca=/nonexistent/ca.pem", "cannot load the TLS files"),
+    ],
+)
+def test_url_options_are_checked(url: str, message: str) -> None:
+    with pytest.raises(UnsupportedStoreURL, match=message):
+        EtcdStore.from_url(url, store_runtime())
+
+
+def test_url_timeout_is_used() -> None:
+    store = EtcdStore.from_url("etcd://127.0.0.1:9/p?timeout=0.5", store_runtime())
+    assert store._gw._timeout == 0.5
+    store.close()
+
+
+def test_tls_with_a_client_certificate(prefix: str) -> None:
+    cluster = EtcdCluster(1, client_auth=True)
+    try:
+        store = open_store(cluster.url(prefix), runtime=store_runtime())
+        assert store.put("mutual", "on").version == 1
+        store.close()
+        # The same CA, no client certificate: etcd refuses the handshake.
+        anonymous = open_store(cluster.url(prefix).partition("&cert=")[0], runtime=store_runtime())
+        with pytest.raises(StoreError):
+            anonymous.get("mutual")
+        anonymous.close()
     finally:
         cluster.close()

@@ -39,6 +39,7 @@ SCHEMES: dict[str, str] = {
     "zookeeper": "flagstaff.stores.zookeeper:ZooKeeperStore",
     "zk": "flagstaff.stores.zookeeper:ZooKeeperStore",
     "etcd": "flagstaff.stores.etcd:EtcdStore",
+    "etcds": "flagstaff.stores.etcd:EtcdStore",  # etcd's gateway over HTTPS
     "redis": "flagstaff.stores.redis:RedisStore",
     "rediss": "flagstaff.stores.redis:RedisStore",  # Redis over TLS (redis-py)
 }

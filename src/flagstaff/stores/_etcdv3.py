@@ -19,6 +19,7 @@ import json
 import logging
 import select
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -147,6 +148,7 @@ class Gateway:
         user: str | None = None,
         password: str | None = None,
         timeout: float = 3.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
@@ -156,6 +158,7 @@ class Gateway:
         self._password = password  # never logged
         self._token: str | None = None
         self._timeout = timeout
+        self._tls = tls  # None: plain HTTP
         self._lock = runtime.lock()
         self._idle: list[tuple[int, http.client.HTTPConnection]] = []
         self._closed = False
@@ -251,8 +254,13 @@ class Gateway:
             if sock is not None and not select.select([sock], [], [], 0)[0]:
                 return conn, True
             conn.close()
+        return self._connection(index), False
+
+    def _connection(self, index: int) -> http.client.HTTPConnection:
         host, port = self._endpoints[index]
-        return http.client.HTTPConnection(host, port, timeout=self._timeout), False
+        if self._tls is not None:
+            return http.client.HTTPSConnection(host, port, timeout=self._timeout, context=self._tls)
+        return http.client.HTTPConnection(host, port, timeout=self._timeout)
 
     def _checkin(self, index: int, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -281,7 +289,7 @@ class Gateway:
 
     def _open_watch(self, index: int, create_request: Json) -> WatchStream:
         host, port = self._endpoints[index]
-        conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
+        conn = self._connection(index)
         headers = {"Content-Type": "application/json"}
         if self._token:
             headers["Authorization"] = self._token

@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from flagstaff.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, UnsupportedStoreURL
 from flagstaff.runtime import Runtime, default_runtime
@@ -61,12 +62,14 @@ class EtcdStore:
         password: str | None = None,
         runtime: Runtime | None = None,
         timeout: float = 3.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         prefix = "/" + prefix.strip("/")
         hosts = ",".join(f"{h}:{p}" for h, p in endpoints)
-        self.url = f"etcd://{user + ':***@' if user else ''}{hosts}{prefix}"
+        scheme = "etcds" if tls is not None else "etcd"
+        self.url = f"{scheme}://{user + ':***@' if user else ''}{hosts}{prefix}"
         self._runtime = runtime or default_runtime()
-        self._gw = Gateway(endpoints, self._runtime, user=user, password=password, timeout=timeout)
+        self._gw = Gateway(endpoints, self._runtime, user=user, password=password, timeout=timeout, tls=tls)
         self._root = prefix.rstrip("/") + "/"  # "/a" -> "/a/"; "/" -> "/"
         self._meta = self._root + ".flagstaff/"
         self._marker = self._meta + "initialized"
@@ -80,8 +83,17 @@ class EtcdStore:
     @classmethod
     def from_url(cls, url: str, runtime: Runtime | None = None) -> EtcdStore:
         parts = urlsplit(url)
-        if parts.scheme != "etcd":
+        if parts.scheme not in ("etcd", "etcds"):
             raise UnsupportedStoreURL(f"not an etcd:// URL: {_redact(url)}")
+        options = _options(parts.query, url)
+        timeout = options.pop("timeout", "3")
+        try:
+            seconds = float(timeout)
+        except ValueError:
+            seconds = -1.0
+        if not 0 < seconds <= 600:
+            raise UnsupportedStoreURL(f"etcd URL: timeout must be seconds in (0, 600], not {timeout!r}")
+        tls = _tls_context(parts.scheme == "etcds", options, url)
         userinfo, _, hostlist = parts.netloc.rpartition("@")
         user = password = None
         if userinfo:
@@ -93,7 +105,15 @@ class EtcdStore:
             if not host or not port.isdigit():
                 raise UnsupportedStoreURL(f"etcd URL needs host:port endpoints: {_redact(url)}")
             endpoints.append((host.strip("[]"), int(port)))
-        return cls(endpoints, parts.path or "/flagstaff", user=user, password=password, runtime=runtime)
+        return cls(
+            endpoints,
+            parts.path or "/flagstaff",
+            user=user,
+            password=password,
+            runtime=runtime,
+            timeout=seconds,
+            tls=tls,
+        )
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -501,6 +521,41 @@ class _EtcdWatch:
         # Bounded: the reader may sit in one request (timeout 3 s); it exits on its own after.
         self._watchdog.join(1.0)
         self._reader.join(1.0)
+
+
+_TLS_OPTIONS = ("ca", "cert", "key")
+
+
+def _options(query: str, url: str) -> dict[str, str]:
+    """The URL's query options; an unknown one is refused (a typo must not pass silently)."""
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in ("timeout", *_TLS_OPTIONS):
+            raise UnsupportedStoreURL(
+                f"etcd URL: unknown option {key!r} (known: timeout, ca, cert, key): {_redact(url)}"
+            )
+        options[key] = value
+    return options
+
+
+def _tls_context(tls: bool, options: dict[str, str], url: str) -> ssl.SSLContext | None:
+    """``etcds://``: HTTPS to the gateway, verified against ``ca`` (else the system's
+    authorities), with the client certificate ``cert``/``key`` when etcd asks for one."""
+    given = [k for k in _TLS_OPTIONS if options.get(k)]
+    if not tls:
+        if given:
+            named = ", ".join(given)
+            raise UnsupportedStoreURL(f"etcd URL: {named} need the etcds:// scheme: {_redact(url)}")
+        return None
+    if bool(options.get("cert")) != bool(options.get("key")):
+        raise UnsupportedStoreURL(f"etcd URL: cert and key go together: {_redact(url)}")
+    try:
+        context = ssl.create_default_context(cafile=options.get("ca") or None)
+        if options.get("cert"):
+            context.load_cert_chain(options["cert"], options["key"])
+    except (OSError, ssl.SSLError) as exc:
+        raise UnsupportedStoreURL(f"etcd URL: cannot load the TLS files: {exc}") from None
+    return context
 
 
 def _revision(reply: dict[str, Any]) -> int:
