@@ -475,3 +475,28 @@ def test_tls_with_a_client_certificate(prefix: str) -> None:
         anonymous.close()
     finally:
         cluster.close()
+
+
+def test_a_probe_overtaken_by_the_stream_is_no_replaced_cluster(
+    store: EtcdStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stream may deliver a newer revision while a probe is out; the probe's (older)
+    # answer must not read as a cluster gone back in time.
+    store.put("a", "on")
+    events: list[WatchEvent] = []
+    watch = store.watch(events.append, store.load().revision)
+    probe = store._marker_revision
+
+    def overtaken() -> tuple[int, int]:
+        answer = probe()
+        if not events:  # the first probe: three writes are delivered before its answer is seen
+            for i in range(3):
+                store.put("b", str(i))
+            wait_until(lambda: len(events) >= 3, 5)
+        return answer
+
+    monkeypatch.setattr(store, "_marker_revision", overtaken)
+    time.sleep(4.5)  # two probes
+    assert len(events) >= 3 and not any(isinstance(e, Reset) for e in events)
+    assert watch._rewound is False  # type: ignore[attr-defined]
+    watch.stop()

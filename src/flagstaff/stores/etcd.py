@@ -491,6 +491,9 @@ class _EtcdWatch:
     def _probe_loop(self) -> None:
         suspect = 0  # a revision the stream should have delivered by the next probe
         while not self._stop.wait(_PROBE_INTERVAL):
+            # Taken before the probe is sent: the stream may deliver newer revisions while it is
+            # out, and the probe's answer is only compared with what was delivered before it.
+            delivered = self._next - 1
             try:
                 newest, current = self._store._marker_revision()
             except StoreError as exc:
@@ -498,14 +501,14 @@ class _EtcdWatch:
                 self._abort_stream()
                 suspect = 0
                 continue
-            if current and current < self._next - 1:
+            if current and current < delivered:
                 # Below a revision already delivered: a cluster rebuilt or restored from a
                 # snapshot. The stream would wait for revisions it has passed: re-list instead.
                 log.warning(
                     "etcd cluster of %s is at revision %d, below the %d delivered: replaced; re-listing",
                     self._store.url,
                     current,
-                    self._next - 1,
+                    delivered,
                 )
                 self._rewound = True
                 self._abort_stream()
