@@ -21,7 +21,6 @@ silent while the prefix moved on (a half-open connection).
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -217,7 +216,7 @@ class EtcdStore:
     def _remember(self, kv: KeyValue) -> None:
         seen = self._seen
         held = seen.get(kv.key)
-        if isinstance(held, KeyValue) and held.mod_revision >= kv.mod_revision:
+        if held is not None and held.mod_revision >= kv.mod_revision:
             return
         if len(seen) >= _SEEN_LIMIT:
             seen.clear()  # bounded: a miss only costs the read it saves
@@ -451,15 +450,7 @@ class _EtcdWatch:
 
     def _deliver(self, events: list[dict[str, Any]]) -> None:
         store = self._store
-        history = b64(store._history)[: len(store._history) // 3 * 4]  # whole base64 groups only
-        # History entries (one per write, the largest values in the stream) are not decoded: a
-        # key whose base64 starts like the history prefix's is checked on the raw key alone.
-        parsed = [
-            (KeyValue.parse(kv), e.get("type") == "DELETE")
-            for e in events
-            if not _in_history(kv := e.get("kv", {}), history, store._history)
-        ]
-        newest = max((int(e.get("kv", {}).get("mod_revision", 0)) for e in events), default=0)
+        parsed = [(KeyValue.parse(e.get("kv", {})), e.get("type") == "DELETE") for e in events]
         # A revision that deletes the marker wiped the prefix (``etcdctl del --prefix``): its flag
         # deletions are not passed on one by one, only a Reset, so the subscriber can see the
         # store empty *and* unmarked and keep its last good flags.
@@ -478,8 +469,8 @@ class _EtcdWatch:
                     elif store._writes:  # only a store that writes needs them (the server's)
                         store._remember(kv)
                     self._queue.push(Change(record.name, None if deleted else record, kv.mod_revision))
-        if events:
-            self._next = max(self._next, newest + 1)
+        if parsed:
+            self._next = max(self._next, max(kv.mod_revision for kv, _ in parsed) + 1)
 
     def _resync(self, why: str) -> None:
         """Re-list at one consistent revision, tell the subscriber to reload, watch on from there."""
@@ -537,13 +528,6 @@ class _EtcdWatch:
         # Bounded: the reader may sit in one request (timeout 3 s); it exits on its own after.
         self._watchdog.join(1.0)
         self._reader.join(1.0)
-
-
-def _in_history(kv: dict[str, Any], head: str, prefix: str) -> bool:
-    """Whether a watch event's key lies under the history prefix (``head``: the prefix's
-    leading whole base64 groups, to skip most keys without decoding them)."""
-    key = kv.get("key") or ""
-    return key.startswith(head) and base64.b64decode(key).decode(errors="replace").startswith(prefix)
 
 
 _TLS_OPTIONS = ("ca", "cert", "key")

@@ -189,6 +189,8 @@ class RedisStore:
                         *apply(old, actual, revision, current),
                     ]
                     committed = _roundtrip(conn, [("MULTI",), *ops, ("EXEC",)])[-1]
+                except (NotFoundError, ConflictError):
+                    raise  # refused after UNWATCH: the connection is clean, it goes back to the pool
                 except BaseException:
                     conn.disconnect()  # in an unknown state (half-read replies, a WATCH in place)
                     raise

@@ -455,11 +455,7 @@ class ZooKeeperStore:
 
     def _multi_read_many(self, names: list[str], timeout: float) -> dict[str, _Node]:
         chunks = [names[i : i + _MULTI_READ_CHUNK] for i in range(0, len(names), _MULTI_READ_CHUNK)]
-        pending = []
-        for chunk in chunks:
-            result = self._zk.handler.async_result()
-            self._zk._call(_MultiRead([self._zk.chroot + self._path(n) for n in chunk]), result)
-            pending.append((chunk, result))
+        pending = [(chunk, self._send_multi_read([self._path(n) for n in chunk])) for chunk in chunks]
         nodes: dict[str, _Node] = {}
         for chunk, result in pending:
             for name, answer in zip(chunk, result.get(timeout=timeout), strict=True):
@@ -469,6 +465,12 @@ class ZooKeeperStore:
                     raise answer
                 nodes[name] = _Node.of(name, *answer)
         return nodes
+
+    def _send_multi_read(self, paths: list[str]) -> Any:
+        """Send one ``multiRead`` of ``paths`` (below the client's chroot); its async result."""
+        result = self._zk.handler.async_result()
+        self._zk._call(_MultiRead([self._zk.chroot + p for p in paths]), result)
+        return result
 
     # -- writing -----------------------------------------------------------
 
@@ -1176,8 +1178,7 @@ class _Mirror:
         """
         zk, hdir = self._zk, self._hdir
         if self._store._multi_read:
-            multi = zk.handler.async_result()
-            zk._call(_MultiRead([zk.chroot + hdir, *(f"{zk.chroot}{hdir}/{n}" for n in ahead)]), multi)
+            multi = self._store._send_multi_read([hdir, *(f"{hdir}/{n}" for n in ahead)])
 
             def wait(timeout: float) -> tuple[ZnodeStat | None, dict[str, tuple[bytes, ZnodeStat]]]:
                 try:
@@ -1421,14 +1422,7 @@ def _history_entry(data: bytes, stat: ZnodeStat) -> HistoryEntry | None:
 
 def _collect(pending: list[tuple[str, Any]], timeout: float) -> dict[str, _Node]:
     """The answers to pipelined reads of flags; the ones gone meanwhile are left out."""
-    nodes: dict[str, _Node] = {}
-    for name, result in pending:
-        try:
-            data, stat = result.get(timeout=timeout)
-        except NoNodeError:
-            continue
-        nodes[name] = _Node.of(name, data, stat)
-    return nodes
+    return {name: _Node.of(name, data, stat) for name, (data, stat) in _answers(pending, timeout)}
 
 
 def _answers(pending: list[tuple[str, Any]], timeout: float) -> Iterator[tuple[str, Any]]:
