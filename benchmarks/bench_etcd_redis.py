@@ -12,7 +12,7 @@ bare clients and no flagstaff code on the path:
 
 Also: the time for the subscribers to connect and hold a full snapshot of
 1,000 flags. Real servers are started on loopback from the test fixtures
-(``tests/etcd_server.py``, ``tests/redis_server.py``); every loop is bounded.
+(``tests/_support/etcd_server.py``, ``tests/_support/redis_server.py``); every loop is bounded.
 
 Run: ``.venv/bin/python benchmarks/run.py --only bench_etcd_redis`` (or this
 file directly: ``python benchmarks/bench_etcd_redis.py [--quick] [etcd|redis]``).
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-for extra in (HERE, HERE.parent / "tests"):
+for extra in (HERE, HERE.parent):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
@@ -213,8 +213,8 @@ def _rows(kind: str, address: str, sizes: list[int], samples: int) -> list[Row]:
 
 
 def run(quick: bool, kinds: tuple[str, ...] = ("etcd", "redis")) -> list[Row]:
-    from etcd_server import EtcdCluster
-    from redis_server import RedisServer
+    from tests._support.etcd_server import EtcdCluster
+    from tests._support.redis_server import RedisServer
 
     sizes = [1, 10] if quick else [1, 10, 50]
     samples = 20 if quick else 200  # a p99 of 60 samples is nearly their max: too noisy

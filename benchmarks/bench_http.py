@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx2
 
-from flagstaff.http.tokens import Scope, TokenStore
+from flagstaff.http.tokens import Permission, TokenStore
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -54,7 +54,7 @@ class Server:
         store = f"sqlite:///{tmp}/bench.db"
         token_db = f"{tmp}/bench.db.tokens"
         tokens = TokenStore(token_db)
-        self.token = tokens.create("bench", Scope.WRITE)[1]
+        self.token = tokens.create("bench", Permission.WRITE)[1]
         tokens.close()
         env = {k: v for k, v in os.environ.items() if k != "FLAGSTAFF_STORE"}
         self.proc = subprocess.Popen(

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _row import Row
 
 import flagstaff
-from flagstaff import Context
+from flagstaff import Context, forcing
 from flagstaff.admin import Admin
 from flagstaff.integrations import flags
 from flagstaff.integrations.asgi import FlagsMiddleware as ASGIMiddleware
@@ -35,6 +35,7 @@ from flagstaff.integrations.wsgi import FlagsMiddleware as WSGIMiddleware
 from flagstaff.stores.memory import MemoryStore
 
 GROUP = "integrations"
+_FORCE_KEY = b"bench-integrations-force-key"  # a signed ?feature= token is part of the Flask row
 
 
 def _pair_us(
@@ -138,6 +139,7 @@ def _flask_rows(client: flagstaff.Client, n: int, batches: int) -> list[Row]:
     def make(with_flags: bool) -> Flask:
         app = Flask(__name__)
         if with_flags:
+            app.config["FLAGSTAFF_FORCE_KEY"] = _FORCE_KEY  # the request's ?feature= token is verified
             Flagstaff(app, client, context=_hook)
 
         @app.get("/")
@@ -148,7 +150,9 @@ def _flask_rows(client: flagstaff.Client, n: int, batches: int) -> list[Row]:
         return app
 
     environ = EnvironBuilder(
-        path="/", query_string="feature=try_it", headers={"Cookie": "flagstaff_id=visitor-123456"}
+        path="/",
+        query_string={"feature": forcing.sign("try_it", _FORCE_KEY, 3600)},
+        headers={"Cookie": "flagstaff_id=visitor-123456"},
     ).get_environ()
 
     def loop(app: Flask) -> Callable[[int], None]:

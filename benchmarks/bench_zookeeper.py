@@ -6,7 +6,7 @@ seeing it (median, p99, max). The floor is measured in the same run with the
 bare client: ``KazooClient.set`` and a kazoo ``DataWatch`` in every
 subscriber. Also: the time for the subscribers to connect and hold a full
 snapshot of 1,000 flags. A real standalone ZooKeeper is started on loopback
-(the test fixtures in ``tests/zk_server.py``).
+(the test fixtures in ``tests/_support/zk_server.py``).
 
 Run: ``.venv/bin/python benchmarks/run.py --only zookeeper`` (or this file
 directly: ``python benchmarks/bench_zookeeper.py [--quick]``).
@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-for extra in (HERE, HERE.parent / "tests"):
+for extra in (HERE, HERE.parent):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
@@ -134,7 +134,7 @@ def _propagation(hosts: str, n: int, mode: str, samples: int) -> tuple[list[floa
 
 
 def run(quick: bool) -> list[Row]:
-    from zk_server import standalone
+    from tests._support.zk_server import standalone
 
     sizes = [1, 10] if quick else [1, 10, 50]
     samples = 20 if quick else 200  # a p99 of 60 samples is nearly their max: too noisy

@@ -12,7 +12,7 @@ store = open_store("memory://")
 admin = Admin(store, author="release-bot")
 
 for percent in (1, 10, 50):
-    admin.rollout("fast_checkout", percent)
+    admin.rollout("fast_checkout", percent, create=True)  # a new flag: say so
 admin.add_user("fast_checkout", "qa-lead")
 admin.disable("fast_checkout")  # the kill switch: off for everyone, targeting kept
 admin.enable("fast_checkout")  # back exactly as it was

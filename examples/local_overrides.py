@@ -11,6 +11,7 @@ from pathlib import Path
 import flagstaff
 from flagstaff import overrides
 from flagstaff.admin import Admin
+from flagstaff.errors import ValidationError
 from flagstaff.stores import open_store
 
 parser = argparse.ArgumentParser(description="Show decisions with local flag overrides.")
@@ -21,7 +22,10 @@ store = open_store("memory://")  # stands in for the shared store everyone reads
 Admin(store).import_documents(json.loads(Path(__file__).with_name("flags.json").read_text()))
 
 with flagstaff.connect(store) as client:
-    overrides.install(client, args.flag_overrides)  # the environment first, then the command line
+    try:
+        overrides.install(client, args.flag_overrides)  # the environment first, then the command line
+    except ValidationError as exc:  # a bad FLAGSTAFF_OVERRIDES entry: a usage error (exit 2)
+        parser.error(str(exc))
     for user in ("alice", "bob"):
         checkout = client.evaluate("new_checkout", user)
         ranker = client.evaluate("search_ranker", user)

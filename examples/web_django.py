@@ -5,7 +5,7 @@ settings hold ``FLAGSTAFF`` (here a ready client and a context hook reading
 reads ``request.user``). Templates ``{% load flagstaff %}``.
 
 Run: python examples/web_django.py         (three requests through Django's test client)
-     python examples/web_django.py serve   (then open http://127.0.0.1:8000/?user=alice)
+     python examples/web_django.py serve   (then open http://127.0.0.1:8002/?user=alice)
 """
 
 import sys
@@ -20,6 +20,9 @@ from django.urls import path
 import flagstaff
 from flagstaff.admin import Admin
 from flagstaff.stores import open_store
+
+# Each web example's `serve` has its own port, clear of `flagstaff serve` (8000).
+PORT = 8002
 
 store = open_store("memory://django-example")
 Admin(store).set("new_checkout", {"users": ["alice"]})
@@ -59,7 +62,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["serve"]:
         from django.core.wsgi import get_wsgi_application
 
-        make_server("127.0.0.1", 8000, get_wsgi_application()).serve_forever()
+        make_server("127.0.0.1", PORT, get_wsgi_application()).serve_forever()
     else:
         from django.test import Client
 

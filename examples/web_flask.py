@@ -5,7 +5,7 @@ reads its session) and pins one snapshot per request; ``flags`` and the
 ``feature`` template global answer for that request.
 
 Run: python examples/web_flask.py         (three requests through Flask's test client)
-     python examples/web_flask.py serve   (then open http://127.0.0.1:8000/?user=alice)
+     python examples/web_flask.py serve   (then open http://127.0.0.1:8001/?user=alice)
 """
 
 import sys
@@ -17,6 +17,9 @@ from flagstaff.admin import Admin
 from flagstaff.integrations import flags
 from flagstaff.integrations.flask import Flagstaff
 from flagstaff.stores import open_store
+
+# Each web example's `serve` has its own port, clear of `flagstaff serve` (8000).
+PORT = 8001
 
 store = open_store("memory://flask-example")
 Admin(store).set("new_checkout", {"users": ["alice"]})
@@ -47,7 +50,7 @@ def home():
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["serve"]:
-        app.run(port=8000)
+        app.run(port=PORT)
     else:
         web = app.test_client()
         for query in ("?user=alice", "?user=bob", ""):

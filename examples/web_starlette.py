@@ -1,7 +1,7 @@
 """An ASGI (Starlette) app: one scope per request, many requests at once in one loop.
 
 Run: python examples/web_starlette.py         (concurrent requests in-process through httpx)
-     python examples/web_starlette.py serve   (uvicorn; then open http://127.0.0.1:8000/?user=alice)
+     python examples/web_starlette.py serve   (uvicorn; then open http://127.0.0.1:8003/?user=alice)
 """
 
 import asyncio
@@ -19,6 +19,9 @@ from flagstaff.admin import Admin
 from flagstaff.integrations import flags
 from flagstaff.integrations.asgi import FlagsMiddleware
 from flagstaff.stores import open_store
+
+# Each web example's `serve` has its own port, clear of `flagstaff serve` (8000).
+PORT = 8003
 
 store = open_store("memory://starlette-example")
 Admin(store).set("new_checkout", {"users": ["alice"]})
@@ -53,7 +56,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["serve"]:
         import uvicorn
 
-        uvicorn.run(app, port=8000)
+        uvicorn.run(app, port=PORT)
     else:
         asyncio.run(demo())
     client.close()

@@ -54,7 +54,8 @@ EXPECTED: dict[str, list[str]] = {
     "templates_mako.py": [
         r"user=alice\s+-> new sidebar",
         r"user=bob\s+-> old sidebar",
-        r"feature=sidebar\s+-> new sidebar",
+        r"feature=sidebar\s+-> old sidebar",  # unsigned: anyone could type it, so it forces nothing
+        r"feature=<token>\s+-> new sidebar",  # a signed forcing token does
     ],
     "asyncio_wait.py": [r"dark mode on\? False", r"changed: True on"],
 }
@@ -72,3 +73,22 @@ def test_example_runs(script: str) -> None:
     assert proc.returncode == 0, proc.stderr
     for pattern in EXPECTED[script]:
         assert re.search(pattern, proc.stdout), f"{script}: {pattern!r} not in:\n{proc.stdout}"
+
+
+def test_web_examples_serve_on_distinct_ports_clear_of_flagstaff_serve() -> None:
+    import ast
+
+    ports = {}
+    for name in ("web_flask.py", "web_django.py", "web_starlette.py"):
+        tree = ast.parse((EXAMPLES / name).read_text())
+        (port,) = [
+            node.value.value
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            and [getattr(t, "id", None) for t in node.targets] == ["PORT"]
+            and isinstance(node.value, ast.Constant)
+        ]
+        ports[name] = port
+        assert ":8000" not in (EXAMPLES / name).read_text(), name
+    assert len(set(ports.values())) == len(ports), ports
+    assert 8000 not in ports.values()  # flagstaff serve's default

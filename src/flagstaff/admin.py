@@ -1,25 +1,50 @@
 """The validated write path: every change an operator makes goes through here.
 
-The CLI uses it today and the HTTP API will tomorrow, so both refuse the same
-invalid documents with the same messages. Each operation is a read-modify-write
+The CLI and the HTTP API both write through it, so both refuse the same invalid
+documents with the same messages. Each operation is a read-modify-write
 guarded by compare-and-set (``expect=version``): if another writer changed the
 flag in between, the store raises :class:`~flagstaff.errors.ConflictError` and
 the operation is re-read and re-applied, a bounded number of times. A document
 is validated with :func:`~flagstaff.model.parse_flag` *before* it is written;
 nothing invalid ever reaches a store through this module.
 
-The kill switch
-    ``disable`` turns a flag off for everyone and keeps everything else, so
-    ``enable`` can bring it back exactly: an object gets ``"enabled": false``;
-    a bare percentage ``25`` becomes ``{"enabled": false, "percentage": 25}``;
-    ``"on"``/``"off"``/``true``/``false`` become ``"off"``.
+The edits themselves (kill, enable, rollout, members, variants) are the pure
+functions of :mod:`flagstaff.edits`; this module reads, applies one, validates
+and writes. Every surface (the CLI, the HTTP API, the dashboard through the API,
+the compatibility layers) writes through :class:`Admin`, always with the version
+it read.
 
-    ``enable`` removes the kill. If what is left has no targeting at all (it
-    would still be off for everyone, e.g. a flag that was ``"off"``), it is
-    refused with :class:`NothingToEnable` rather than guessing; pass
-    ``everyone=True`` (``flagstaff enable --all``) to turn the flag on for
-    everyone (``"on"``, or ``"enabled": "on"`` in an object, which keeps the
-    targeting for when the flag is narrowed again).
+Segments
+    A segment is a document under the key ``segment:NAME``
+    (:func:`flagstaff.document.segment_key`), written, compared and versioned like a
+    flag: :meth:`Admin.set` and :meth:`Admin.update` validate it with
+    :func:`~flagstaff.segments.parse_segment` instead of the flag parser, and a new
+    segment's NAME follows the new-flag-name rule. :meth:`Admin.flags` and
+    :meth:`Admin.segments` list each kind apart.
+
+References (checked at write time)
+    A flag write is refused with a :class:`~flagstaff.errors.ValidationError` naming
+    the path when it would add a reference to a segment that does not exist
+    (``targeting[2].segments[0]: no segment named 'y'``), a prerequisite that is not
+    a flag (``prerequisites[0]: no flag named 'x'``), a prerequisite cycle
+    (``prerequisites[0]: cycle a -> b -> a``), or an experiment whose layer range
+    overlaps another flag's in the same layer (the other flag named). Deleting a
+    segment that flags use, or a flag others require, raises
+    :class:`~flagstaff.errors.InUseError` listing them. Only what a write *adds* is
+    checked: a document that already dangles (it arrived by another route, or what
+    it named was deleted meanwhile: the check is not a transaction) stays readable
+    and editable, and evaluation treats a missing segment as having no member and a
+    missing prerequisite as failed.
+
+Enabling a killed flag
+    ``enable`` removes the kill (:func:`flagstaff.edits.enable`). When the flag's
+    current version is the kill itself (its newest history entry turned the
+    previous document into this one), ``enable`` writes that previous document
+    back exactly (``"on"`` stays ``"on"``, ``"enabled": "on"`` is kept). If what
+    is left has no targeting at all (it would still be off for everyone, e.g. a
+    flag that was ``"off"``), it is refused with :class:`NothingToEnable` rather
+    than guessing; pass ``everyone=True`` (``flagstaff enable --all``) to turn the
+    flag on for everyone.
 """
 
 from __future__ import annotations
@@ -29,14 +54,33 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from flagstaff import edits
 from flagstaff.decision import Reason
-from flagstaff.errors import ConflictError, FlagstaffError, NotFoundError, Problem, ValidationError
-from flagstaff.model import decode_document, encode_document, parse_flag
+from flagstaff.document import is_segment_key, segment_key, segment_name
+from flagstaff.errors import (
+    ConflictError,
+    FlagstaffError,
+    InUseError,
+    NotFoundError,
+    Problem,
+    ValidationError,
+)
+from flagstaff.model import (
+    Flag,
+    check_new_name,
+    decode_document,
+    encode_document,
+    parse_flag,
+    parse_text,
+    printable_text,
+    references,
+)
+from flagstaff.segments import Segment, parse_segment
 from flagstaff.stores.base import Record, Store
 
 __all__ = [
@@ -48,6 +92,7 @@ __all__ = [
     "Outcome",
     "default_author",
     "diff_documents",
+    "parse_document",
     "read_documents",
     "validate_documents",
 ]
@@ -135,10 +180,6 @@ class DiffEntry:
         return {"flag": self.name, "change": self.kind.value, "left": self.left, "right": self.right}
 
 
-_NO_CHANGE: Any = object()
-"""Returned by an edit function to say "leave the flag as it is"."""
-
-
 class Admin:
     """Validated, compare-and-set writes to one store.
 
@@ -155,22 +196,51 @@ class Admin:
     # -- reads -----------------------------------------------------------------
 
     def get(self, name: str) -> Record:
+        """The stored record of a flag, or of a segment by its key ``segment:NAME``."""
         record = self.store.get(name)
         if record is None:
-            raise NotFoundError(name)
+            raise _not_found(name)
         return record
+
+    def flags(self) -> dict[str, Record]:
+        """Every flag's record by name, sorted (segments left out)."""
+        records = self.store.load().records
+        return {k: records[k] for k in sorted(records) if not is_segment_key(k)}
+
+    def segments(self) -> dict[str, Record]:
+        """Every segment's record by segment name (without the ``segment:`` prefix), sorted."""
+        records = self.store.load().records
+        return {segment_name(k): records[k] for k in sorted(records) if is_segment_key(k)}
 
     # -- writes ----------------------------------------------------------------
 
     def set(self, name: str, value: Any, *, expect: int | None = None) -> Outcome:
         """Write ``value`` after validating it. ``expect`` as in :meth:`Store.put`."""
-        raw = _validated(name, value)
+        parsed = parse_document(name, value)
+        raw = encode_document(value)
         before = self.store.get(name)
+        # Compare before writing: the same document again is not a change, so it must not bump
+        # the version or add a history entry (watchers would see a write that changed nothing).
+        # With ``expect`` the version must still match, so a stale expectation stays a conflict.
+        if before is not None and _same(before.raw, raw) and expect in (None, before.version):
+            return Outcome(name, before.raw, before.raw, before, False)
+        world = _World(self.store)
+        if before is None:  # a new flag: the stricter name rule and no look-alike (docs/flags.md)
+            _check_new_name(name, world.keys())
+        _check_references(name, value, parsed, None if before is None else before.raw, world)
         record = self.store.put(name, raw, expect=expect, author=self.author)
-        return Outcome(name, before.raw if before else None, raw, record, before is None or before.raw != raw)
+        return Outcome(name, before.raw if before else None, raw, record, True)
 
-    def delete(self, name: str, *, expect: int | None = None) -> Outcome:
+    def delete(self, name: str, *, expect: int | None = None, force: bool = False) -> Outcome:
+        """Delete a flag, or a segment by its key ``segment:NAME``.
+
+        Refused with :class:`InUseError` while flags still use the segment, or require
+        the flag as a prerequisite, unless ``force`` (they then dangle: a missing
+        segment has no member, a missing prerequisite fails).
+        """
         before = self.get(name)
+        if not force:
+            _check_unused(name, self.store.load().records)
         self.store.delete(name, expect=before.version if expect is None else expect, author=self.author)
         return Outcome(name, before.raw, None, None, True)
 
@@ -191,12 +261,17 @@ class Admin:
             if expect is not None and (0 if record is None else record.version) != expect:
                 raise ConflictError(name, expect, None if record is None else record.version)
             if record is None and not create:
-                raise NotFoundError(name)
+                raise _not_found(name)
+            world = _World(self.store)
+            if record is None:  # a new flag: the stricter name rule and no look-alike (docs/flags.md)
+                _check_new_name(name, world.keys())
             current = None if record is None else decode_document(record.raw)
             new = edit(current)
-            raw = _validated(name, new)
+            parsed = parse_document(name, new)
+            raw = encode_document(new)
             if record is not None and raw == encode_document(current):
                 return Outcome(name, record.raw, record.raw, record, False)
+            _check_references(name, new, parsed, None if record is None else record.raw, world)
             try:
                 written = self.store.put(
                     name, raw, expect=0 if record is None else record.version, author=self.author
@@ -213,13 +288,17 @@ class Admin:
 
     def disable(self, name: str, *, expect: int | None = None) -> Outcome:
         """The kill switch: off for everyone, the rest of the document kept."""
-        return self.update(name, _disable, expect=expect)
+        return self.update(name, edits.kill, expect=expect)
 
     def enable(self, name: str, *, everyone: bool = False, expect: int | None = None) -> Outcome:
         """Remove the kill switch (see the module doc); ``everyone`` turns it on for all."""
 
+        restore = None if everyone else self._before_kill(name)
+
         def edit(doc: Any) -> Any:
-            new = _enable(doc, everyone)
+            if restore is not None and encode_document(doc) == restore[1]:
+                return restore[0]  # the document exactly as it was before the kill
+            new = edits.enable(doc, everyone=everyone)
             if not everyone:
                 flag = parse_flag(name, new)
                 off = flag.constant
@@ -229,43 +308,67 @@ class Admin:
 
         return self.update(name, edit, expect=expect)
 
-    def rollout(self, name: str, percent: float, *, expect: int | None = None) -> Outcome:
-        """Set the percentage of users the flag is on for (creating the flag if absent)."""
+    def _before_kill(self, name: str) -> tuple[Any, str] | None:
+        """``(document before the kill, encoded killed document)`` when the flag's
+        current version was written by :meth:`disable`, else ``None``."""
+        record = self.store.get(name)
+        if record is None:
+            return None
+        entries = self.store.history(name, limit=1)
+        if not entries or entries[0].version != record.version:
+            return None
+        entry = entries[0]
+        if entry.before is None or entry.after is None:
+            return None
+        try:
+            before = decode_document(entry.before)
+            current = encode_document(decode_document(record.raw))
+        except ValidationError:
+            return None
+        killed = encode_document(edits.kill(before))
+        if killed == encode_document(before) or killed != current:
+            return None  # the last change was not a kill of a live document
+        return before, current
 
-        def edit(doc: Any) -> Any:
-            if doc is None or doc in ("on", "off") or isinstance(doc, bool | int | float):
-                return _number(percent)
-            if isinstance(doc, dict):
-                return {**doc, "percentage": _number(percent)}
-            return doc  # not a flag document; _validated refuses it
+    def rollout(
+        self, name: str, percent: float, *, expect: int | None = None, create: bool = False
+    ) -> Outcome:
+        """Set the percentage of users the flag is on for.
 
-        return self.update(name, edit, create=True, expect=expect)
+        A missing flag is :class:`NotFoundError` unless ``create``: a typo in the
+        name must not silently start a new flag at that percentage.
+        """
 
-    def add_user(self, name: str, user: str) -> Outcome:
-        """Turn the flag on for one user id (creating the flag if absent)."""
+        return self.update(name, lambda doc: edits.set_percentage(doc, percent), create=create, expect=expect)
 
-        def edit(doc: Any) -> Any:
-            obj = _as_object(doc)
-            users = list(obj.get("users", []))
-            if user not in users:
-                users.append(user)
-            return {**obj, "users": users}
+    def add_members(
+        self, name: str, key: str, items: Iterable[str], *, create: bool = False, expect: int | None = None
+    ) -> Outcome:
+        """Add ``items`` to the flag's ``key`` list (``"users"``, ``"groups"``); a missing
+        flag is :class:`NotFoundError` unless ``create``."""
+        wanted = list(items)
+        return self.update(
+            name, lambda doc: edits.add_members(doc, key, wanted), create=create, expect=expect
+        )
 
-        return self.update(name, edit, create=True)
+    def remove_members(
+        self, name: str, key: str, items: Iterable[str], *, expect: int | None = None
+    ) -> Outcome:
+        """Remove ``items`` from the flag's ``key`` list (those it does not hold are ignored)."""
+        gone = list(items)
+        return self.update(name, lambda doc: edits.remove_members(doc, key, gone), expect=expect)
+
+    def add_user(self, name: str, user: str, *, create: bool = False) -> Outcome:
+        """Turn the flag on for one user id (a missing flag: NotFoundError unless ``create``)."""
+        return self.add_members(name, "users", [user], create=create)
 
     def remove_user(self, name: str, user: str) -> Outcome:
         """Remove one user id from the flag's ``users`` (a no-op if absent)."""
+        return self.remove_members(name, "users", [user])
 
-        def edit(doc: Any) -> Any:
-            if not isinstance(doc, dict) or user not in doc.get("users", []):
-                return doc
-            obj = dict(doc)
-            obj["users"] = [u for u in obj["users"] if u != user]
-            if not obj["users"]:
-                del obj["users"]
-            return obj
-
-        return self.update(name, edit)
+    def set_variants(self, name: str, variants: Mapping[str, Any], *, expect: int | None = None) -> Outcome:
+        """Set the experiment's variants (name -> percentage)."""
+        return self.update(name, lambda doc: edits.set_variants(doc, variants), expect=expect)
 
     # -- bulk ------------------------------------------------------------------
 
@@ -278,14 +381,17 @@ class Admin:
     ) -> CopyResult:
         """Write many documents (all validated first: one bad one writes nothing).
 
-        Flags are written in name order. A flag whose stored document is
-        already identical is not rewritten.
-        ``prune`` deletes flags the store has that ``documents`` does not.
+        Flags and segments (``segment:NAME``) are written in name order. A document
+        whose stored one is already identical is not rewritten.
+        ``prune`` deletes documents the store has that ``documents`` does not.
+        References are checked against the store as the import leaves it: a flag may
+        name a segment or prerequisite that comes in the same import.
         """
         raws = validate_documents(documents)
         state = self.store.load()
         existing = state.records
         doomed = sorted(set(existing) - set(raws)) if prune else []
+        _check_import(documents, raws, existing, doomed)
         total = len(raws) + len(doomed)
         created: list[str] = []
         updated: list[str] = []
@@ -354,53 +460,274 @@ def diff_documents(left: Mapping[str, Any], right: Mapping[str, Any]) -> list[Di
     return entries
 
 
-# --------------------------------------------------------------------------- edits
-
-
-def _disable(doc: Any) -> Any:
-    if isinstance(doc, dict):
-        return {**doc, "enabled": False}
-    if isinstance(doc, int | float) and not isinstance(doc, bool):
-        # Keep the percentage so that enable restores it.
-        return {"enabled": False, "percentage": doc}
-    return "off"
-
-
-def _enable(doc: Any, everyone: bool) -> Any:
-    if isinstance(doc, dict):
-        obj = {k: v for k, v in doc.items() if k != "enabled" or v not in (False, "off")}
-        if everyone:
-            obj["enabled"] = "on"
-        elif set(obj) == {"percentage"}:
-            return obj["percentage"]  # back to the bare number it was before disable
-        return obj
-    if everyone or doc in ("on", True):
-        return "on"
-    if doc in ("off", False):
-        return "off"
-    return doc
-
-
-def _as_object(doc: Any) -> dict[str, Any]:
-    """A document as an object, so that a selector can be added to it."""
-    if isinstance(doc, dict):
-        return dict(doc)
-    if doc is None or doc in ("off", False):
-        return {}
-    if doc in ("on", True):
-        return {"enabled": "on"}
-    if isinstance(doc, int | float):
-        return {"percentage": doc}
-    return {}
-
-
-def _number(percent: float) -> float | int:
-    return int(percent) if float(percent).is_integer() else percent
+def parse_document(name: str, value: Any) -> Flag | Segment:
+    """The document stored under ``name`` validated: a :class:`~flagstaff.segments.Segment`
+    for a segment key (``segment:NAME``), else a :class:`~flagstaff.model.Flag`.
+    Raises :class:`ValidationError`."""
+    if is_segment_key(name):
+        return parse_segment(name, value)
+    return parse_flag(name, value)
 
 
 def _validated(name: str, value: Any) -> str:
-    parse_flag(name, value)
+    parse_document(name, value)
     return encode_document(value)
+
+
+def _not_found(name: str) -> NotFoundError:
+    exc = NotFoundError(name)
+    if is_segment_key(name):
+        exc.args = (f"no segment named {segment_name(name)!r}",)
+    return exc
+
+
+def _check_new_name(name: str, existing: Iterable[str]) -> None:
+    """The new-name rule for a flag, or for a segment's NAME (look-alikes within its kind)."""
+    if not is_segment_key(name):
+        check_new_name(name, (k for k in existing if not is_segment_key(k)))
+        return
+    try:
+        check_new_name(segment_name(name), (segment_name(k) for k in existing if is_segment_key(k)))
+    except ValidationError as exc:
+        problems = [
+            Problem(
+                p.path,
+                p.message.replace("flag name", "segment name").replace("existing flag", "existing segment"),
+            )
+            for p in exc.problems
+        ]
+        raise ValidationError(problems, flag=name) from None
+
+
+# --------------------------------------------------------------------------- references
+
+
+class _World:
+    """The store's documents, read once (lazily: a write that names nothing and creates
+    nothing never loads the store), as raw text by key."""
+
+    def __init__(self, store: Store | None = None, raws: Mapping[str, str] | None = None) -> None:
+        self._store = store
+        self._raws = raws
+        self._requires: dict[str, tuple[str, ...]] = {}
+
+    @property
+    def raws(self) -> Mapping[str, str]:
+        if self._raws is None:
+            assert self._store is not None
+            self._raws = {k: r.raw for k, r in self._store.load().records.items()}
+        return self._raws
+
+    def keys(self) -> Iterable[str]:
+        return self.raws.keys()
+
+    def requires(self, name: str) -> tuple[str, ...]:
+        """The prerequisites of the stored flag ``name`` (its parse's, else its document's)."""
+        if name not in self._requires:
+            raw = self.raws.get(name)
+            found: tuple[str, ...] = ()
+            if raw is not None and not is_segment_key(name):
+                try:
+                    found = parse_text(name, raw).requires
+                except ValidationError:  # a bad document still says what it meant
+                    found = tuple(t for _, t in _prerequisites(_decoded(raw)))
+            self._requires[name] = found
+        return self._requires[name]
+
+
+def _decoded(raw: str) -> Any:
+    try:
+        return decode_document(raw)
+    except ValidationError:
+        return None
+
+
+def _prerequisites(doc: Any) -> list[tuple[str, str]]:
+    """``(path, flag name)`` of each prerequisite a flag document names."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("prerequisites"), list):
+        return []
+    found = []
+    for i, item in enumerate(doc["prerequisites"]):
+        target = item.get("flag") if isinstance(item, dict) else item
+        if isinstance(target, str):
+            found.append((f"prerequisites[{i}]", target))
+    return found
+
+
+# Keys whose list names segments, wherever they appear in a flag document (targeting rules,
+# deny), except under "values": those are the user's own JSON, not references.
+_SEGMENT_LISTS = ("segments", "not_segments")
+
+
+def _segment_refs(doc: Any, path: str = "") -> list[tuple[str, str]]:
+    """``(path, segment name)`` of each segment a flag document names."""
+    found: list[tuple[str, str]] = []
+    if isinstance(doc, dict):
+        for key, item in doc.items():
+            if not path and key == "values":
+                continue
+            here = f"{path}.{key}" if path else str(key)
+            if key in _SEGMENT_LISTS and isinstance(item, list):
+                found += [(f"{here}[{i}]", segment_name(s)) for i, s in enumerate(item) if isinstance(s, str)]
+            else:
+                found += _segment_refs(item, here)
+    elif isinstance(doc, list):
+        for i, item in enumerate(doc):
+            found += _segment_refs(item, f"{path}[{i}]")
+    return found
+
+
+# The top-level keys under which a flag document can name another document (or a layer).
+_REFERRING = frozenset({"prerequisites", "targeting", "deny", "experiment"})
+
+
+def _layer(doc: Any) -> tuple[str, float, float] | None:
+    """``(layer name, start, end)`` of a flag document's experiment layer, if well formed."""
+    exp = doc.get("experiment") if isinstance(doc, dict) else None
+    layer = exp.get("layer") if isinstance(exp, dict) else None
+    if not isinstance(layer, dict) or not isinstance(layer.get("name"), str):
+        return None
+    bounds = layer.get("range")
+    if (
+        not isinstance(bounds, list)
+        or len(bounds) != 2
+        or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+    ):
+        return None
+    return layer["name"], float(bounds[0]), float(bounds[1])
+
+
+def _check_references(
+    name: str, value: Any, parsed: Flag | Segment, before: str | None, world: _World
+) -> None:
+    """Refuse a flag write that adds a missing segment or prerequisite, a prerequisite
+    cycle, or an overlapping experiment layer (see the module doc)."""
+    if not isinstance(parsed, Flag):
+        return  # a segment names nothing
+    old = _decoded(before) if before is not None else None
+    old_segments = {s for _, s in _segment_refs(old)}
+    old_requires = {t for _, t in _prerequisites(old)}
+    # What the flag names, with where: the parser's word (model.references). The document
+    # walks (_segment_refs, _prerequisites) are for stored documents, which may not parse.
+    named = references(parsed)
+    segments = [(r.path, r.name) for r in named if r.kind == "segment"]
+    requires = [(r.path, r.name) for r in named if r.kind == "flag"]
+    new_segments = [(p, s) for p, s in segments if s not in old_segments]
+    new_requires = [(p, t) for p, t in requires if t not in old_requires]
+    layer = _layer(value)
+    if not new_segments and not new_requires and layer is None:
+        return  # names nothing new: no need to read the store
+    raws = world.raws
+    problems: list[Problem] = []
+    for path, seg in new_segments:
+        if segment_key(seg) not in raws:
+            problems.append(Problem(path, f"no segment named {seg!r}"))
+    for path, target in new_requires:
+        if target not in raws or is_segment_key(target):
+            problems.append(Problem(path, f"no flag named {target!r}"))
+            continue
+        chain = _cycle(name, target, world)
+        if chain is not None:
+            problems.append(Problem(path, "cycle " + " -> ".join(chain)))
+    if layer is not None:
+        problems += _layer_problems(name, layer, _layer(old), raws)
+    if problems:
+        raise ValidationError(problems, flag=name)
+
+
+def _cycle(name: str, first: str, world: _World) -> list[str] | None:
+    """The chain ``name -> first -> ... -> name`` when ``first`` (transitively) requires
+    ``name``, else None. Depth first over the stored flags' prerequisites."""
+    seen: set[str] = set()
+    stack: list[tuple[str, list[str]]] = [(first, [name, first])]
+    while stack:
+        node, chain = stack.pop()
+        if node == name:
+            return chain
+        if node in seen:
+            continue
+        seen.add(node)
+        for nxt in reversed(world.requires(node)):
+            stack.append((nxt, [*chain, nxt]))
+    return None
+
+
+def _layer_problems(
+    name: str, layer: tuple[str, float, float], old: tuple[str, float, float] | None, raws: Mapping[str, str]
+) -> list[Problem]:
+    lname, start, end = layer
+    problems = []
+    for other in sorted(raws):
+        raw = raws[other]
+        if other == name or is_segment_key(other) or "layer" not in raw:
+            continue
+        theirs = _layer(_decoded(raw))
+        if theirs is None or theirs[0] != lname or not (start < theirs[2] and theirs[1] < end):
+            continue
+        if old is not None and old[0] == lname and old[1] < theirs[2] and theirs[1] < old[2]:
+            continue  # the overlap was already stored: not added by this write
+        problems.append(
+            Problem(
+                "experiment.layer.range",
+                f"[{start:g}, {end:g}) overlaps flag {other!r} (range [{theirs[1]:g}, {theirs[2]:g})) "
+                f"in layer {lname!r}: experiments in one layer must not share users",
+            )
+        )
+    return problems
+
+
+def _users_of(name: str, raws: Mapping[str, str]) -> list[str]:
+    """The flags that name ``name``: use the segment (a segment key) or require the flag."""
+    users = []
+    target = segment_name(name) if is_segment_key(name) else name
+    for key in sorted(raws):
+        if key == name or is_segment_key(key):
+            continue
+        doc = _decoded(raws[key])
+        refs = _segment_refs(doc) if is_segment_key(name) else _prerequisites(doc)
+        if any(t == target for _, t in refs):
+            users.append(key)
+    return users
+
+
+def _check_unused(name: str, records: Mapping[str, Record]) -> None:
+    users = _users_of(name, {k: r.raw for k, r in records.items()})
+    if not users:
+        return
+    if is_segment_key(name):
+        raise InUseError(segment_name(name), users, what="segment", how="used")
+    raise InUseError(name, users, what="flag", how="required (prerequisites)")
+
+
+def _check_import(
+    documents: Mapping[str, Any],
+    raws: Mapping[str, str],
+    existing: Mapping[str, Record],
+    doomed: Iterable[str],
+) -> None:
+    """Check each imported flag's references against the store as the import leaves it."""
+    after = {k: r.raw for k, r in existing.items()}
+    for key in doomed:
+        after.pop(key, None)
+    after.update(raws)
+    world = _World(raws=after)
+    problems: list[Problem] = []
+    for name, value in documents.items():
+        if is_segment_key(name) or not isinstance(value, dict) or not _REFERRING & value.keys():
+            continue  # a segment names nothing; nor does a flag without these keys
+        old = existing.get(name)
+        try:
+            _check_references(name, value, parse_flag(name, value), None if old is None else old.raw, world)
+        except ValidationError as exc:
+            problems.extend(Problem(_join(name, p.path), p.message) for p in exc.problems)
+    # A pruned segment or flag may still be named by a flag the import keeps or writes.
+    for key in doomed:
+        users = _users_of(key, after)
+        if users:
+            listed = ", ".join(repr(u) for u in users)
+            problems.append(Problem(key, f"--prune would delete it, but {listed} still name it"))
+    if problems:
+        raise ValidationError(problems)
 
 
 def _same(raw_a: str, raw_b: str) -> bool:
@@ -413,11 +740,11 @@ def _same(raw_a: str, raw_b: str) -> bool:
 
 
 def _loads_or_text(raw: str) -> Any:
-    """The decoded document, or the raw text when it is not valid JSON."""
+    """The decoded document, or the raw text (made printable) when it is not valid JSON."""
     try:
         return decode_document(raw)
     except ValidationError:
-        return raw
+        return printable_text(raw)  # bytes that were not UTF-8 cannot be printed or sent as they are
 
 
 def _join(name: str, path: str) -> str:

@@ -10,7 +10,7 @@ there is one implementation of each, the synchronous one.
 
     from flagstaff import aio
 
-    async with await aio.connect("sqlite:///flags.db") as client:
+    async with await aio.connect("sqlite:///flagstaff.db") as client:
         client.is_enabled("new_checkout", "42")          # plain call, as in sync code
         decision = await client.wait_for_change("new_checkout", timeout=30)
 
@@ -30,16 +30,19 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
+from typing import Any
 
 from flagstaff.cache import SnapshotCache
-from flagstaff.client import Client, Listener, Status
+from flagstaff.client import Client, Listener, Status, ValueDetails
 from flagstaff.client import connect as _connect
 from flagstaff.context import ContextLike
 from flagstaff.decision import Decision
+from flagstaff.exposures import Recorder
 from flagstaff.runtime import Runtime
 from flagstaff.scope import ExposureHook, Scope
+from flagstaff.segments import Segment
 from flagstaff.snapshot import Snapshot
 from flagstaff.stores import Store
 
@@ -53,10 +56,17 @@ async def connect(
     cache: str | os.PathLike[str] | SnapshotCache | None = None,
     runtime: Runtime | None = None,
     on_exposure: ExposureHook | None = None,
+    exposures: Recorder | None = None,
 ) -> AsyncClient:
     """:func:`flagstaff.connect`, awaited without blocking the loop."""
     client = await asyncio.to_thread(
-        _connect, store, timeout=timeout, cache=cache, runtime=runtime, on_exposure=on_exposure
+        _connect,
+        store,
+        timeout=timeout,
+        cache=cache,
+        runtime=runtime,
+        on_exposure=on_exposure,
+        exposures=exposures,
     )
     return AsyncClient(client)
 
@@ -91,6 +101,48 @@ class AsyncClient:
         """See :meth:`Client.all`."""
         return self.client.all(context)
 
+    def value(self, name: str, context: ContextLike = None, default: Any = None) -> Any:
+        """See :meth:`Client.value`."""
+        return self.client.value(name, context, default)
+
+    def value_details(
+        self, name: str, context: ContextLike = None, default: Any = None, *, expect: type | None = None
+    ) -> ValueDetails:
+        """See :meth:`Client.value_details`."""
+        return self.client.value_details(name, context, default, expect=expect)
+
+    def get_bool(self, name: str, context: ContextLike = None, default: bool = False) -> bool:
+        """See :meth:`Client.get_bool`."""
+        return self.client.get_bool(name, context, default)
+
+    def get_str(self, name: str, context: ContextLike = None, default: str = "") -> str:
+        """See :meth:`Client.get_str`."""
+        return self.client.get_str(name, context, default)
+
+    def get_int(self, name: str, context: ContextLike = None, default: int = 0) -> int:
+        """See :meth:`Client.get_int`."""
+        return self.client.get_int(name, context, default)
+
+    def get_float(self, name: str, context: ContextLike = None, default: float = 0.0) -> float:
+        """See :meth:`Client.get_float`."""
+        return self.client.get_float(name, context, default)
+
+    def get_dict(
+        self, name: str, context: ContextLike = None, default: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """See :meth:`Client.get_dict`."""
+        return self.client.get_dict(name, context, default)
+
+    def track(
+        self,
+        event: str,
+        context: ContextLike = None,
+        value: float | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """See :meth:`Client.track` (queues only: never blocks the loop)."""
+        return self.client.track(event, context, value, attributes)
+
     def scope(self, context: ContextLike = None) -> Scope:
         """See :meth:`Client.scope`; ``with client.scope(ctx):`` works in a task."""
         return self.client.scope(context)
@@ -98,6 +150,11 @@ class AsyncClient:
     @property
     def snapshot(self) -> Snapshot:
         return self.client.snapshot
+
+    @property
+    def segments(self) -> Mapping[str, Segment]:
+        """See :attr:`Client.segments`."""
+        return self.client.segments
 
     def status(self) -> Status:
         return self.client.status()

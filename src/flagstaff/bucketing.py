@@ -5,7 +5,7 @@ user of every deployment, whether they see a feature. Changing any of them —
 the hash, the separator byte, the threshold rounding, the lane layout — moves
 users between buckets in every process that upgrades, which silently restarts
 every running experiment and flips features for people who had them. The
-vectors in ``tests/test_bucketing.py`` pin the formulas; if one fails, the change
+vectors in ``tests/engine/test_bucketing.py`` pin the formulas; if one fails, the change
 is wrong, not the vector. New behaviour gets a new :class:`BucketingMode`.
 
 Native mode (``flagstaff``)
@@ -35,31 +35,55 @@ Compatibility modes reproduce the seed systems exactly (see docs/bucketing.md):
 ``hanoi_inverted`` (what hanoi 0.0.4's code did: ``>=``, for migrated flags),
 ``reddit`` (r2.config.feature's SHA-1 over 1000 buckets) and ``modulo100``
 (integer user ids, ``id % 100 < p``, the first seed's rule).
+
+Which id is hashed is part of the contract too (:class:`BucketBy`): the user id,
+else the cookie id, unless the document says otherwise.
+
+This module owns every formula twice over: the reference functions
+(:func:`in_percentage`, :func:`variant_for`) say what the answer is, and the
+factories at the end (:func:`percentage_test`, :func:`native_percentage_check`,
+:func:`variant_chooser`, :func:`variant_picker`) build the closures a compiled
+flag calls, with the same formulas inlined for speed. Nothing else in the engine
+touches a hash: :mod:`flagstaff.checks` and :mod:`flagstaff.model` only call
+these factories. Tests hold each compiled form to its reference.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from enum import StrEnum
+from typing import TypeVar
 
 from mmh3 import mmh3_32_uintdigest
 
+from flagstaff.context import Context
+
 __all__ = [
+    "BucketBy",
     "BucketingMode",
+    "attribute_key",
+    "bucket_limit",
+    "bucket_value",
     "flagstaff_hash",
     "hanoi_bucket",
     "in_percentage",
+    "layer_test",
     "modulo100_bucket",
+    "native_percentage_check",
     "reddit_bucket",
     "reddit_loggedout_bucket",
     "reddit_variant",
     "rollout_active",
+    "split_chooser",
     "threshold",
+    "variant_chooser",
     "variant_for",
+    "variant_picker",
 ]
 
 MASK32 = 0xFFFFFFFF
@@ -84,6 +108,16 @@ class BucketingMode(StrEnum):
 
 HANOI_MODES = frozenset({BucketingMode.HANOI, BucketingMode.HANOI_INVERTED})
 """Modes whose top-level variants are hanoi's ``variants[crc32(id) % n]``."""
+
+
+class BucketBy(StrEnum):
+    """Which id of a context a percentage hashes. Hashing another id moves users
+    as surely as another formula, so this is part of the contract."""
+
+    USER = "user"  # the user id, else the cookie id: ``"bucket_by": "user"``, the default
+    COOKIE = "cookie"  # the cookie id only: ``"bucket_by": "cookie"``
+    LOGGED_IN = "logged_in"  # a logged-in user's id: ``percent_loggedin``
+    LOGGED_OUT = "logged_out"  # a logged-out visitor's cookie id: ``percent_loggedout``
 
 
 def fmix32_reference(h: int) -> int:
@@ -121,6 +155,7 @@ def flagstaff_hash(salt: str, key: str | bytes) -> int:
     return fmix32(zlib.crc32(data, salt_seed(salt)))
 
 
+@functools.lru_cache(maxsize=1024)  # a Decimal product per flag otherwise; few distinct percentages
 def threshold(percent: float) -> int:
     """``floor(percent * 2**32 / 100)``, exact for the decimal text of ``percent``."""
     if percent <= 0:
@@ -194,32 +229,6 @@ def in_percentage(mode: BucketingMode, salt: str, key: str, percent: float) -> b
     raise AssertionError(mode)  # pragma: no cover
 
 
-def percentage_test(mode: BucketingMode, salt: str, percent: float) -> Callable[[bytes, str], bool]:
-    """A fast ``(key_bytes, key_str) -> bool`` equal to :func:`in_percentage`."""
-    if percent <= 0:
-        return lambda b, s: False
-    if percent >= 100:
-        return lambda b, s: True
-    if mode is BucketingMode.FLAGSTAFF:
-        seed = salt_seed(salt)
-        limit = threshold(percent)
-        crc = zlib.crc32
-        fmix = FMIX
-
-        def native(b: bytes, s: str) -> bool:
-            return fmix(_EMPTY, crc(b, seed)) < limit
-
-        return native
-    if mode is BucketingMode.ROLLOUT:
-        bound = ROLLOUT_RAND_BASE * percent
-        return lambda b, s: zlib.crc32(b) < bound
-    if mode is BucketingMode.HANOI:
-        return lambda b, s: zlib.crc32(b) % 100 < percent
-    if mode is BucketingMode.HANOI_INVERTED:
-        return lambda b, s: 99 - zlib.crc32(b) % 100 < percent
-    return lambda b, s: in_percentage(mode, salt, s, percent)
-
-
 def variant_for(
     mode: BucketingMode,
     salt: str,
@@ -256,3 +265,258 @@ def reddit_variant(bucket: int, variants: dict[str, float]) -> str | None:
     candidate = names[bucket % n]
     # reddit: bucket < pct * n * (NUM_BUCKETS / 100)
     return candidate if bucket < pool[candidate] * n * (REDDIT_BUCKETS / 100) else None
+
+
+# --------------------------------------------------------------------------- compiled forms
+# A compiled flag does not call the reference functions above: it calls the closures these
+# factories build once per flag, with the same formulas inlined (on the hot path a Python
+# call saved is a measurable share of a check). They are the contract as much as the above:
+# tests/engine/test_bucketing.py holds each to its reference (in_percentage, variant_for), and the
+# golden cases (tests/golden/*.json) pin what they answer.
+
+_Hit = TypeVar("_Hit")
+_Miss = TypeVar("_Miss")
+
+
+def percentage_test(mode: BucketingMode, salt: str, percent: float) -> Callable[[bytes, str], bool]:
+    """A fast ``(key_bytes, key_str) -> bool`` equal to :func:`in_percentage`."""
+    if percent <= 0:
+        return lambda b, s: False
+    if percent >= 100:
+        return lambda b, s: True
+    if mode is BucketingMode.FLAGSTAFF:
+        seed = salt_seed(salt)
+        limit = threshold(percent)
+        crc = zlib.crc32
+        fmix = FMIX
+
+        def native(b: bytes, s: str) -> bool:
+            return fmix(_EMPTY, crc(b, seed)) < limit
+
+        return native
+    if mode is BucketingMode.ROLLOUT:
+        bound = ROLLOUT_RAND_BASE * percent
+        return lambda b, s: zlib.crc32(b) < bound
+    if mode is BucketingMode.HANOI:
+        return lambda b, s: zlib.crc32(b) % 100 < percent
+    if mode is BucketingMode.HANOI_INVERTED:
+        return lambda b, s: 99 - zlib.crc32(b) % 100 < percent
+    return lambda b, s: in_percentage(mode, salt, s, percent)
+
+
+def native_percentage_check(
+    salt: str, percent: float, by: BucketBy, hit: _Hit, miss: _Miss
+) -> Callable[[Context], _Hit | _Miss]:
+    """Native mode, fully inlined, reading the id from the context (this is the
+    hot path of most flags): ``hit`` when the ``by`` id of the context is inside
+    ``percent``, else ``miss`` (also when it has no such id). Equal to
+    ``hit if in_percentage(FLAGSTAFF, salt, id, percent) else miss``."""
+    # What the check reads are default arguments, not closed-over names: locals as
+    # fast to read as cells, held in one tuple instead of a cell each, and a cold
+    # build of 10,000 flags is mostly the collector scanning such objects.
+    seed = salt_seed(salt)
+    limit = threshold(percent)
+
+    if by is BucketBy.USER:
+        # The commonest shape of all, without the branches below.
+        def by_user(  # noqa: PLR0913 (defaults: see above)
+            ctx: Context,
+            hit: _Hit = hit,
+            miss: _Miss = miss,
+            seed: int = seed,
+            limit: int = limit,
+            crc: Callable[[bytes, int], int] = zlib.crc32,
+            fmix: Callable[[bytes, int], int] = FMIX,
+        ) -> _Hit | _Miss:
+            key = ctx.user_key
+            if key is None:
+                key = ctx.cookie_key
+                if key is None:
+                    return miss
+            return hit if fmix(b"", crc(key, seed)) < limit else miss
+
+        return by_user
+
+    def native_percentage(  # noqa: PLR0913 (defaults: see above)
+        ctx: Context,
+        hit: _Hit = hit,
+        miss: _Miss = miss,
+        seed: int = seed,
+        limit: int = limit,
+        logged_in: bool = by is BucketBy.LOGGED_IN,
+        logged_out: bool = by is BucketBy.LOGGED_OUT,
+        crc: Callable[[bytes, int], int] = zlib.crc32,
+        fmix: Callable[[bytes, int], int] = FMIX,
+    ) -> _Hit | _Miss:
+        if logged_in:
+            key = ctx.user_key if ctx.logged_in else None
+        elif logged_out:
+            key = None if ctx.logged_in else ctx.cookie_key
+        else:
+            key = ctx.cookie_key
+        if key is None:
+            return miss
+        return hit if fmix(b"", crc(key, seed)) < limit else miss
+
+    return native_percentage
+
+
+def variant_chooser(
+    mode: BucketingMode, salt: str, weights: Mapping[str, float], outcomes: Mapping[str | None, _Hit]
+) -> Callable[[bytes, str], _Hit]:
+    """An experiment's ``(id bytes, id) -> outcomes[variant]``, ``outcomes[None]``
+    when the id is in no variant. ``weights`` hold every variant, controls
+    included. Equal to :func:`variant_for` in ``reddit`` mode (reddit's choice);
+    every other mode the native lanes of :func:`variant_for`, inlined."""
+    if mode is BucketingMode.REDDIT:
+        pool = dict(weights)
+        return lambda key, seed: outcomes[reddit_variant(reddit_bucket(salt, seed), pool)]
+    names = sorted(weights)
+    n = len(names)
+    lanes = [(threshold(weights[v]), outcomes[v]) for v in names]
+    excluded = outcomes[None]
+    seed0 = salt_seed(salt + VARIANT_SALT_SUFFIX)
+    crc = zlib.crc32
+    fmix = FMIX
+
+    def native(key: bytes, seed: str) -> _Hit:
+        # variant_for inlined: lane h % n, position h // n.
+        h = fmix(b"", crc(key, seed0))
+        limit, outcome = lanes[h % n]
+        return outcome if h // n < limit else excluded
+
+    return native
+
+
+def variant_picker(mode: BucketingMode, salt: str, variants: Sequence[str]) -> Callable[[bytes], str]:
+    """``id bytes -> variant`` for a top-level variant list, equal weights, every
+    id in one. In the ``hanoi`` modes hanoi's unsalted ``variants[crc32(id) % n]``
+    in the order given; in every other mode the native variant hash modulo ``n``
+    over the names sorted."""
+    n = len(variants)
+    crc = zlib.crc32
+    if mode in HANOI_MODES:
+        given = tuple(variants)
+
+        def hanoi(key: bytes) -> str:
+            return given[crc(key) % n]
+
+        return hanoi
+    ordered = sorted(variants)
+    vseed = salt_seed(salt + VARIANT_SALT_SUFFIX)
+    fmix = FMIX
+
+    def native(key: bytes) -> str:
+        return ordered[fmix(b"", crc(key, vseed)) % n]
+
+    return native
+
+
+# ------------------------------------------------------------------ issue 14: any key, splits, layers
+# A targeting rule's rollout and a weighted split read the same number as the flag's own
+# percentage: ``bucket_value(mode, salt)(key) < bucket_limit(mode, p)`` is exactly
+# ``percentage_test(mode, salt, p)(key)`` (tests hold them equal). A split of weights
+# w1, w2... gives variant i to the values in [limit(w1+...+w(i-1)), limit(w1+...+wi)), so a
+# first variant of weight p holds exactly the users of ``{"percentage": p}``, and raising a
+# rollout or the last weight only admits users who had nothing (ramp-monotonic).
+
+
+def attribute_key(value: object) -> tuple[bytes, str] | None:
+    """The hash input of an attribute used as a bucketing key (``bucket_by``): a string as
+    its UTF-8 bytes, an int (not a bool) as its decimal text; ``None`` (not bucketed) for
+    an empty string and every other type. Changing this re-buckets every user of every flag
+    that buckets by an attribute."""
+    if isinstance(value, str):
+        return (value.encode(), value) if value else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+        return text.encode(), text
+    return None
+
+
+def bucket_value(mode: BucketingMode, salt: str) -> Callable[[bytes, str], int]:
+    """``(key bytes, key) -> the number the percentage test of ``mode`` compares`` (with
+    :func:`bucket_limit`). ``modulo100`` gives an id that is not an integer 100: outside
+    every percentage but 100, as :func:`in_percentage` has it."""
+    crc = zlib.crc32
+    if mode is BucketingMode.FLAGSTAFF:
+        seed = salt_seed(salt)
+        fmix = FMIX
+        return lambda b, s: fmix(_EMPTY, crc(b, seed))
+    if mode is BucketingMode.ROLLOUT:
+        return lambda b, s: crc(b)
+    if mode is BucketingMode.ROLLOUT_RANDOMIZED:
+        return lambda b, s: crc((s + salt).encode())
+    if mode is BucketingMode.HANOI:
+        return lambda b, s: crc(b) % 100
+    if mode is BucketingMode.HANOI_INVERTED:
+        return lambda b, s: 99 - crc(b) % 100
+    if mode is BucketingMode.REDDIT:
+        return lambda b, s: reddit_bucket(salt, s) // 10
+
+    def modulo100(b: bytes, s: str) -> int:
+        bucket = modulo100_bucket(s)
+        return 100 if bucket is None else bucket
+
+    return modulo100
+
+
+def bucket_limit(mode: BucketingMode, percent: float) -> float:
+    """The bound :func:`bucket_value` is compared with: the value is inside ``percent``
+    when it is below the bound (``<= 0`` admits nobody, ``>= 100`` everyone)."""
+    if percent <= 0:
+        return 0
+    if percent >= 100:
+        return math.inf
+    if mode is BucketingMode.FLAGSTAFF:
+        return threshold(percent)
+    if mode in (BucketingMode.ROLLOUT, BucketingMode.ROLLOUT_RANDOMIZED):
+        return ROLLOUT_RAND_BASE * percent
+    return percent
+
+
+def split_chooser(
+    mode: BucketingMode,
+    salt: str,
+    weights: Sequence[tuple[_Hit, float]],
+    remainder: _Miss,
+) -> Callable[[bytes, str], _Hit | _Miss]:
+    """A weighted split: ``(key bytes, key) -> outcome`` over cumulative ranges of the
+    flag's own bucket (see the note above), ``remainder`` past the last weight. The
+    weights are percentages in document order, summing to at most 100."""
+    value = bucket_value(mode, salt)
+    bounds: list[tuple[float, _Hit]] = []
+    total = 0.0
+    for outcome, weight in weights:
+        total += weight
+        if weight > 0:
+            bounds.append((bucket_limit(mode, total), outcome))
+    ordered = tuple(bounds)
+
+    def split(b: bytes, s: str) -> _Hit | _Miss:
+        v = value(b, s)
+        for limit, outcome in ordered:
+            if v < limit:
+                return outcome
+        return remainder
+
+    return split
+
+
+LAYER_SALT_PREFIX = "layer:"
+
+
+def layer_test(layer: str, start: float, end: float) -> Callable[[bytes], bool]:
+    """Whether an id's bucket in ``layer`` is in ``[start, end)`` percent: the native hash
+    with the salt ``"layer:" + layer``, whatever the flag's mode, so every experiment of
+    the layer reads the same bucket and disjoint ranges never share an id."""
+    seed = salt_seed(LAYER_SALT_PREFIX + layer)
+    low = threshold(start)
+    high = threshold(end)
+    crc = zlib.crc32
+    fmix = FMIX
+
+    def in_layer(b: bytes) -> bool:
+        return low <= fmix(_EMPTY, crc(b, seed)) < high
+
+    return in_layer

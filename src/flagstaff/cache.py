@@ -1,9 +1,9 @@
 """The client's on-disk copy of its last good snapshot.
 
 A client started while its store cannot be reached serves this copy (state
-``cached``) instead of nothing. The file holds the flag documents as text
-(not compiled flags), so it is re-validated when read and stays readable by
-any later flagstaff version.
+``cached``) instead of nothing. The file holds the documents as text by store
+key (flags by name, segments by ``segment:NAME``), not compiled flags, so it
+is re-validated when read and stays readable by any later flagstaff version.
 
 Guarantee: the file at ``path`` is always either absent, the previous complete
 copy, or the new complete copy. A write goes to a temporary file in the same
@@ -34,7 +34,8 @@ FORMAT = 1
 
 @dataclass(frozen=True, slots=True)
 class CachedFlags:
-    """What a cache file holds: documents by name, at a store revision."""
+    """What a cache file holds: documents by store key (flag name or ``segment:NAME``),
+    at a store revision."""
 
     revision: int
     documents: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -70,7 +71,7 @@ class SnapshotCache:
             if not isinstance(documents, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in documents.items()
             ):
-                raise ValueError("'documents' must map flag names to document text")
+                raise ValueError("'documents' must map store keys to document text")
             return CachedFlags(
                 revision=int(data["revision"]),
                 documents=MappingProxyType(documents),

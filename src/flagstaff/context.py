@@ -123,6 +123,27 @@ class Context:
         """The id percentages bucket by: the user id, else the visitor's cookie id."""
         return self.user_id if self.user_id is not None else self.cookie_id
 
+    # The typed bucketing keys: an id with its UTF-8 bytes (the hash reads the bytes, the
+    # reddit and modulo100 modes the text), or None when the context has no such id.
+
+    def bucket_key(self) -> tuple[bytes, str] | None:
+        """:attr:`bucketing_id` with its bytes: the user id, else the cookie id."""
+        key, uid = self.user_key, self.user_id
+        if key is not None and uid is not None:
+            return key, uid
+        key, cid = self.cookie_key, self.cookie_id
+        return None if key is None or cid is None else (key, cid)
+
+    def user_bucket_key(self) -> tuple[bytes, str] | None:
+        """The user id with its bytes; ``None`` without a user id."""
+        key, uid = self.user_key, self.user_id
+        return None if key is None or uid is None else (key, uid)
+
+    def cookie_bucket_key(self) -> tuple[bytes, str] | None:
+        """The cookie id with its bytes; ``None`` without a cookie id."""
+        key, cid = self.cookie_key, self.cookie_id
+        return None if key is None or cid is None else (key, cid)
+
     def attribute(self, name: str) -> Any:
         """Look up ``name``: a built-in field first, then the free-form attributes."""
         if name in FIELDS:

@@ -19,8 +19,18 @@ class Reason(StrEnum):
     """A ``?feature=`` value forced a variant through a ``url`` mapping."""
     ON = "on"
     """``"enabled": "on"``: on for everyone."""
+    DENIED = "denied"
+    """The flag's ``deny`` list holds the context (``rule`` names which entry): off, whatever
+    else the flag says (only the kill switch comes first)."""
+    PREREQUISITE = "prerequisite"
+    """A prerequisite flag did not serve what this flag requires (``rule`` names that flag)."""
+    HOLDOUT = "holdout"
+    """The context is in a holdout segment (``rule`` names it): it sees no experiment."""
     TARGET = "target"
     """A selector matched (``rule`` names it: ``admin``, ``users``, ``rules[2]``…)."""
+    RULE = "rule"
+    """An ordered targeting rule matched (``rule`` is ``targeting[i]``); its serve decided,
+    on or off. The ``default`` serve gives ``DEFAULT`` with ``rule`` set to ``"default"``."""
     PERCENTAGE = "percentage"
     """Inside the flag's percentage (``rule`` names which percentage key)."""
     EXPERIMENT = "experiment"

@@ -6,10 +6,12 @@ CLI) raises one of these, never a bare ``Exception``::
 
     FlagstaffError
     ├── ValidationError          a flag document (or a context) is malformed
+    ├── InUseError               a delete refused: other flags still name the document
     ├── StoreError               a store could not do what was asked
     │   ├── ConflictError        compare-and-set lost: the flag changed meanwhile
     │   ├── NotFoundError        the flag does not exist
     │   ├── StoreUnavailable     the store cannot be reached (or is locked/full)
+    │   │   └── WriteOutcomeUnknown  a write was sent, its answer lost: it may have applied
     │   └── UnsupportedStoreURL  no store is registered for the URL's scheme
     └── ClientError              the client was misused (closed, bad arguments)
 """
@@ -23,12 +25,14 @@ __all__ = [
     "ClientError",
     "ConflictError",
     "FlagstaffError",
+    "InUseError",
     "NotFoundError",
     "Problem",
     "StoreError",
     "StoreUnavailable",
     "UnsupportedStoreURL",
     "ValidationError",
+    "WriteOutcomeUnknown",
 ]
 
 
@@ -58,6 +62,22 @@ class ValidationError(FlagstaffError, ValueError):
         super().__init__(f"{head}: {body}")
 
 
+class InUseError(FlagstaffError):
+    """A delete was refused: other flags still name the document (a segment they use, or a
+    flag they require). ``used_by`` are those flags, sorted; nothing was deleted. The CLI
+    exits 1; the HTTP API answers 409 with them in ``used_by``."""
+
+    def __init__(
+        self, name: str, used_by: Sequence[str], *, what: str = "flag", how: str = "required"
+    ) -> None:
+        self.name = name
+        self.used_by = tuple(used_by)
+        n = len(self.used_by)
+        listed = ", ".join(repr(u) for u in self.used_by)
+        flags = "flag" if n == 1 else "flags"
+        super().__init__(f"{what} {name!r} is {how} by {n} {flags}: {listed}; remove it from them first")
+
+
 class StoreError(FlagstaffError):
     """A store operation failed."""
 
@@ -85,6 +105,16 @@ class NotFoundError(StoreError, KeyError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached, is locked, or is out of space."""
+
+
+class WriteOutcomeUnknown(StoreUnavailable):
+    """A write reached the store but its answer was lost (connection cut, timeout).
+
+    The store may or may not have applied it, so it is neither "done" nor "failed"; the
+    store did not send it again on its own, since a blind resend could apply it twice.
+    Read the flag to find out, or retry with the same ``expect``: compare-and-set then
+    either applies it once or refuses because the first attempt already did.
+    """
 
 
 class UnsupportedStoreURL(StoreError, ValueError):

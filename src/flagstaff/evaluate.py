@@ -5,11 +5,15 @@ Pure: no I/O, no locks, no clock reads of its own (the time comes in as
 evaluation order:
 
 1. the master switch: ``"enabled": "off"``/``false`` beats every other key;
-2. the schedule: outside ``[start, end)`` the flag is off;
-3. the compiled checks, in order: a ``url`` forced variant, ``"enabled": "on"``,
-   the selectors (``admin``, ``users``, ``rules``…), the percentages, and last
-   the experiment; the first that decides wins;
-4. nothing matched: off, with ``Reason.DEFAULT``.
+2. ``deny``: off with ``Reason.DENIED`` (compiled as the first check of ``run``; a
+   flag with a schedule asks ``run`` when the schedule is not active);
+3. the schedule: outside ``[start, end)`` the flag is off (a flag with a ``ramp`` has
+   an always-active schedule, so it too needs the time);
+4. the compiled checks, in order: ``prerequisites``, a ``url`` forced variant,
+   ``"enabled": "on"``, the selectors (``admin``, ``users``, ``rules``…), the
+   percentages (a ``ramp``'s step at that time is the flag-level percentage), the
+   experiment, and the ``targeting`` rules; the first that decides wins;
+5. nothing matched: the ``default`` serve, else off with ``Reason.DEFAULT``.
 
 A flag with a top-level ``variants`` list gives every enabled user one of them.
 """
@@ -29,20 +33,30 @@ _log = logging.getLogger("flagstaff.evaluate")
 
 def evaluate(flag: Flag, context: Context, now: float | None = None) -> Decision:
     """Decide ``flag`` for ``context``. ``now`` (epoch seconds) overrides
-    ``context.time`` for schedules; a scheduled flag with no time is an error."""
+    ``context.time`` for schedules and ramps; a scheduled (or ramped) flag with no time
+    is an error."""
     constant = flag.constant
     if constant is not None:
         return constant
     try:
-        if flag.schedule is not None:
+        if flag.timed:  # a schedule, or prerequisites: both read the time
             when = now if now is not None else context.time
-            if when is None:
-                return Decision(
-                    flag.name, False, Reason.ERROR, error="flag has a schedule but no time was given"
-                )
-            if not flag.schedule.active(when):
+            if (flag.requires or flag.ramp is not None) and now is not None and context.time != now:
+                # A prerequisite, and a ramp's step, are decided from the context alone:
+                # give it this moment.
+                context = context.with_time(now)
+            if flag.schedule is not None and (when is None or not flag.schedule.active(when)):
+                if flag.denies:  # deny comes before the schedule; run checks it first
+                    denied = flag.run(context)
+                    if denied.reason is Reason.DENIED:
+                        return denied
+                if when is None:
+                    what = "a ramp" if flag.ramp is not None else "a schedule"
+                    return Decision(
+                        flag.name, False, Reason.ERROR, error=f"flag has {what} but no time was given"
+                    )
                 return flag.scheduled_off or Decision(flag.name, False, Reason.SCHEDULE, rule="schedule")
-        # Steps 3 and 4, compiled by flagstaff.model into one function.
+        # Steps 2 and 4, compiled by flagstaff.model into one function (flagstaff.checks).
         return flag.run(context)
     except Exception as exc:  # evaluation never raises into the caller
         _log.debug("flag %r failed to evaluate", flag.name, exc_info=True)

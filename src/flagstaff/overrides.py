@@ -18,7 +18,7 @@ them on a client, the command line winning over the environment::
     parser = argparse.ArgumentParser()
     flagstaff.overrides.add_argument(parser)
     args = parser.parse_args()
-    client = flagstaff.connect("sqlite:///flags.db")
+    client = flagstaff.connect("sqlite:///flagstaff.db")
     flagstaff.overrides.install(client, args.flag_overrides)
 
 Guarantees
@@ -29,6 +29,10 @@ Guarantees
       naming its source (``--flag``, ``FLAGSTAFF_OVERRIDES``…), so a log or
       ``flagstaff check`` shows it was not the store's answer. An override never
       reports an experiment exposure: local pins must not count in experiments.
+    * An override whose document names segments or prerequisites is evaluated
+      against the client's current segments and flags, and the store's flags that
+      require an overridden flag see the override (an override of ``new_checkout``
+      reaches ``new_checkout_v2``, which keeps its own reasons).
     * Bad input raises :class:`~flagstaff.errors.ValidationError` naming the
       override at fault, before anything is applied (all or nothing).
 """
@@ -43,9 +47,11 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from flagstaff.checks import Run
+from flagstaff.context import Context
 from flagstaff.decision import Decision, Reason
 from flagstaff.errors import Problem, ValidationError
-from flagstaff.model import Flag, parse_flag
+from flagstaff.model import Env, Flag, parse_flag
 
 if TYPE_CHECKING:
     from flagstaff.client import Client
@@ -144,16 +150,26 @@ def override_flag(name: str, document: Any, source: str) -> Flag:
         # No experiment_id: an override is not an experiment exposure.
         return Decision(name, decision.enabled, Reason.OVERRIDE, variant=variant, rule=source)
 
-    inner = flag.run
+    def tagged(inner: Run) -> Run:
+        def run(context: Context) -> Decision:
+            return tag(inner(context))
 
-    def run(context: Any) -> Decision:
-        return tag(inner(context))
+        return run
+
+    # A document naming segments or prerequisites keeps a link (the client links it to
+    # its snapshot), and a linked run is tagged too.
+    link = flag.link
+
+    def linked(env: Env) -> Run:
+        assert link is not None
+        return tagged(link(env))
 
     return dataclasses.replace(
         flag,
         constant=None if flag.constant is None else tag(flag.constant),
         scheduled_off=None if flag.scheduled_off is None else tag(flag.scheduled_off),
-        run=run,
+        run=tagged(flag.run),
+        link=None if link is None else linked,
     )
 
 
@@ -180,12 +196,17 @@ def install(
     ``environ`` (default ``os.environ``) and, on top, ``flags``: ``NAME=VALUE``
     strings or ``(name, document)`` pairs (what :func:`add_argument` parses).
     Returns the documents applied, ``{}`` clearing them. All or nothing."""
-    env = from_env(environ)
+    try:
+        env = from_env(environ)
+        env_flags = compile_overrides(env, ENV_VAR)
+    except ValidationError as exc:
+        # Name the variable: the message is read by someone who did not type the value.
+        raise ValidationError(
+            [Problem(f"{ENV_VAR}: {p.path}".rstrip(": "), p.message) for p in exc.problems],
+            flag=exc.flag,
+        ) from None
     given = dict(parse_override(f) if isinstance(f, str) else f for f in flags or ())
-    compiled = {
-        **compile_overrides(env, ENV_VAR),
-        **compile_overrides(given, "--flag"),
-    }
+    compiled = {**env_flags, **compile_overrides(given, "--flag")}
     if compiled:
         # Loud on purpose: an override left in a shell must not go unnoticed.
         log.warning("flag overrides in force (not from the store): %s", ", ".join(sorted(compiled)))
@@ -195,7 +216,11 @@ def install(
 
 def _argparse_type(text: str) -> tuple[str, Any]:
     try:
-        return parse_override(text)
+        name, document = parse_override(text)
+        # The document itself is checked here too, so `--flag x={"percentage": 150}` is a
+        # usage error (exit 2) at parse time rather than a traceback from install() later.
+        parse_flag(name, document)
+        return name, document
     except ValidationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -223,7 +248,10 @@ def click_option(*names: str) -> Callable[[F], F]:
 
     def convert(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, Any]]:
         try:
-            return [parse_override(v) for v in values]
+            pairs = [parse_override(v) for v in values]
+            for name, document in pairs:
+                parse_flag(name, document)  # as for argparse: a bad document is a usage error
+            return pairs
         except ValidationError as exc:
             raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 

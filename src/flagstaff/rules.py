@@ -26,9 +26,11 @@ missing attribute holds).
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
+import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from operator import attrgetter
 from typing import Any
@@ -36,6 +38,7 @@ from typing import Any
 import re2
 
 from flagstaff.context import FIELDS as CONTEXT_FIELDS
+from flagstaff.document import CLAUSE_KEYS
 from flagstaff.errors import Problem
 
 __all__ = [
@@ -45,8 +48,12 @@ __all__ = [
     "attribute_getter",
     "compile_clause",
     "compile_regex",
+    "parse_clause",
     "parse_instant",
+    "parse_rules",
     "parse_semver",
+    "show",
+    "suggest",
 ]
 
 Test = Callable[[Any], bool]
@@ -265,6 +272,22 @@ def compile_clause(
     one = _scalar_tests(op, value, path, problems)
     if one is None:
         return None
+    if op in ("eq", "in"):
+        # The common clause on a string attribute, without a call per test: for a str,
+        # ``one(a)`` is exactly ``a in allowed`` (a set of the wanted scalars).
+        allowed = frozenset(value if op == "in" else [value])
+
+        def member_clause(ctx: Any) -> bool:
+            a = get(ctx)
+            if a.__class__ is str:
+                return (a in allowed) is not negate
+            if a is None:
+                return negate
+            if isinstance(a, _SEQUENCES):
+                return any(one(x) for x in a) is not negate
+            return one(a) is not negate
+
+        return member_clause
 
     def clause(ctx: Any) -> bool:
         a = get(ctx)
@@ -283,3 +306,73 @@ def _contains(attr: Any, value: Any) -> bool:
     if isinstance(attr, _SEQUENCES):
         return value in attr
     return False
+
+
+# --------------------------------------------------------------------------- parsing
+# Shared by flags (rules, deny.rules, a targeting rule's "when") and segments (rules), so a
+# clause reads and fails the same way wherever it is written.
+
+
+def suggest(key: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to ``key``, else ``""``."""
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def show(value: Any) -> str:
+    """A value as JSON for a message, cut at 40 characters."""
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse_clause(clause: Any, path: str, problems: list[Problem]) -> Condition | None:
+    """Validate and compile one clause (``{"attribute", "op", "value", "negate"}``)."""
+    if not isinstance(clause, dict):
+        problems.append(
+            Problem(path, 'must be an object such as {"attribute": "plan", "op": "eq", "value": "pro"}')
+        )
+        return None
+    for key in clause:
+        if key not in CLAUSE_KEYS:
+            problems.append(Problem(f"{path}.{key}", f"unknown key{suggest(str(key), CLAUSE_KEYS)}"))
+    attr, op = clause.get("attribute"), clause.get("op")
+    if not isinstance(attr, str) or not attr:
+        problems.append(Problem(f"{path}.attribute", "must name a context attribute"))
+        return None
+    if not isinstance(op, str) or op not in OPERATORS:
+        problems.append(
+            Problem(f"{path}.op", f"unknown operator {show(op)}; expected one of {', '.join(OPERATORS)}")
+        )
+        return None
+    if op != "exists" and "value" not in clause:
+        problems.append(Problem(f"{path}.value", f"op {op!r} needs a value"))
+        return None
+    negate = clause.get("negate", False)
+    if not isinstance(negate, bool):
+        problems.append(Problem(f"{path}.negate", "must be true or false"))
+        return None
+    return compile_clause(attr, op, clause.get("value"), negate, f"{path}.value", problems)
+
+
+def parse_rules(value: Any, path: str, problems: list[Problem]) -> list[tuple[Condition, ...]] | None:
+    """Validate and compile a ``rules`` list: each item a clause, or ``{"all": [clauses]}``;
+    the conditions of each rule, in order (a rule holds when all of its conditions do)."""
+    if not isinstance(value, list) or not value:
+        problems.append(Problem(path, "must be a non-empty list of rules"))
+        return None
+    compiled: list[tuple[Condition, ...]] = []
+    for i, rule in enumerate(value):
+        rpath = f"{path}[{i}]"
+        if isinstance(rule, dict) and "all" in rule:
+            if set(rule) != {"all"}:
+                problems.append(Problem(rpath, "a rule with 'all' may have no other keys"))
+            clauses = rule["all"]
+            if not isinstance(clauses, list) or not clauses:
+                problems.append(Problem(rpath + ".all", "must be a non-empty list of clauses"))
+                continue
+            paths = [f"{rpath}.all[{j}]" for j in range(len(clauses))]
+        else:
+            clauses, paths = [rule], [rpath]
+        parts = [parse_clause(c, p, problems) for c, p in zip(clauses, paths, strict=True)]
+        compiled.append(tuple(c for c in parts if c is not None))
+    return compiled

@@ -1,9 +1,14 @@
 """Concurrency primitives, injected so one codebase serves threads and gevent.
 
-Stores and the client never import ``threading`` for their background work;
-they take a :class:`Runtime` and ask it to spawn, make events and locks, and
-sleep. :class:`ThreadRuntime` is the default; :class:`GeventRuntime` runs the
-same code on greenlets (as kazoo's handlers do).
+Stores, the follower and the client never import ``threading`` for their
+background work; they take a :class:`Runtime` and ask it to spawn, make events
+and locks, sleep, and tell which task they run on. :class:`ThreadRuntime` is the
+default; :class:`GeventRuntime` runs the same code on greenlets (as kazoo's
+handlers do).
+
+The one deliberate exception is the SQLite store's fork gate
+(``stores/sqlite.py``): it guards a file shared by processes, so it needs an OS
+lock whatever the runtime, not a greenlet lock.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ class Runtime(Protocol):
     def event(self) -> Event: ...
     def lock(self) -> Lock: ...
     def sleep(self, seconds: float) -> None: ...
+    def task_id(self) -> int:
+        """An id of the calling task (thread or greenlet), unique among live tasks."""
+        ...
 
 
 class ThreadRuntime:
@@ -61,6 +69,9 @@ class ThreadRuntime:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def task_id(self) -> int:
+        return threading.get_ident()
 
 
 class GeventRuntime:
@@ -91,6 +102,10 @@ class GeventRuntime:
 
     def sleep(self, seconds: float) -> None:
         self._gevent.sleep(seconds)
+
+    def task_id(self) -> int:
+        # What a monkey-patched threading.get_ident() answers: the current greenlet's id.
+        return id(self._gevent.getcurrent())
 
 
 def default_runtime() -> Runtime:

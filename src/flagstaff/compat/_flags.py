@@ -1,33 +1,40 @@
 """The one place the compatibility layers touch flagstaff's storage and engine.
 
-:class:`FlagView` holds every flag of a store, parsed, in an immutable
-:class:`~flagstaff.snapshot.Snapshot` kept fresh by the store's watch, and applies
-this process's own writes at once (the seeds' APIs are read-your-writes: hanoi's
-``enable(f)`` followed by ``is_enabled(f)`` must see the change). When the
-client (``flagstaff.connect``) offers the same guarantee, this module is the
-only one to change.
+:class:`FlagView` serves every flag of a store from a
+:class:`~flagstaff.follower.Follower` (one watch; the client's ordered apply,
+bad-document and health rules) and adds *read-your-writes* for this process's
+own writes: the seeds' APIs are read-your-writes (hanoi's ``enable(f)``
+followed by ``is_enabled(f)`` must see the change), while a follower shows a
+write once its watch delivers it. Writes go through
+:class:`~flagstaff.admin.Admin`, the one writer: the same validation, the same
+compare-and-set retries and the same history author rules as the CLI and the
+HTTP API.
 
-Ordering: every update of the snapshot (a watch event, an own write, a reload)
-re-reads the flag's *current* record from the store under one lock, so a late
-watch event can never roll the view back to an older document.
+Ordering: a flag this view wrote is served from the view's own table, which
+holds the flag's *current* record, re-read from the store under one lock after
+each own write and whenever the follower reports a change to that flag. So a
+late watch event can never roll the view back to a document older than its own
+write. A full :meth:`FlagView.reload` (the store was emptied behind its back)
+empties that table.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from flagstaff.admin import Admin
 from flagstaff.context import Context
 from flagstaff.decision import Decision
-from flagstaff.errors import ConflictError, ValidationError
+from flagstaff.errors import NotFoundError, ValidationError
 from flagstaff.evaluate import evaluate, unknown
-from flagstaff.model import Flag, decode_document, encode_document, parse_flag
+from flagstaff.follower import Follower, SnapshotChange
+from flagstaff.model import Flag, parse_text
 from flagstaff.runtime import Runtime, default_runtime
-from flagstaff.snapshot import Snapshot
-from flagstaff.stores import Change, Reset, Store, Watch, WatchEvent, open_store
+from flagstaff.stores import Store, open_store
 
 __all__ = ["FlagView"]
 
@@ -39,128 +46,130 @@ _CAS_ATTEMPTS = 20
 class FlagView:
     """Parsed flags of one store, current, with read-your-writes for own writes.
 
-    Reads (:meth:`get`, :meth:`evaluate`) take no lock and do no I/O.
+    Reads (:meth:`get`, :meth:`evaluate`) take no lock and do no I/O. The
+    constructor loads every flag and raises if the store cannot be loaded.
     """
 
     def __init__(self, store: Store | str, *, runtime: Runtime | None = None, author: str = "compat") -> None:
-        self._runtime = runtime or default_runtime()
+        runtime = runtime or default_runtime()
         self._owns_store = isinstance(store, str)
-        self.store: Store = open_store(store, runtime=self._runtime) if isinstance(store, str) else store
-        self._author = author
-        self._lock = self._runtime.lock()
-        self._snapshot = Snapshot()
+        self.store: Store = open_store(store, runtime=runtime) if isinstance(store, str) else store
+        self._admin = Admin(self.store, author=author, retries=_CAS_ATTEMPTS)
+        self._lock = runtime.lock()
+        # Flags this view wrote, as the store holds them now (None: deleted). Replaced, not
+        # mutated, so readers take no lock.
+        self._own: Mapping[str, Flag | None] = {}
         self._closed = False
-        self._watch: Watch | None = None
-        with self._lock:
-            revision = self._reload()
-        self._watch = self.store.watch(self._on_event, revision)
+        self._follower = Follower(self.store, runtime=runtime)
+        try:
+            self._follower.reload()
+        except BaseException:
+            self.close()
+            raise
+        self._follower.on_change(self._changed)
 
     # -- reads -----------------------------------------------------------------
 
     def get(self, name: str) -> Flag | None:
-        return self._snapshot.get(name)
+        own = self._own
+        if name in own:
+            return own[name]
+        return self._follower.snapshot.get(name)
 
     def names(self) -> Iterator[str]:
-        return iter(self._snapshot)
+        return iter(self._current())
 
     def flags(self) -> list[Flag]:
-        return list(self._snapshot.flags.values())
+        return list(self._current().values())
 
     def evaluate(self, name: str, context: Context) -> Decision:
-        flag = self._snapshot.get(name)
+        flag = self.get(name)
         if flag is None:
             return unknown(name)
         return evaluate(flag, context, time.time() if flag.needs_clock else None)
 
+    def _current(self) -> Mapping[str, Flag]:
+        flags = self._follower.snapshot.flags
+        own = self._own
+        if not own:
+            return flags
+        merged = dict(flags)
+        for name, flag in own.items():
+            if flag is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = flag
+        return merged
+
     # -- writes ----------------------------------------------------------------
 
     def update(self, name: str, change: Callable[[Any], Any]) -> Flag | None:
-        """Read-modify-write one document with compare-and-set, retried on conflict.
+        """Read-modify-write one document (:meth:`Admin.update`: validated, compare-and-set,
+        retried on conflict). ``change`` gets the current document (``None`` when absent)
+        and returns the new one. Raises ``ValidationError`` for a bad document and
+        ``ConflictError`` if the flag keeps changing underneath."""
+        # The callback gets its own copy: Admin compares what it returns with what it was given.
+        self._admin.update(name, lambda doc: change(copy.deepcopy(doc)), create=True)
+        self._refresh(name)
+        return self.get(name)
 
-        ``change`` gets the current document (``None`` when absent) and returns the
-        new one, or ``None`` to delete it. Raises ``ValidationError`` for a bad
-        document and ``ConflictError`` if the flag keeps changing underneath.
-        """
-        for _ in range(_CAS_ATTEMPTS):
-            record = self.store.get(name)
-            current = decode_document(record.raw) if record is not None else None
-            new = change(json.loads(json.dumps(current)))  # the callback gets its own copy
-            expect = record.version if record is not None else 0
-            try:
-                if new is None:
-                    if record is not None:
-                        self.store.delete(name, expect=expect, author=self._author)
-                    self._refresh(name)
-                    return None
-                flag = parse_flag(name, new)  # validate before writing
-                self.store.put(name, encode_document(new), expect=expect, author=self._author)
-            except ConflictError:
-                continue
+    def delete(self, name: str) -> None:
+        """Delete one flag (nothing to do when absent)."""
+        try:
+            self._admin.delete(name)
+        except NotFoundError:
+            pass
+        finally:
             self._refresh(name)
-            return flag
-        raise ConflictError(name, None, None)
 
     def put(self, name: str, document: Any) -> Flag:
-        """Write a whole document unconditionally."""
-        flag = parse_flag(name, document)
-        self.store.put(name, encode_document(document), author=self._author)
+        """Write a whole document (validated)."""
+        self._admin.set(name, document)
         self._refresh(name)
+        flag = self.get(name)
+        assert flag is not None, "a flag just written is served"
         return flag
 
     def reload(self) -> None:
         """Re-read every flag now, for a change made behind the store's back
         (a ``FLUSHDB``); the watch would deliver it too, only later."""
         with self._lock:
-            self._reload()
+            self._follower.reload()
+            self._own = {}
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._watch is not None:
-            self._watch.stop()
+        follower = getattr(self, "_follower", None)
+        if follower is not None:
+            follower.close()
         if self._owns_store:
             self.store.close()
 
     # -- keeping current -------------------------------------------------------
 
-    def _on_event(self, event: WatchEvent) -> None:
-        if self._closed:
-            return
-        try:
-            if isinstance(event, Reset):
-                with self._lock:
-                    self._reload()
-            elif isinstance(event, Change):
-                self._refresh(event.name)
-        except Exception:  # a store hiccup: the next event or reload repairs the view
-            log.exception("could not apply %r from %s", event, self.store.url)
+    def _changed(self, change: SnapshotChange) -> None:
+        """On the follower's dispatcher: re-read the flags this view wrote that changed."""
+        own = self._own
+        names = {c.name for c in change.changes} | change.names
+        for name in sorted(n for n in names if n in own):
+            try:
+                self._refresh(name)
+            except Exception:  # a store hiccup: the next change or reload repairs the view
+                log.exception("could not re-read flag %r from %s", name, self.store.url)
 
     def _refresh(self, name: str) -> None:
         with self._lock:
             record = self.store.get(name)
-            snap = self._snapshot
-            now = time.time()
             if record is None:
-                self._snapshot = snap.without(name, snap.revision, now)
+                self._own = {**self._own, name: None}
                 return
-            flag = self._parse(name, record.raw)
-            if flag is not None:
-                self._snapshot = snap.with_flag(flag, snap.revision, now)
-
-    def _reload(self) -> int:
-        state = self.store.load()
-        flags: dict[str, Flag] = {}
-        for name, record in state.records.items():
-            flag = self._parse(name, record.raw)
-            if flag is not None:
-                flags[name] = flag
-        self._snapshot = Snapshot(flags, state.revision, time.time())
-        return state.revision
-
-    def _parse(self, name: str, raw: str) -> Flag | None:
-        try:
-            return parse_flag(name, decode_document(raw))
-        except ValidationError as exc:
-            log.warning("skipping invalid flag %r in %s: %s", name, self.store.url, exc)
-            return None
+            try:
+                # Linked to the follower's segments and flags; a change to one of them names
+                # this flag too (SnapshotChange.names), so _changed links it again.
+                flag = self._follower.snapshot.link(parse_text(name, record.raw))
+            except ValidationError as exc:
+                log.warning("skipping invalid flag %r in %s: %s", name, self.store.url, exc)
+                return
+            self._own = {**self._own, name: flag}

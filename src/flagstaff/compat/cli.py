@@ -3,9 +3,9 @@
 The core CLI's ``import`` hands over here when ``--format`` names a seed (see
 ``docs/migration.md``)::
 
-    flagstaff import --format rollout --from redis://old:6379/0 --to sqlite:///flags.db --dry-run
-    flagstaff import --format hanoi --from redis://old:6379/1 --to sqlite:///flags.db
-    flagstaff import --format reddit live.ini --to sqlite:///flags.db
+    flagstaff import --format rollout --from redis://old:6379/0 --to sqlite:///flagstaff.db --dry-run
+    flagstaff import --format hanoi --from redis://old:6379/1 --to sqlite:///flagstaff.db
+    flagstaff import --format reddit live.ini --to sqlite:///flagstaff.db
 
 Every flag is listed with what happens to it (``create``, ``update``,
 ``unchanged``, ``keep``: it exists with another document and ``--overwrite`` was
@@ -19,15 +19,22 @@ from __future__ import annotations
 import argparse
 import json
 
-from flagstaff.cli import EXIT, Out, UsageError
+from flagstaff.cli._output import EXIT, Out, UsageError
+from flagstaff.cli._registry import Commands
 from flagstaff.compat import migrate
 
-__all__ = ["FORMATS", "add_import_arguments", "import_seed", "wants"]
+__all__ = ["FORMATS", "add_import_arguments", "import_seed", "register", "wants"]
 
 FORMATS = ("flagstaff", *migrate.SOURCES)
 """``flagstaff import --format``: flagstaff's own files and stores, or a seed's data."""
 
 _SEED_OPTIONS = ("dry_run", "overwrite", "rollout_formula", "randomize_percentage", "hanoi_rule")
+
+
+def register(commands: Commands) -> None:
+    """Give ``flagstaff import`` its seed formats (listed in :data:`flagstaff.cli.EXTENSIONS`)."""
+    add_import_arguments(commands.parser("import"))
+    commands.hand_over("import", wants, import_seed)
 
 
 def add_import_arguments(parser: argparse.ArgumentParser) -> None:

@@ -46,12 +46,11 @@ import contextvars
 import functools
 import logging
 import re
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
-from flagstaff.bucketing import HANOI_MODES
+from flagstaff.bucketing import HANOI_MODES, BucketingMode, variant_picker
 from flagstaff.compat._flags import FlagView
 from flagstaff.context import Context
 from flagstaff.errors import FlagstaffError, ValidationError
@@ -322,7 +321,7 @@ class _BackEnd:
         if decision.enabled:
             return decision.variant
         if self.is_enabled(name, item) and flag.variants:  # a rule kept in this process matched
-            return flag.variants[zlib.crc32(key.encode()) % len(flag.variants)]
+            return variant_picker(BucketingMode.HANOI, name, flag.variants)(key.encode())  # crc32(id) % n
         return None
 
     def _item_id(self, flag: Flag, item: Any) -> str:
@@ -401,7 +400,7 @@ class _BackEnd:
 
     def delete(self, name: str) -> None:
         self._local.pop(name, None)
-        self._view.update(name, lambda doc: None)
+        self._view.delete(name)
 
     def _require(self, name: str) -> Feature:
         feature = self.get_functionality(name)

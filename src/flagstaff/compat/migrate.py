@@ -122,6 +122,10 @@ class Action:
 
 def _redis(source: Any) -> Any:
     if isinstance(source, str):
+        if not source.startswith(("redis://", "rediss://", "unix://")):
+            raise MigrationError(
+                f"rollout and hanoi data is read from Redis: give --from redis://HOST:PORT/DB, not {source!r}"
+            )
         import redis
 
         return redis.Redis.from_url(source)
@@ -315,7 +319,7 @@ def read_hanoi(
     return out
 
 
-def _hanoi(
+def _hanoi(  # noqa: PLR0913 (one hanoi row's columns, named)
     name: str,
     enabled: str,
     pct: str,

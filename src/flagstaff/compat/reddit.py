@@ -6,7 +6,7 @@ Change ``from r2.config import feature`` to
     from flagstaff.compat import reddit
 
     world = reddit.ContextWorld(admins={"alice"})
-    reddit.feature.configure("sqlite:///flags.db", world, on_bucketing=log_event)
+    reddit.feature.configure("sqlite:///flagstaff.db", world, on_bucketing=log_event)
 
     with world.serving(reddit.Request(user=current_account, features=request.GET.getall("feature"),
                                       subreddit="aww", loid=request.cookies.get("loid"))):
@@ -23,6 +23,13 @@ The *world* supplies what reddit read from pylons: the current user, the
 request's ``?feature=`` values, subreddit, subdomain, OAuth client and ``loid``
 cookie. :class:`ContextWorld` keeps one :class:`Request` per thread, greenlet or
 asyncio task; any object with ``request()`` and ``describe(user)`` will do.
+
+``?feature=`` stays unsigned here, as in reddit: the world's ``Request.features`` are the
+plain values the app read from the query, and the ``url`` selector honours them. This is
+the one place plain values force flags; everywhere else (the web middleware) only signed
+tokens do (:mod:`flagstaff.forcing`). A reddit app that also runs flagstaff's middleware
+keeps reddit's behaviour with :func:`middleware_options` (``unsigned_forcing=True``, the
+``loid`` cookie).
 
 Differences from reddit, each on purpose (see ``docs/compat.md``): a top-level
 ``"enabled": "off"`` turns the flag off for everyone (reddit still ran the
@@ -45,6 +52,7 @@ from flagstaff.compat._flags import FlagView
 from flagstaff.context import Context
 from flagstaff.decision import Reason
 from flagstaff.errors import ClientError
+from flagstaff.integrations.request import RequestOptions
 from flagstaff.model import Flag, Switch
 from flagstaff.stores import Store
 from flagstaff.stores.memory import MemoryStore
@@ -59,6 +67,7 @@ __all__ = [
     "World",
     "feature",
     "live_config_document",
+    "middleware_options",
     "parse_live_config",
 ]
 
@@ -532,6 +541,15 @@ def _forced_variant(flag: Flag, request: Request | None) -> str | None:
         if value in url:
             return str(url[value])
     return None
+
+
+def middleware_options(**changes: Any) -> RequestOptions:
+    """The :class:`~flagstaff.integrations.RequestOptions` of reddit compatibility mode, for
+    flagstaff's middleware in a reddit app: plain ``?feature=`` values force flags (reddit's
+    unsigned form; signed tokens still work when a key is set) and the visitor cookie is
+    reddit's ``loid``. ``changes`` override any field (``domain="reddit.com"``)."""
+    fields: dict[str, Any] = {"cookie": "loid", "unsigned_forcing": True, **changes}
+    return RequestOptions(**fields)
 
 
 feature = Features()

@@ -28,6 +28,7 @@ document (``"on"``, ``"off"``, or a JSON object; an object without
 
 from __future__ import annotations
 
+import json
 import logging
 import posixpath
 import threading
@@ -37,7 +38,7 @@ from flagstaff.bucketing import BucketingMode
 from flagstaff.context import Context
 from flagstaff.errors import ClientError, StoreUnavailable, ValidationError
 from flagstaff.evaluate import evaluate
-from flagstaff.model import Flag, decode_document, parse_flag
+from flagstaff.model import Flag, decode_document, parse_text
 from flagstaff.runtime import Runtime, default_runtime
 
 __all__ = ["DataWatcher", "Switchboard", "configure", "selected_for_experiment"]
@@ -237,15 +238,26 @@ def _parse(path: str, value: str | None) -> Flag | None:
         return None
     name = posixpath.basename(path.rstrip("/")) or "experiment"
     try:
-        doc = decode_document(value)
-        if isinstance(doc, int | float) and not isinstance(doc, bool):
-            doc = {"percentage": doc, "bucketing": BucketingMode.MODULO100.value}
-        elif isinstance(doc, dict) and "bucketing" not in doc:
-            doc = {**doc, "bucketing": BucketingMode.MODULO100.value}
-        return parse_flag(name, doc)
+        return parse_text(name, _as_flagstaff(value))
     except ValidationError as exc:
         log.warning("experiment %s holds an invalid value, so nobody is selected: %s", path, exc)
         return None
+
+
+def _as_flagstaff(value: str) -> str:
+    """zkswitch's dialect as a flagstaff document: a bare number, or an object that
+    names no bucketing, selects by ``user_id % 100`` (``bucketing: modulo100``).
+
+    Keys keep their order (no ``encode_document``, which sorts them): the order of an
+    experiment's variants is part of its bucketing."""
+    doc = decode_document(value)
+    if isinstance(doc, int | float) and not isinstance(doc, bool):
+        doc = {"percentage": doc, "bucketing": BucketingMode.MODULO100.value}
+    elif isinstance(doc, dict) and "bucketing" not in doc:
+        doc = {**doc, "bucketing": BucketingMode.MODULO100.value}
+    else:
+        return value
+    return json.dumps(doc, ensure_ascii=False)
 
 
 def selected_for_experiment(user_id: int | str, experiment: str | DataWatcher) -> bool:

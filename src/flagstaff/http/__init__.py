@@ -13,18 +13,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# Not a hidden cycle: the names' types for checkers, while the modules load on first use.
 if TYPE_CHECKING:
-    from flagstaff.http.app import ServerState, Settings, create_app
-    from flagstaff.http.auth import Principal
-    from flagstaff.http.tokens import Scope, TokenStore
+    from flagstaff.http.app import create_app
+    from flagstaff.http.state import ServerState, Settings
+    from flagstaff.http.tokens import Permission, Principal, TokenStore
 
-__all__ = ["Principal", "Scope", "ServerState", "Settings", "TokenStore", "create_app"]
+__all__ = ["Permission", "Principal", "ServerState", "Settings", "TokenStore", "create_app"]
 
 _HOMES = {
-    "Principal": "flagstaff.http.auth",
-    "Scope": "flagstaff.http.tokens",
-    "ServerState": "flagstaff.http.app",
-    "Settings": "flagstaff.http.app",
+    "Permission": "flagstaff.http.tokens",
+    "Principal": "flagstaff.http.tokens",
+    "ServerState": "flagstaff.http.state",
+    "Settings": "flagstaff.http.state",
     "TokenStore": "flagstaff.http.tokens",
     "create_app": "flagstaff.http.app",
 }

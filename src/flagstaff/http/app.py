@@ -6,8 +6,11 @@ ASGI application can mount it (``Mount("/flags", app=create_app(...))``); the
 host then calls ``app.state.flagstaff.close()`` at shutdown, since Starlette
 does not run a mounted app's lifespan.
 
-Everything the handlers share lives in one :class:`ServerState`, reachable as
-``request.app.state.flagstaff``.
+Everything the handlers share lives in one :class:`~flagstaff.http.state.ServerState`
+(:mod:`flagstaff.http.state`), reachable as ``request.app.state.flagstaff``. This
+module sits on top: it assembles the routes of :mod:`~flagstaff.http.api`,
+:mod:`~flagstaff.http.auth` and :mod:`~flagstaff.http.ui`, and adds the request
+middleware and the JSON log formatter.
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -30,117 +32,14 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
 
-from flagstaff.admin import Admin
-from flagstaff.client import Client, Options
+from flagstaff.errors import StoreError
 from flagstaff.http import api, auth, ui
-from flagstaff.http.auth import Principal, RateLimiter
-from flagstaff.http.events import EventBroker
-from flagstaff.http.metrics import Metrics, Sample
-from flagstaff.http.tokens import Scope, TokenStore, default_token_db
-from flagstaff.model import MAX_DOCUMENT_BYTES
+from flagstaff.http.auth import RateLimited
+from flagstaff.http.state import ServerState, Settings, access_log, log, state_of
+from flagstaff.http.tokens import Principal, TokenStore, default_token_db
 from flagstaff.stores import Store, open_store
 
 __all__ = ["JsonFormatter", "ServerState", "Settings", "create_app"]
-
-log = logging.getLogger("flagstaff.http")
-access_log = logging.getLogger("flagstaff.http.access")
-audit_log = logging.getLogger("flagstaff.audit")
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Tunables of a server; every field has a sensible default."""
-
-    stale_days: float = 30.0
-    """A temporary flag unchanged for longer than this is marked stale."""
-    max_body: int = MAX_DOCUMENT_BYTES + 64 * 1024
-    """Largest request body accepted (413 beyond): a maximal document plus room."""
-    auth_failures: int = 10
-    """Failed authentication attempts allowed per client address within ``auth_window``."""
-    auth_window: float = 60.0
-    ping_interval: float = 15.0
-    """Seconds between keep-alive comments on an idle event stream."""
-    load_timeout: float = 10.0
-    """Longest wait at start for the first load of the flags (the server starts anyway)."""
-
-
-class ServerState:
-    """What every handler shares: the store, a client following it, tokens, events, metrics."""
-
-    def __init__(
-        self,
-        store: Store,
-        *,
-        tokens: TokenStore,
-        open_mode: bool = False,
-        settings: Settings | None = None,
-        owns_store: bool = False,
-    ) -> None:
-        self.store = store
-        self.settings = settings or Settings()
-        self.open_mode = open_mode
-        self.tokens = tokens
-        self.secret = tokens.secret("session")
-        self.metrics = Metrics()
-        self.limiter = RateLimiter(self.settings.auth_failures, self.settings.auth_window)
-        self.client = Client(store, Options(timeout=self.settings.load_timeout))
-        self.admin = Admin(store)
-        self.events = EventBroker(store)
-        self.started_at = time.time()
-        self._owns_store = owns_store
-        self._closed = False
-        self._revoke_at_close: list[str] = []
-        self.client.on_change(
-            lambda change: self.metrics.inc("flagstaff_changes_applied_total", len(change.names))
-        )
-        self.metrics.gauge(self._gauges)
-        self.events.start()
-
-    def admin_for(self, principal: Principal, request_id: str) -> Admin:
-        """An Admin whose writes are recorded as made by ``principal`` in this request.
-
-        The author text carries the token id and request id into the store's
-        history, which is the audit trail: one entry per accepted write, with
-        when, before and after (:func:`flagstaff.http.api.parse_author` reads it back).
-        """
-        return Admin(self.store, author=author_text(principal, request_id))
-
-    def login_token(self) -> str:
-        """A new admin token for a login link, revoked when this server closes."""
-        info, token = self.tokens.create("login link (flagstaff serve)", Scope.ADMIN)
-        self._revoke_at_close.append(info.id)
-        return token
-
-    def _gauges(self) -> Iterable[Sample]:
-        status = self.client.status()
-        for state in ("live", "stale", "cached", "defaults"):
-            yield "flagstaff_store_state", (("state", state),), 1.0 if status.state.value == state else 0.0
-        if status.age is not None:
-            yield "flagstaff_data_age_seconds", (), status.age
-        yield "flagstaff_flags", (), float(status.flags)
-        yield "flagstaff_invalid_flags", (), float(len(status.invalid))
-        yield "flagstaff_revision", (), float(status.revision)
-        yield "flagstaff_event_subscribers", (), float(self.events.subscribers)
-
-    def close(self) -> None:
-        """Stop the event feed and the client, close the token database (and the
-        store if the app opened it). Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        for token_id in self._revoke_at_close:
-            self.tokens.revoke(token_id)
-        self.events.stop()
-        self.client.close()
-        self.tokens.close()
-        if self._owns_store:
-            self.store.close()
-
-
-def author_text(principal: Principal, request_id: str) -> str:
-    """``name [token ID, request RID]``: who, in the store's history."""
-    token = principal.token_id or "none"
-    return f"{principal.name} [token {token}, request {request_id}]"
 
 
 def create_app(
@@ -152,8 +51,9 @@ def create_app(
 ) -> Starlette:
     """The flagstaff server app over ``store`` (a Store, or a URL to open).
 
-    ``open_mode`` lets requests from loopback addresses in without a token
-    (``flagstaff serve --open``); ``token_db`` is the token database's path
+    ``open_mode`` lets local requests in as admin without a token
+    (``flagstaff serve --insecure-no-auth``; see :func:`~flagstaff.http.auth.insecure_local`
+    for what counts as local); ``token_db`` is the token database's path
     (default: beside a SQLite store, see :func:`~flagstaff.http.tokens.default_token_db`).
     """
     owns = isinstance(store, str)
@@ -170,14 +70,22 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error},  # type: ignore[dict-item]
+        exception_handlers={HTTPException: _http_error, StoreError: _store_error},  # type: ignore[dict-item]
     )
     app.state.flagstaff = state
     app.add_middleware(RequestContext, state=state)
     return app
 
 
+async def _store_error(request: Request, exc: StoreError) -> Response:
+    # The token database full or failing (a write: create, revoke, log in or out).
+    log.warning("token database unavailable: %s", exc)
+    return JSONResponse({"error": f"unavailable: {exc}"}, 503, headers={"Retry-After": "10"})
+
+
 async def _http_error(request: Request, exc: HTTPException) -> Response:
+    if isinstance(exc, RateLimited):  # past the limits: the answer waits its turn
+        await state_of(request).limiter.wait()
     accept = request.headers.get("accept", "")
     api_path = request.url.path.startswith(str(request.scope.get("root_path", "")) + "/api/")
     if exc.status_code == 401 and request.method == "GET" and "text/html" in accept and not api_path:
@@ -213,12 +121,21 @@ class RequestContext:
         started = time.perf_counter()
         status = 500
 
+        api = str(scope["path"]).startswith(str(scope.get("root_path", "")) + "/api/")
+
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                headers.append((b"x-request-id", request_id.encode()))
+                if b"x-content-type-options" not in names:
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                # API answers carry flags and token secrets: no cache, shared or private, keeps them.
+                if api and b"cache-control" not in names:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
             await send(message)
 
         try:

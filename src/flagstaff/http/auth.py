@@ -1,20 +1,27 @@
 """Who is asking, and may they: bearer tokens, the dashboard's session, CSRF, rate limits.
 
-* API clients send ``Authorization: Bearer fst_…``. Scopes are ordered
-  read < write < admin (:class:`~flagstaff.http.tokens.Scope`).
+* API clients send ``Authorization: Bearer fst_…``. Token scopes are ordered
+  read < write < admin (:class:`~flagstaff.http.tokens.Permission`).
 * The dashboard logs in with a token once (``GET /login?token=…``, the link
   ``flagstaff serve --login-link`` prints, or the form ``POST /login``) and then
-  carries the cookie ``flagstaff_session``: HttpOnly, SameSite=Strict, signed with
-  a secret kept in the token database, naming the token it was opened with. The
-  token is looked up again on every request, so revoking it ends its sessions.
+  carries the cookie ``flagstaff_session``: HttpOnly, SameSite=Strict, a random
+  secret whose hash is a session row in the token database (with an expiry, ended
+  server-side by logging out). The session's token is looked up again on every
+  request, so revoking it ends its sessions. A login link's token is used up by
+  that exchange and expires by itself (``Settings.login_link_seconds``).
 * Unsafe requests (POST, PUT, PATCH, DELETE) authenticated by the cookie must
   carry ``X-CSRF-Token`` equal to :func:`csrf_token` (pages put it in
   ``<meta name="csrf-token">``) and, if the browser sends ``Origin``, a same-origin
   one. Bearer requests need neither: a browser never adds that header by itself.
-* A client address that fails authentication too often (bad token, forged
-  cookie) gets 429 for a while, even with a good token, so guessing is slow.
-* Open mode (``flagstaff serve --open``, loopback only) lets requests from
-  loopback addresses in as admin without a token.
+  ``Origin: null`` (a sandboxed frame, a file: page) is refused on every unsafe request.
+* Failed attempts (bad token, forged cookie) are counted per client address (the
+  socket's peer unless ``--forwarded-allow-ips`` names trusted proxies) and in
+  total. Past either limit, failed attempts are answered 429 only after a delay
+  shared by all clients, so guessing is slow however many addresses or headers an
+  attacker uses; a valid credential is never refused, so nobody can lock others out.
+* Insecure mode (``flagstaff serve --insecure-no-auth``) admits as admin, without a
+  token, a request whose socket peer is loopback and that shows no sign of coming
+  through a proxy or a browser on another site (:func:`insecure_local`).
 
 Page handlers call :func:`require`; a 401 on a GET that accepts HTML is turned
 into a redirect to ``/login`` by the app's error handler.
@@ -22,81 +29,36 @@ into a redirect to ``/login`` by the app's error handler.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import hmac
 import html
 import ipaddress
-import threading
-import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import NoReturn
 from urllib.parse import parse_qs, urlsplit
 
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from flagstaff.http.tokens import Scope, TokenInfo
+from flagstaff.http.state import ServerState, state_of
+from flagstaff.http.tokens import Permission, Principal
 
-if TYPE_CHECKING:
-    from flagstaff.http.app import ServerState
-
-__all__ = ["COOKIE", "Principal", "RateLimiter", "csrf_token", "require", "routes"]
+__all__ = ["COOKIE", "Principal", "csrf_token", "insecure_local", "require", "routes"]
 
 COOKIE = "flagstaff_session"
 SESSION_SECONDS = 12 * 3600
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Headers a proxy adds: a request carrying any of them did not come straight from a local program.
+FORWARDING_HEADERS = frozenset(
+    {"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
+     "x-forwarded-prefix", "x-forwarded-server", "x-real-ip", "x-client-ip", "true-client-ip", "via"}
+)  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated caller: a token's name and id, and what it may do."""
-
-    name: str
-    token_id: str | None  # None in open mode
-    scope: Scope
-    via: str  # "bearer", "session" or "open"
-
-    @classmethod
-    def of(cls, token: TokenInfo, via: str) -> Principal:
-        return cls(token.name, token.id, token.scope, via)
-
-
-class RateLimiter:
-    """At most ``limit`` failed attempts per client address within ``window`` seconds."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._lock = threading.Lock()
-        self._failures: dict[str, collections.deque[float]] = {}
-
-    def blocked(self, address: str) -> float:
-        """Seconds until ``address`` may try again (0: it may now)."""
-        now = time.monotonic()
-        with self._lock:
-            times = self._failures.get(address)
-            if times is None:
-                return 0.0
-            while times and times[0] <= now - self.window:
-                times.popleft()
-            if not times:
-                del self._failures[address]
-                return 0.0
-            return times[0] + self.window - now if len(times) >= self.limit else 0.0
-
-    def fail(self, address: str) -> None:
-        with self._lock:
-            if len(self._failures) > 100_000:  # a flood of addresses: forget the oldest
-                self._failures.pop(next(iter(self._failures)))
-            self._failures.setdefault(address, collections.deque()).append(time.monotonic())
-
-
-def _state(request: Request) -> ServerState:
-    state: ServerState = request.app.state.flagstaff
-    return state
+class RateLimited(HTTPException):
+    """429 for a failed attempt past the limits: answered after the limiter's penalty."""
 
 
 def client_address(request: Request) -> str:
@@ -110,10 +72,10 @@ def is_loopback(address: str) -> bool:
         return address == "localhost"
 
 
-def require(request: Request, scope: Scope = Scope.READ) -> Principal:
-    """The caller, if authenticated with at least ``scope``.
+def require(request: Request, permission: Permission = Permission.READ) -> Principal:
+    """The caller, if authenticated with at least ``permission``.
 
-    Raises ``HTTPException`` 401 (no or bad credentials), 403 (scope too low,
+    Raises ``HTTPException`` 401 (no or bad credentials), 403 (permission too low,
     or a cookie-authenticated unsafe request without a valid CSRF token or from
     another origin) or 429 (too many failed attempts from this address).
     """
@@ -121,40 +83,35 @@ def require(request: Request, scope: Scope = Scope.READ) -> Principal:
     if principal is None:
         principal = authenticate(request)
         request.state.principal = principal
-    if principal.scope < scope:
+    if principal.scope < permission:
         raise HTTPException(
-            403, f"this needs a {scope.label} token; {principal.name!r} has {principal.scope.label}"
+            403, f"this needs a {permission.label} token; {principal.name!r} has {principal.scope.label}"
         )
     return principal
 
 
 def authenticate(request: Request) -> Principal:
-    state = _state(request)
+    state = state_of(request)
     address = client_address(request)
     header = request.headers.get("authorization")
     cookie = request.cookies.get(COOKIE)
+    if request.method in UNSAFE and request.headers.get("origin") == "null":
+        raise HTTPException(403, "requests from an opaque origin (Origin: null) are refused")
     if header is None and cookie is None:
-        if state.open_mode and is_loopback(address):
-            return Principal("open mode", None, Scope.ADMIN, "open")
+        if state.open_mode and insecure_local(request):
+            return Principal("open mode", None, Permission.ADMIN, "open")
         raise HTTPException(401, "a token is needed: Authorization: Bearer <token>", _CHALLENGE)
-    wait = state.limiter.blocked(address)
-    if wait > 0:
-        raise HTTPException(
-            429, "too many failed attempts; try again later", {"Retry-After": str(int(wait) + 1)}
-        )
     if header is not None:
         kind, _, token = header.partition(" ")
         info = state.tokens.verify(token.strip()) if kind.lower() == "bearer" else None
         if info is None:
-            _failed(state, address)
-            raise HTTPException(401, "invalid, malformed or revoked token", _CHALLENGE)
+            _failed(state, address, "invalid, malformed or revoked token")
         state.tokens.touch(info.id)
         return Principal.of(info, "bearer")
     assert cookie is not None
-    info = _session_token(state, cookie)
+    info = state.tokens.session(cookie)
     if info is None:
-        _failed(state, address)
-        raise HTTPException(401, "the session has expired or was revoked: log in again", _CHALLENGE)
+        _failed(state, address, "the session has expired or was revoked: log in again")
     if request.method in UNSAFE:
         _check_csrf(request, state, cookie)
     return Principal.of(info, "session")
@@ -163,9 +120,46 @@ def authenticate(request: Request) -> Principal:
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def _failed(state: ServerState, address: str) -> None:
+def _note_failure(state: ServerState, address: str) -> bool:
+    """Count a failed attempt; whether it was past the limits (to be answered 429, late)."""
+    over = state.limiter.over(address)
     state.limiter.fail(address)
     state.metrics.inc("flagstaff_auth_failures_total")
+    return over
+
+
+def _failed(state: ServerState, address: str, message: str) -> NoReturn:
+    """Count a failed attempt and raise: 401 within the limits, 429 (after a delay) past them."""
+    if _note_failure(state, address):
+        wait = max(state.limiter.blocked(address), 1.0)
+        raise RateLimited(
+            429, "too many failed attempts; try again later", {"Retry-After": str(int(wait) + 1)}
+        )
+    raise HTTPException(401, message, _CHALLENGE)
+
+
+def insecure_local(request: Request) -> bool:
+    """Whether a request may use insecure mode: its socket peer is loopback, and nothing
+    says it was relayed (no forwarding header, a loopback ``Host``) or sent by a page of
+    another site (``Origin``, if any, is this server's own).
+
+    ``scope["client"]`` is the socket's peer unless uvicorn was told to trust a proxy,
+    and a proxy adds forwarding headers: so a proxy-relayed request is refused either way.
+    A same-host relay that adds no header and rewrites ``Host`` to loopback cannot be told
+    apart from a local program: hence the flag's name.
+    """
+    if not is_loopback(client_address(request)):
+        return False
+    if any(name in FORWARDING_HEADERS for name in request.headers):
+        return False
+    try:
+        host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
+    except ValueError:  # "[" and the like: not a name we serve
+        return False
+    if not is_loopback(host):
+        return False
+    origin = request.headers.get("origin")
+    return origin is None or same_origin(request, origin)
 
 
 def _check_csrf(request: Request, state: ServerState, cookie: str) -> None:
@@ -178,7 +172,10 @@ def _check_csrf(request: Request, state: ServerState, cookie: str) -> None:
 
 
 def same_origin(request: Request, origin: str) -> bool:
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # malformed ("http://[")
+        return False
     host = request.headers.get("host", "")
     return parts.netloc == host and parts.scheme == request.url.scheme
 
@@ -190,22 +187,6 @@ def _sign(state: ServerState, text: str) -> str:
     return hmac.new(state.secret, text.encode(), hashlib.sha256).hexdigest()
 
 
-def make_session(state: ServerState, token_id: str) -> str:
-    body = f"{token_id}.{int(time.time()) + SESSION_SECONDS}"
-    return f"{body}.{_sign(state, body)}"
-
-
-def _session_token(state: ServerState, cookie: str) -> TokenInfo | None:
-    body, _, signature = cookie.rpartition(".")
-    token_id, _, expires = body.partition(".")
-    if not hmac.compare_digest(signature, _sign(state, body)) or not expires.isdigit():
-        return None
-    if int(expires) < time.time():
-        return None
-    info = state.tokens.get(token_id)
-    return info if info is not None and info.active else None
-
-
 def _csrf_for(state: ServerState, cookie: str) -> str:
     return _sign(state, "csrf:" + cookie)[:32]
 
@@ -215,7 +196,7 @@ def csrf_token(request: Request) -> str:
     cookie = request.cookies.get(COOKIE)
     if cookie is None:
         cookie = getattr(request.state, "new_session", None)
-    return "" if cookie is None else _csrf_for(_state(request), cookie)
+    return "" if cookie is None else _csrf_for(state_of(request), cookie)
 
 
 # --------------------------------------------------------------------------- login / logout
@@ -239,26 +220,36 @@ _LOGIN_PAGE = """<!doctype html>
 """
 
 
+# The login page has no script, style or frame of its own: allow nothing but posting its form.
+LOGIN_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",  # the link's token is in this page's URL
+}
+
+
 def _login_page(request: Request, message: str = "", status: int = 200) -> HTMLResponse:
     note = f'<p role="alert">{html.escape(message)}</p>' if message else ""
     action = html.escape(str(request.scope.get("root_path", "")) + "/login")
-    return HTMLResponse(_LOGIN_PAGE.format(message=note, action=action), status)
+    return HTMLResponse(_LOGIN_PAGE.format(message=note, action=action), status, headers=LOGIN_HEADERS)
 
 
-def _log_in(request: Request, token: str) -> Response:
-    state = _state(request)
+async def _log_in(request: Request, token: str) -> Response:
+    state = state_of(request)
     address = client_address(request)
-    wait = state.limiter.blocked(address)
-    if wait > 0:
-        page = _login_page(request, "Too many failed attempts; try again later.", 429)
-        page.headers["Retry-After"] = str(int(wait) + 1)
-        return page
-    info = state.tokens.verify(token.strip())
+    info = await run_in_threadpool(state.tokens.exchange, token.strip())
     if info is None:
-        _failed(state, address)
-        return _login_page(request, "That token is not valid (unknown, malformed or revoked).", 401)
-    session = make_session(state, info.id)
-    response = RedirectResponse(_root(request), status_code=303)
+        if _note_failure(state, address):
+            await state.limiter.wait()
+            page = _login_page(request, "Too many failed attempts; try again later.", 429)
+            page.headers["Retry-After"] = str(int(max(state.limiter.blocked(address), 1.0)) + 1)
+            return page
+        return _login_page(request, "That token is not valid (unknown, used, expired or revoked).", 401)
+    session = await run_in_threadpool(state.tokens.open_session, info.id, SESSION_SECONDS)
+    response = RedirectResponse(_root(request), status_code=303, headers=LOGIN_HEADERS)
     response.set_cookie(
         COOKIE,
         session,
@@ -275,31 +266,36 @@ async def login_get(request: Request) -> Response:
     token = request.query_params.get("token")
     if token is None:
         return _login_page(request)
-    return _log_in(request, token)
+    return await _log_in(request, token)
 
 
 async def login_post(request: Request) -> Response:
     origin = request.headers.get("origin")
-    if origin is not None and origin != "null" and not same_origin(request, origin):
+    if origin is not None and not same_origin(request, origin):  # "null" included
         raise HTTPException(403, f"cross-origin login from {origin!r} refused")
     body = await request.body()
     if len(body) > 4096:
         raise HTTPException(413, "login form too large")
     fields = parse_qs(body.decode("utf-8", "replace"))
-    return _log_in(request, (fields.get("token") or [""])[0])
+    return await _log_in(request, (fields.get("token") or [""])[0])
 
 
 async def logout(request: Request) -> Response:
     cookie = request.cookies.get(COOKIE)
     if cookie is not None:
+        origin = request.headers.get("origin")
+        if origin is not None and not same_origin(request, origin):  # "null" included
+            raise HTTPException(403, f"cross-origin logout from {origin!r} refused")
         # A form post cannot set a header: accept the CSRF token as a form field too.
         body = await request.body()
         sent = (
             request.headers.get("x-csrf-token")
             or (parse_qs(body.decode("utf-8", "replace")).get("csrf_token") or [""])[0]
         )
-        if not hmac.compare_digest(sent, _csrf_for(_state(request), cookie)):
+        if not hmac.compare_digest(sent, _csrf_for(state_of(request), cookie)):
             raise HTTPException(403, "missing or wrong CSRF token")
+        # Revoked server-side: a copy of the cookie kept anywhere stops working too.
+        await run_in_threadpool(state_of(request).tokens.end_session, cookie)
     response = RedirectResponse(_root(request) + "login", status_code=303)
     response.delete_cookie(COOKIE, path=_root(request), httponly=True, samesite="strict")
     return response

@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
+import sqlite3
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from flagstaff.admin import Admin, validate_documents
+from flagstaff.document import is_segment_key
 from flagstaff.errors import ConflictError
-from flagstaff.http.tokens import Scope, TokenError, TokenStore, default_token_db
+from flagstaff.http.tokens import Permission, TokenError, TokenStore, default_token_db
 from flagstaff.stores import Store
 
 __all__ = ["register", "seed"]
@@ -30,8 +32,35 @@ def register(command: Command) -> None:
     """Add ``serve`` and ``token`` to the ``flagstaff`` command line."""
     p = command("serve", cmd_serve, "serve the HTTP API and the dashboard over a store")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--open", action="store_true", help="no token needed from loopback (loopback hosts only)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="admit local programs as admin without a token (loopback socket, no proxy headers; "
+        "loopback hosts only; never with a proxy or tunnel on this host)",
+    )
+    # Replaced by --insecure-no-auth; kept only to say so (a script using it must not start open).
+    p.add_argument("--open", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--forwarded-allow-ips",
+        metavar="ADDRS",
+        help="proxies (comma-separated addresses or networks) whose X-Forwarded-For/-Proto are "
+        "honoured (default: none; the client is the socket's peer)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="close a connection that has not sent a complete request head in S seconds (default 10)",
+    )
+    p.add_argument(
+        "--login-link-seconds",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="how long the --login-link can be used, once (default 600)",
+    )
     p.add_argument("--seed", metavar="FILE", help="create the flags in FILE that do not exist yet")
     p.add_argument("--login-link", action="store_true", help="print a dashboard link with a new admin token")
     p.add_argument("--token-db", metavar="PATH", help="token database (default: beside a SQLite store)")
@@ -51,8 +80,27 @@ def register(command: Command) -> None:
     p.add_argument("--token-db", metavar="PATH", help="token database (default: beside a SQLite store)")
 
 
+def _port(text: str) -> int:
+    # argparse's own message and exit 2, rather than bind()'s OverflowError traceback.
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535; 0 picks a free one)")
+    return port
+
+
+def _token_db_error(path: str, exc: sqlite3.Error) -> Exception:
+    # A token database that cannot be opened or written (a missing directory, no permission,
+    # a read-only file) is the store being unavailable: one line and exit 5, not a traceback.
+    from flagstaff.errors import StoreUnavailable
+
+    return StoreUnavailable(f"cannot use the token database {path}: {exc}")
+
+
 def _usage(message: str) -> Exception:
-    from flagstaff.cli import UsageError
+    from flagstaff.cli._output import UsageError
 
     return UsageError(message)
 
@@ -61,12 +109,16 @@ def _usage(message: str) -> Exception:
 
 
 def cmd_token(args: argparse.Namespace, out: Any) -> int:
-    tokens = TokenStore(args.token_db or default_token_db(args.store))
+    path = args.token_db or default_token_db(args.store)
+    try:
+        tokens = TokenStore(path)
+    except sqlite3.Error as exc:
+        raise _token_db_error(path, exc) from None
     try:
         if args.action == "create":
             if not args.arg:
                 raise _usage("token create needs a NAME (who or what will use the token)")
-            info, secret = tokens.create(args.arg, Scope.parse(args.scope))
+            info, secret = tokens.create(args.arg, Permission.parse(args.scope))
             if out.json:
                 out.emit({**info.to_dict(), "token": secret})
             else:
@@ -92,6 +144,8 @@ def cmd_token(args: argparse.Namespace, out: Any) -> int:
                 out.line(f"revoked token {info.id} ({info.name!r}); it stops working at once")
     except TokenError as exc:
         raise _usage(str(exc)) from None
+    except sqlite3.Error as exc:
+        raise _token_db_error(path, exc) from None
     finally:
         tokens.close()
     return 0
@@ -118,7 +172,7 @@ def seed(store: Store, documents: dict[str, Any], author: str) -> list[str]:
     admin = Admin(store, author=author)
     existing = store.load().records
     created = []
-    for name in sorted(documents):
+    for name in _creation_order(documents):
         if name in existing:
             continue
         try:
@@ -129,25 +183,68 @@ def seed(store: Store, documents: dict[str, Any], author: str) -> list[str]:
     return created
 
 
+def _creation_order(documents: dict[str, Any]) -> list[str]:
+    """Segments first, then each flag after the flags it requires (by name otherwise), so
+    the writer's reference checks find what a seeded flag names already written."""
+    segments = sorted(n for n in documents if is_segment_key(n))
+    pending = sorted(n for n in documents if not is_segment_key(n))
+    order: list[str] = []
+    placed: set[str] = set()
+    while pending:
+        ready = [n for n in pending if not (_requires(documents[n]) & (set(pending) - {n}))]
+        if not ready:  # a cycle: the writer refuses it with the chain named
+            ready = pending
+        order += ready
+        placed.update(ready)
+        pending = [n for n in pending if n not in placed]
+    return segments + order
+
+
+def _requires(document: Any) -> set[str]:
+    if not isinstance(document, dict) or not isinstance(document.get("prerequisites"), list):
+        return set()
+    names = set()
+    for item in document["prerequisites"]:
+        name = item.get("flag") if isinstance(item, dict) else item
+        if isinstance(name, str):
+            names.add(name)
+    return names
+
+
 def cmd_serve(args: argparse.Namespace, out: Any) -> int:
     try:
         import uvicorn
 
         from flagstaff.http.app import JsonFormatter, Settings, create_app
         from flagstaff.http.auth import is_loopback
+        from flagstaff.http.serving import uvicorn_options
     except ImportError as exc:
         hint = "pip install 'flagstaff[server]'"
         raise _usage(f"flagstaff serve needs the server extra ({exc.name}): {hint}") from None
-    if args.open and not is_loopback(args.host) and args.host != "localhost":
-        raise _usage(f"--open is for loopback only; refusing to serve {args.host} without tokens")
+    if args.open:
+        raise _usage(
+            "--open was removed: it let any same-host proxy in as admin. Use a token "
+            "(flagstaff serve --login-link), or --insecure-no-auth for local programs only"
+        )
+    if args.insecure_no_auth and not is_loopback(args.host) and args.host != "localhost":
+        raise _usage(f"--insecure-no-auth is for loopback only; refusing to serve {args.host} without tokens")
+    if args.insecure_no_auth and args.forwarded_allow_ips:
+        raise _usage("--insecure-no-auth cannot be combined with --forwarded-allow-ips (a proxy in front)")
+    if not args.header_timeout > 0 or not args.login_link_seconds > 0:
+        raise _usage("--header-timeout and --login-link-seconds must be positive")
     _configure_logging(args.log_format, JsonFormatter, "debug" if args.debug else args.log_level)
-    from flagstaff.cli import read_flag_set
+    from flagstaff.cli._files import read_flag_set
 
     documents = read_flag_set(args.seed) if args.seed else None
     sock = _bind(args.host, args.port)
-    app = create_app(
-        args.store, open_mode=args.open, token_db=args.token_db, settings=Settings(stale_days=args.stale_days)
-    )
+    settings = Settings(stale_days=args.stale_days, login_link_seconds=args.login_link_seconds)
+    try:
+        app = create_app(
+            args.store, open_mode=args.insecure_no_auth, token_db=args.token_db, settings=settings
+        )
+    except sqlite3.Error as exc:
+        sock.close()
+        raise _token_db_error(args.token_db or default_token_db(args.store), exc) from None
     state = app.state.flagstaff
     try:
         if documents is not None:
@@ -159,14 +256,19 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
         if args.login_link:
             token = state.login_token()
             out.line(f"Open {base}/login?token={token}")
-            out.note("(the link's admin token is revoked when this server stops)")
-        else:
-            out.line(
-                f"Serving {base} (API under {base}/api/v1; {'open mode' if args.open else 'tokens required'})"
+            out.note(
+                f"(the link works once, for {args.login_link_seconds:g} s; "
+                "its admin token is revoked when this server stops)"
             )
+        else:
+            mode = "INSECURE: no token needed from this host" if args.insecure_no_auth else "tokens required"
+            out.line(f"Serving {base} (API under {base}/api/v1; {mode})")
         out.stdout.flush()
+        served = uvicorn_options(
+            forwarded_allow_ips=args.forwarded_allow_ips, header_timeout=args.header_timeout
+        )
         config = uvicorn.Config(
-            app, lifespan="on", access_log=False, log_config=None, timeout_graceful_shutdown=5
+            app, lifespan="on", access_log=False, log_config=None, timeout_graceful_shutdown=5, **served
         )
         uvicorn.Server(config).run(sockets=[sock])
     finally:
@@ -179,7 +281,10 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on an accepted connection only when the
+    # socket says it is TCP, and accepted sockets inherit the listener's proto. Without it every
+    # keep-alive answer sent in two writes waited ~40 ms on Nagle and delayed ACKs.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -11,6 +11,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
+from flagstaff.metrics import HELP as CLIENT_HELP
+from flagstaff.metrics import Labels, Sample
+
 __all__ = ["Metrics"]
 
 _HELP = {
@@ -19,21 +22,9 @@ _HELP = {
     "flagstaff_writes_total": ("counter", "Accepted flag writes through the API, by action."),
     "flagstaff_changes_applied_total": ("counter", "Flag changes applied to the server's snapshot."),
     "flagstaff_auth_failures_total": ("counter", "Failed authentication attempts."),
-    "flagstaff_store_state": (
-        "gauge",
-        "1 for the state the server's client is in (live, stale, cached, defaults).",
-    ),
-    "flagstaff_data_age_seconds": (
-        "gauge",
-        "How far behind the store the served flags may be (0 when live).",
-    ),
-    "flagstaff_flags": ("gauge", "Flags in the served snapshot."),
-    "flagstaff_invalid_flags": (
-        "gauge",
-        "Flags whose latest document is invalid (the last good one is served).",
-    ),
-    "flagstaff_revision": ("gauge", "Store revision of the served snapshot."),
     "flagstaff_event_subscribers": ("gauge", "Open event streams."),
+    # The server's client: the same samples an application exposes with flagstaff.metrics.
+    **CLIENT_HELP,
 }
 
 _UNLABELLED = (
@@ -41,9 +32,6 @@ _UNLABELLED = (
     "flagstaff_changes_applied_total",
     "flagstaff_auth_failures_total",
 )
-
-Labels = tuple[tuple[str, str], ...]
-Sample = tuple[str, Labels, float]
 
 
 class Metrics:

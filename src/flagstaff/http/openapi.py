@@ -1,7 +1,7 @@
 """The OpenAPI 3.0 document of the JSON API, served at ``/api/v1/openapi.json``.
 
 Written by hand next to the handlers in :mod:`flagstaff.http.api`; the contract
-tests (schemathesis, ``tests/test_http_contract.py``) generate requests from it
+tests (schemathesis, ``tests/http/test_http_contract.py``) generate requests from it
 and check every answer against it, so the two cannot drift apart unnoticed.
 """
 
@@ -21,6 +21,7 @@ _ANY: dict[str, Any] = {
 _STR_OR_NULL = {"type": "string", "nullable": True}
 _NUM_OR_NULL = {"type": "number", "nullable": True}
 _INT_OR_NULL = {"type": "integer", "nullable": True}
+_TEXT = {"type": "string", "nullable": True, "minLength": 1, "maxLength": 1024}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -39,12 +40,17 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Malformed request (not JSON, wrong field types, bad parameter).",
         401: "No, malformed, unknown or revoked token.",
         403: "The token's scope is too low (or a session request lacks its CSRF token).",
-        404: "No such flag (or version, or token).",
-        409: "Compare-and-set failed: the flag changed (or exists already). Carries current_version.",
+        404: "No such flag (or segment, version, or token).",
+        409: "Compare-and-set failed: the flag changed (or exists already). Carries current_version. "
+        "For a delete: flags still use it, listed in used_by.",
         413: "The request body is too large.",
-        422: "The flag document (or name) is invalid: problems lists each one.",
-        429: "Too many failed authentication attempts from this address.",
-        503: "The store is unavailable.",
+        415: "Unsupported Content-Encoding (gzip or none).",
+        501: "Not configured here (a forcing token needs FLAGSTAFF_FORCE_KEY on the server).",
+        422: "The flag (or segment) document, or its name, is invalid: problems lists each one.",
+        429: "Too many failed authentication attempts (from this address, or from all).",
+        503: "The store (or, for tokens, the token database) is unavailable.",
+        504: "Outcome unknown (code outcome_unknown): the store's answer to the write was lost; "
+        "it may have been applied. Retry with the same If-Match.",
     }
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
@@ -56,6 +62,13 @@ _NAME = {
     "in": "path",
     "required": True,
     "description": "The flag's name.",
+    "schema": {"type": "string", "minLength": 1},
+}
+_SEGMENT_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "The segment's name (its store key is segment:NAME).",
     "schema": {"type": "string", "minLength": 1},
 }
 _IF_MATCH = {
@@ -120,6 +133,12 @@ _SCHEMAS: dict[str, Any] = {
             "error": {"type": "string"},
             "problems": {"type": "array", "items": _ref("Problem")},
             "current_version": _INT_OR_NULL,
+            "used_by": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "(delete refused) the flags that still use the segment or flag.",
+            },
+            "segment": {"type": "string", "description": "(a segment's key under /flags) where it is."},
         },
         "required": ["error"],
     },
@@ -149,6 +168,38 @@ _SCHEMAS: dict[str, Any] = {
         },
         "required": ["name", "version", "document", "state", "tags", "updated_at", "stale"],
     },
+    "Segment": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "key": {"type": "string", "description": "The store key: segment:NAME."},
+            "version": {"type": "integer"},
+            "document": _ANY,
+            "valid": {"type": "boolean"},
+            "description": _STR_OR_NULL,
+            "owner": _STR_OR_NULL,
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "holdout": {"type": "boolean", "description": "Members see no experiment."},
+            "used_by": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The flags that name the segment.",
+            },
+            "problems": {"type": "array", "items": _ref("Problem")},
+            "updated_at": {**_NUM_OR_NULL, "description": "Epoch seconds of the last change."},
+            "updated_by": _STR_OR_NULL,
+            "changed": {"type": "boolean", "description": "(writes) whether the write changed anything."},
+        },
+        "required": ["name", "key", "version", "document", "valid", "tags", "holdout", "used_by"],
+    },
+    "SegmentList": {
+        "type": "object",
+        "properties": {
+            "segments": {"type": "array", "items": _ref("Segment")},
+            "revision": {"type": "integer"},
+        },
+        "required": ["segments", "revision"],
+    },
     "FlagList": {
         "type": "object",
         "properties": {"flags": {"type": "array", "items": _ref("Flag")}, "revision": {"type": "integer"}},
@@ -156,7 +207,14 @@ _SCHEMAS: dict[str, Any] = {
     },
     "NewFlag": {
         "type": "object",
-        "properties": {"name": {"type": "string"}, "document": _ANY},
+        "properties": {
+            "name": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$",
+                "description": "A new flag's name (docs/flags.md); a look-alike of an existing one is 422.",
+            },
+            "document": _ANY,
+        },
         "required": ["name", "document"],
         "additionalProperties": False,
     },
@@ -169,6 +227,7 @@ _SCHEMAS: dict[str, Any] = {
     "Patch": {"oneOf": _patch_ops()},
     "ValidateRequest": {
         "type": "object",
+        "description": "A name segment:NAME checks a segment document; any other, a flag document.",
         "properties": {"name": {"type": "string"}, "document": _ANY},
         "required": ["document"],
         "additionalProperties": False,
@@ -244,8 +303,10 @@ _SCHEMAS: dict[str, Any] = {
     "Context": {
         "type": "object",
         "nullable": True,
-        "description": "Who is asking. Keys beyond these become custom attributes.",
+        "description": "Who is asking. Keys beyond these become custom attributes "
+        "(rules, segments and bucket_by read them). OpenFeature's targetingKey is the user id.",
         "properties": {
+            "targetingKey": {**_STR_OR_NULL, "description": "OpenFeature's targeting key: the user id."},
             "user_id": _STR_OR_NULL,
             "user_name": _STR_OR_NULL,
             "groups": {"type": "array", "items": {"type": "string"}},
@@ -257,6 +318,75 @@ _SCHEMAS: dict[str, Any] = {
             "oauth_client": _STR_OR_NULL,
             "time": {"type": "number", "description": "Request time, epoch seconds (default: now)."},
             "attributes": {"type": "object"},
+        },
+    },
+    "Event": {
+        "type": "object",
+        "description": "An exposure (flag, variant, experiment_id) or a metric event (name, value); "
+        "key is the bucketing key (user id, else cookie id).",
+        "required": ["kind", "time"],
+        "properties": {
+            "kind": {"type": "string", "enum": ["exposure", "track"]},
+            "time": {"type": "number", "description": "Epoch seconds (UTC)."},
+            "key": _TEXT,
+            "flag": _TEXT,
+            "variant": _TEXT,
+            "experiment_id": _INT_OR_NULL,
+            "revision": _INT_OR_NULL,
+            "name": _TEXT,
+            "value": _NUM_OR_NULL,
+            "attributes": {"type": "object", "nullable": True},
+        },
+        "additionalProperties": False,
+    },
+    "IngestRequest": {
+        "type": "object",
+        "required": ["events"],
+        "properties": {"events": {"type": "array", "items": _ref("Event")}},
+        "additionalProperties": False,
+    },
+    "IngestResult": {
+        "type": "object",
+        "required": ["written"],
+        "properties": {"written": {"type": "integer"}},
+    },
+    "BlastRequest": {
+        "type": "object",
+        "required": ["document"],
+        "properties": {
+            "document": {"description": "The new flag document (as for PUT /flags/{name})."},
+            "days": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 366, "default": 7},
+        },
+        "additionalProperties": False,
+    },
+    "BlastRadius": {
+        "type": "object",
+        "description": "Units (distinct keys) seen in the last `days`, each decided as a user id alone, "
+        "under the current flag and the new document; `transitions` lists the changes, largest first.",
+        "required": ["flag", "days", "units", "changed", "capped", "transitions"],
+        "properties": {
+            "flag": {"type": "string"},
+            "days": {"type": "number"},
+            "since": {"type": "number", "description": "Epoch seconds."},
+            "units": {"type": "integer"},
+            "changed": {"type": "integer"},
+            "capped": {"type": "boolean", "description": "More units were seen than `limit`."},
+            "limit": {"type": "integer"},
+            "on_to_off": {"type": "integer"},
+            "off_to_on": {"type": "integer"},
+            "variant_changes": {"type": "integer"},
+            "transitions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "from": {"type": "string", "description": "off, on, or a variant"},
+                        "to": {"type": "string"},
+                        "units": {"type": "integer"},
+                    },
+                },
+            },
+            "approximation": {"type": "string"},
         },
     },
     "EvaluateRequest": {
@@ -279,8 +409,12 @@ _SCHEMAS: dict[str, Any] = {
             "rule": {"type": "string"},
             "experiment_id": {"type": "integer"},
             "error": {"type": "string"},
+            "value": {
+                "description": "What the flag serves: the variant's JSON value (values), else the "
+                "variant, else enabled; null for an unknown flag."
+            },
         },
-        "required": ["flag", "enabled", "reason"],
+        "required": ["flag", "enabled", "reason", "value"],
     },
     "EvaluateResult": {
         "type": "object",
@@ -299,6 +433,7 @@ _SCHEMAS: dict[str, Any] = {
             "created_at": {"type": "number"},
             "revoked_at": _NUM_OR_NULL,
             "last_used": _NUM_OR_NULL,
+            "expires_at": _NUM_OR_NULL,
             "active": {"type": "boolean"},
             "token": {"type": "string", "description": "(create only) the secret, shown once."},
         },
@@ -399,7 +534,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body(_ref("NewFlag")),
                 "responses": {
                     "201": _json(flag, "Created.", _ETAG),
-                    **_errors(400, *_AUTH, 409, 413, 422, 503),
+                    **_errors(400, *_AUTH, 409, 413, 422, 503, 504),
                 },
             },
         },
@@ -417,7 +552,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(flag, "Replaced.", _ETAG),
                     "201": _json(flag, "Created.", _ETAG),
-                    **_errors(400, *_AUTH, 409, 413, 422, 503),
+                    **_errors(400, *_AUTH, 409, 413, 422, 503, 504),
                 },
             },
             "patch": {
@@ -427,13 +562,13 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body(_ref("Patch")),
                 "responses": {
                     "200": _json(flag, "Applied (changed says whether anything changed).", _ETAG),
-                    **_errors(400, *_AUTH, 404, 409, 413, 422, 503),
+                    **_errors(400, *_AUTH, 404, 409, 413, 422, 503, 504),
                 },
             },
             "delete": {
                 "operationId": "deleteFlag",
                 "parameters": [_IF_MATCH],
-                "responses": {"204": {"description": "Deleted."}, **_errors(400, *_AUTH, 404, 409, 503)},
+                "responses": {"204": {"description": "Deleted."}, **_errors(400, *_AUTH, 404, 409, 503, 504)},
             },
         },
         "/api/v1/flags/{name}/history": {
@@ -442,7 +577,7 @@ def _paths() -> dict[str, Any]:
                 "operationId": "flagHistory",
                 "summary": "The flag's changes, newest first: the audit trail.",
                 "parameters": [_LIMIT],
-                "responses": {"200": _json(_ref("History"), "Entries."), **_errors(400, *_AUTH, 503)},
+                "responses": {"200": _json(_ref("History"), "Entries."), **_errors(400, *_AUTH, 404, 503)},
             },
         },
         "/api/v1/flags/{name}/diff": {
@@ -465,6 +600,45 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        "/api/v1/flags/{name}/report": {
+            "parameters": [_NAME],
+            "get": {
+                "operationId": "flagReport",
+                "summary": "The experiment's results from the event store: per metric and variant the units, "
+                "value, lift with interval, chance to win; the sample-ratio check. format=svg: a plot.",
+                "parameters": [
+                    {
+                        "name": "metric",
+                        "in": "query",
+                        "description": "Event names, comma-separated, each may end in :conversion or :mean "
+                        "(default: every event name).",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "control",
+                        "in": "query",
+                        "description": "The control variant (default control_1, else the first).",
+                        "schema": {"type": "string"},
+                    },
+                    {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "svg"]}},
+                    {
+                        "name": "plot",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["intervals", "counts"]},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The report (JSON), or with format=svg the picture.",
+                        "content": {
+                            "application/json": {"schema": {"type": "object"}},
+                            "image/svg+xml": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(400, *_AUTH, 404, 501, 503),
+                },
+            },
+        },
         "/api/v1/flags/{name}/rollback": {
             "parameters": [_NAME],
             "post": {
@@ -474,8 +648,76 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body(_ref("Rollback")),
                 "responses": {
                     "200": _json(flag, "Rolled back.", _ETAG),
-                    **_errors(400, *_AUTH, 404, 409, 413, 422, 503),
+                    **_errors(400, *_AUTH, 404, 409, 413, 422, 503, 504),
                 },
+            },
+        },
+        "/api/v1/flags/{name}/blast": {
+            "parameters": [_NAME],
+            "post": {
+                "operationId": "blastRadius",
+                "summary": "How many units seen in the last days a new document would move (write scope; "
+                "writes nothing).",
+                "requestBody": _body(_ref("BlastRequest")),
+                "responses": {
+                    "200": _json(_ref("BlastRadius"), "The count."),
+                    **_errors(400, *_AUTH, 404, 413, 422, 501, 503),
+                },
+            },
+        },
+        "/api/v1/segments": {
+            "get": {
+                "operationId": "listSegments",
+                "summary": "Every segment, with the flags that use each.",
+                "responses": {
+                    "200": _json(_ref("SegmentList"), "The segments."),
+                    **_errors(400, *_AUTH, 503),
+                },
+            },
+        },
+        "/api/v1/segments/{name}": {
+            "parameters": [_SEGMENT_NAME],
+            "get": {
+                "operationId": "getSegment",
+                "responses": {
+                    "200": _json(_ref("Segment"), "The segment.", _ETAG),
+                    **_errors(400, *_AUTH, 404, 503),
+                },
+            },
+            "put": {
+                "operationId": "replaceSegment",
+                "summary": "Write the segment's document (creating it if absent).",
+                "parameters": [
+                    _IF_MATCH,
+                    {
+                        "name": "If-None-Match",
+                        "in": "header",
+                        "required": False,
+                        "description": "'*': create only (409 if the segment exists).",
+                        "schema": {"type": "string", "enum": ["*"]},
+                    },
+                ],
+                "requestBody": _body(_ref("FlagDocument")),
+                "responses": {
+                    "200": _json(_ref("Segment"), "Replaced.", _ETAG),
+                    "201": _json(_ref("Segment"), "Created.", _ETAG),
+                    **_errors(400, *_AUTH, 409, 413, 422, 503, 504),
+                },
+            },
+            "delete": {
+                "operationId": "deleteSegment",
+                "summary": "Delete the segment; refused (409, used_by) while flags use it.",
+                "parameters": [_IF_MATCH],
+                "responses": {"204": {"description": "Deleted."}, **_errors(400, *_AUTH, 404, 409, 503, 504)},
+            },
+        },
+        "/api/v1/segments/{name}/history": {
+            "parameters": [_SEGMENT_NAME],
+            "get": {
+                "operationId": "segmentHistory",
+                "summary": "The segment's changes, newest first.",
+                "parameters": [_LIMIT],
+                "responses": {"200": _json(_ref("History"), "Entries."), **_errors(400, *_AUTH, 503)},
             },
         },
         "/api/v1/history": {
@@ -500,11 +742,23 @@ def _paths() -> dict[str, Any]:
         "/api/v1/evaluate": {
             "post": {
                 "operationId": "evaluate",
-                "summary": "Decisions (with reasons) for a context: one flag, several, or all.",
+                "summary": "Decisions (with reasons and values) for a context: one flag, several, or all.",
                 "requestBody": _body(_ref("EvaluateRequest")),
                 "responses": {
                     "200": _json(_ref("EvaluateResult"), "Decisions."),
                     **_errors(400, *_AUTH, 413),
+                },
+            }
+        },
+        "/api/v1/ingest": {
+            "post": {
+                "operationId": "ingest",
+                "summary": "Record exposures and metric events (write scope) in the server's event store; "
+                "all or none are written. The body may be gzip (Content-Encoding).",
+                "requestBody": _body(_ref("IngestRequest")),
+                "responses": {
+                    "200": _json(_ref("IngestResult"), "How many events were written."),
+                    **_errors(400, *_AUTH, 413, 415, 501, 503),
                 },
             }
         },
@@ -540,8 +794,43 @@ def _paths() -> dict[str, Any]:
                 "operationId": "createToken",
                 "summary": "A new token; its secret is in the answer, once. Admin scope.",
                 "requestBody": _body(_ref("NewToken")),
-                "responses": {"201": _json(_ref("Token"), "Created."), **_errors(400, *_AUTH, 413)},
+                "responses": {"201": _json(_ref("Token"), "Created."), **_errors(400, *_AUTH, 413, 503)},
             },
+        },
+        "/api/v1/force-tokens": {
+            "post": {
+                "operationId": "createForceToken",
+                "summary": "A signed token forcing one ?feature= value until it expires. Admin scope.",
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["value"],
+                        "properties": {
+                            "value": {"type": "string", "description": "The ?feature= value forced."},
+                            "ttl": {
+                                "oneOf": [{"type": "number"}, {"type": "string"}],
+                                "description": "Seconds, or a duration ('15m', '1h', '7d'). Default 1h.",
+                            },
+                        },
+                        "additionalProperties": False,
+                    }
+                ),
+                "responses": {
+                    "201": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "token": {"type": "string"},
+                                "value": {"type": "string"},
+                                "expires": {"type": "string"},
+                                "expires_at": {"type": "integer"},
+                            },
+                        },
+                        "The token (use it as ?feature=TOKEN).",
+                    ),
+                    **_errors(400, *_AUTH, 413, 501),
+                },
+            }
         },
         "/api/v1/tokens/{token_id}": {
             "parameters": [
@@ -550,7 +839,7 @@ def _paths() -> dict[str, Any]:
             "delete": {
                 "operationId": "revokeToken",
                 "summary": "Revoke a token: it stops working at once. Admin scope.",
-                "responses": {"200": _json(_ref("Token"), "Revoked."), **_errors(*_AUTH, 404)},
+                "responses": {"200": _json(_ref("Token"), "Revoked."), **_errors(*_AUTH, 404, 503)},
             },
         },
     }

@@ -8,6 +8,8 @@
   :mod:`~flagstaff.integrations.django` (Django app),
   :mod:`~flagstaff.integrations.jinja2` and :mod:`~flagstaff.integrations.mako`
   (template helpers); each needs its extra (``flagstaff[flask]``...).
+* :mod:`~flagstaff.integrations.openfeature`: flagstaff as an OpenFeature
+  provider (``flagstaff[openfeature]``; ``docs/openfeature.md``).
 
 This package imports no web framework; each framework module imports its own.
 See ``docs/integrations.md``.

@@ -20,11 +20,13 @@
 
 Without a ``client`` the extension connects to ``app.config["FLAGSTAFF_STORE"]``
 (a store URL). For each request it reads the request facts (visitor cookie,
-``?feature=``, subdomain; see :mod:`flagstaff.integrations.request`), calls the
+signed ``?feature=`` tokens, subdomain; see :mod:`flagstaff.integrations.request`), calls the
 hook with ``flask.request`` (the session and ``flask_login.current_user`` are
 available there), enters one :class:`~flagstaff.scope.Scope` before the first
 view code runs and leaves it at teardown, and sets the visitor cookie on the
 response when it minted one. Supports the app factory pattern (:meth:`init_app`).
+Forcing tokens are verified with ``options.force_key``; without ``options``, with
+``app.config["FLAGSTAFF_FORCE_KEY"]`` if set, else ``$FLAGSTAFF_FORCE_KEY``.
 
 A body streamed with ``stream_with_context`` runs after teardown: take the
 decisions you need before returning the generator.
@@ -32,7 +34,15 @@ decisions you need before returning the generator.
 
 from __future__ import annotations
 
-from flask import Flask, Request, Response, g, has_request_context, request
+from dataclasses import replace
+
+from flagstaff._extras import missing_extra
+
+try:
+    from flask import Flask, Request, Response, g, has_request_context, request
+except ModuleNotFoundError as _exc:
+    raise missing_extra(_exc, "flask", "flask", "flagstaff.integrations.flask") from None
+
 
 import flagstaff
 from flagstaff.client import Client
@@ -61,6 +71,7 @@ class Flagstaff:
     ) -> None:
         self.client = client
         self.hook = context
+        self._options_given = options is not None
         self.options = options or RequestOptions()
         if app is not None:
             self.init_app(app)
@@ -72,6 +83,9 @@ class Flagstaff:
             if not url:
                 raise flagstaff.ClientError("Flagstaff needs a client or app.config['FLAGSTAFF_STORE']")
             self.client = flagstaff.connect(url)
+        key = app.config.get("FLAGSTAFF_FORCE_KEY")
+        if key and not self._options_given:
+            self.options = replace(self.options, force_key=key)
         flags.use(self.client)
         app.extensions["flagstaff"] = self
         app.before_request(self._enter)

@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from jinja2 import Environment, pass_context
+from flagstaff._extras import missing_extra
+
+try:
+    from jinja2 import Environment, pass_context
+except ModuleNotFoundError as _exc:
+    raise missing_extra(_exc, "jinja2", "jinja2", "flagstaff.integrations.jinja2") from None
+
 
 from flagstaff.integrations.current import flags
 

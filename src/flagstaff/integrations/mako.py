@@ -16,7 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from mako.lookup import TemplateLookup
+from flagstaff._extras import missing_extra
+
+try:
+    from mako.lookup import TemplateLookup
+except ModuleNotFoundError as _exc:
+    raise missing_extra(_exc, "mako", "mako", "flagstaff.integrations.mako") from None
+
 
 from flagstaff.integrations.current import flags
 

@@ -7,9 +7,13 @@ request and builds the context the same way:
   ``flagstaff_id``). A request without a valid one gets a new random id, which
   the integration sets on the response, so a logged-out visitor keeps one
   bucket from their first page on.
-* ``features``: the ``?feature=`` values, in request order (at most
-  :data:`MAX_FEATURES`, each at most :data:`MAX_FEATURE_LENGTH` characters; the
-  rest are ignored, as they come from anyone's address bar).
+* ``features``: the feature values of the ``?feature=`` *forcing tokens* that
+  verify (:mod:`flagstaff.forcing`: signed with ``RequestOptions.force_key``, not
+  expired), in request order, at most :data:`MAX_FEATURES`. Anything else is
+  dropped (logged at debug level), as it comes from anyone's address bar; with no
+  key nothing is forced at all. ``RequestOptions.unsigned_forcing`` takes plain
+  values too (each at most :data:`MAX_FEATURE_LENGTH` characters): reddit's form,
+  for reddit compatibility mode only.
 * ``subdomain``: the part of the ``Host`` before ``RequestOptions.domain``.
 
 The application's *context hook* then adds what only it knows (user id, user
@@ -23,9 +27,12 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
+
+from flagstaff.forcing import KEY_ENV, MAX_TOKEN_LENGTH, MAX_VALUE_LENGTH, check_key, key_from_env, verify
 
 __all__ = [
     "DEFAULT_COOKIE_MAX_AGE",
@@ -36,6 +43,7 @@ __all__ = [
     "RequestOptions",
     "context_from",
     "cookie_header",
+    "forced_features",
     "parse_cookie_header",
     "read_facts",
     "subdomain_of",
@@ -50,7 +58,7 @@ the WSGI environ, the ASGI scope, a ``flask.Request``, a Django ``HttpRequest``.
 
 DEFAULT_COOKIE_MAX_AGE = 2 * 365 * 24 * 3600  # two years
 MAX_FEATURES = 20
-MAX_FEATURE_LENGTH = 100
+MAX_FEATURE_LENGTH = MAX_VALUE_LENGTH
 
 # A visitor id we accept back from a cookie: what we mint, or another system's
 # id of the same shape (reddit's loid). Anything else is replaced.
@@ -69,7 +77,14 @@ class RequestOptions:
     """The site's domain (``example.com``): ``beta.example.com`` is subdomain ``beta``.
     ``None``: no subdomain is read."""
     feature_param: str | None = "feature"
-    """The query parameter whose values become ``Context.features``; ``None``: ignored."""
+    """The query parameter of forcing tokens (their values become ``Context.features``);
+    ``None``: ignored."""
+    force_key: bytes | str | None = field(default_factory=key_from_env, repr=False)
+    """The key forcing tokens are verified with (at least 16 bytes; a ``str`` is UTF-8).
+    Default: ``$FLAGSTAFF_FORCE_KEY``. ``None``: no token verifies, so nothing is forced."""
+    unsigned_forcing: bool = False
+    """Take plain ``?feature=NAME`` values as well, as reddit did. Anyone can then force any
+    flag with a ``url`` selector: for reddit compatibility mode only."""
 
     def __post_init__(self) -> None:
         if self.cookie is not None and not re.fullmatch(r"[A-Za-z0-9_\-]+", self.cookie):
@@ -78,6 +93,9 @@ class RequestOptions:
             raise ValueError("cookie_max_age must be positive")
         if self.domain is not None:
             object.__setattr__(self, "domain", self.domain.strip(".").lower())
+        if self.force_key is not None:
+            # ForceKeyError is a ValueError: Django's settings turn it into ImproperlyConfigured.
+            object.__setattr__(self, "force_key", check_key(self.force_key, source="force_key"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +131,43 @@ def read_facts(
             cookie_id = cookie_value
         else:
             cookie_id, new_cookie = secrets.token_urlsafe(16), True
-    picked: list[str] = []
+    picked: tuple[str, ...] = ()
     if options.feature_param is not None:
-        for value in features:
-            if len(picked) == MAX_FEATURES:
-                break
-            if value and len(value) <= MAX_FEATURE_LENGTH:
-                picked.append(value)
-    return RequestFacts(cookie_id, new_cookie, tuple(picked), subdomain_of(host, options.domain))
+        picked = forced_features(options, features)
+    return RequestFacts(cookie_id, new_cookie, picked, subdomain_of(host, options.domain))
+
+
+def forced_features(
+    options: RequestOptions, values: Iterable[str], now: float | None = None
+) -> tuple[str, ...]:
+    """The feature values the ``?feature=`` ``values`` force: those of the tokens that
+    verify with ``options.force_key`` at ``now`` (default: the clock), plus, with
+    ``unsigned_forcing``, every other value as it is. In request order, at most
+    :data:`MAX_FEATURES`. Never raises."""
+    key = options.force_key  # checked (and made bytes) when the options were built
+    picked: list[str] = []
+    for value in values:
+        if len(picked) == MAX_FEATURES:
+            break
+        if not value:
+            continue
+        forced = None
+        if key is not None and len(value) <= MAX_TOKEN_LENGTH:
+            if now is None:
+                now = time.time()
+            forced = verify(value, key, now)
+        if forced is None and options.unsigned_forcing and len(value) <= MAX_FEATURE_LENGTH:
+            forced = value
+        if forced is not None:
+            picked.append(forced)
+        else:
+            log.debug(
+                "?%s=%.40r dropped: %s",
+                options.feature_param,
+                value,
+                "not a valid forcing token" if key is not None else f"no forcing key (set ${KEY_ENV})",
+            )
+    return tuple(picked)
 
 
 def subdomain_of(host: str | None, domain: str | None) -> str | None:

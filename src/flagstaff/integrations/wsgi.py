@@ -11,7 +11,7 @@
     app = FlagsMiddleware(app, client, context=context)
 
 For each request the middleware reads the request facts (visitor cookie,
-``?feature=`` values, subdomain; see :mod:`flagstaff.integrations.request`),
+signed ``?feature=`` forcing tokens, subdomain; see :mod:`flagstaff.integrations.request`),
 adds the hook's keys, takes one :class:`~flagstaff.scope.Scope` from
 ``client.scope()`` and makes it current for the whole request, the response
 body's iteration included: ``flags.is_enabled("x")`` anywhere inside answers

@@ -3,11 +3,15 @@
 ======================================  ==========================================
 ``memory://[name]``                     process memory (tests, demos)
 ``file:///path/flags.json``             a JSON (or YAML) file, watched
-``sqlite:///path/flags.db``             the embedded default: one file, many processes
+``sqlite:///path/flagstaff.db``             the embedded default: one file, many processes
 ``zookeeper://host:port[,…]/chroot``    ZooKeeper, pushed by watches
 ``etcd://host:port[,…]/prefix``         etcd v3, prefix watch
 ``redis://host:port/db?prefix=…``       Redis, pub/sub notices
 ======================================  ==========================================
+
+``?readonly=1`` on any of them opens the store wrapped in a
+:class:`~flagstaff.stores.wrappers.ReadOnlyStore`: reads and watches as usual,
+writes refused with ``StoreError``.
 """
 
 from __future__ import annotations
@@ -17,10 +21,22 @@ from urllib.parse import urlsplit
 
 from flagstaff.errors import UnsupportedStoreURL
 from flagstaff.runtime import Runtime
-from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, Store, StoreState, Watch, WatchEvent
+from flagstaff.stores.base import (
+    Change,
+    Disconnected,
+    HistoryEntry,
+    Record,
+    Reset,
+    Store,
+    StoreState,
+    Watch,
+    WatchEvent,
+)
+from flagstaff.stores.wrappers import ReadOnlyStore
 
 __all__ = [
     "Change",
+    "Disconnected",
     "HistoryEntry",
     "Record",
     "Reset",
@@ -46,7 +62,12 @@ SCHEMES: dict[str, str] = {
 
 
 def open_store(url: str, *, runtime: Runtime | None = None) -> Store:
-    """Open the store a URL names. Raises :class:`UnsupportedStoreURL`."""
+    """Open the store a URL names. Raises :class:`UnsupportedStoreURL`.
+
+    ``readonly=1`` (``true``, ``yes``) in the query is taken out of the URL the
+    store sees, and the store comes back wrapped in a :class:`ReadOnlyStore`.
+    """
+    url, readonly = _take_readonly(url)
     scheme = urlsplit(url).scheme
     target = SCHEMES.get(scheme)
     if target is None:
@@ -61,4 +82,23 @@ def open_store(url: str, *, runtime: Runtime | None = None) -> Store:
             f"install it with: pip install 'flagstaff[{scheme}]'"
         ) from exc
     store: Store = getattr(module, cls_name).from_url(url, runtime)
-    return store
+    return ReadOnlyStore(store) if readonly else store
+
+
+def _take_readonly(url: str) -> tuple[str, bool]:
+    """``url`` without its ``readonly`` option, and whether that option said yes."""
+    base, question, rest = url.partition("?")
+    if not question:
+        return url, False
+    query, hash_, fragment = rest.partition("#")
+    pairs = query.split("&")
+    kept = [p for p in pairs if p.partition("=")[0] != "readonly"]
+    if len(kept) == len(pairs):
+        return url, False
+    readonly = False
+    for pair in pairs:  # the last one counts, as for every other option
+        key, _, value = pair.partition("=")
+        if key == "readonly":
+            readonly = value.lower() in ("1", "true", "yes")
+    stripped = base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
+    return stripped, readonly

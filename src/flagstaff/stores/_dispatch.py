@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
 from collections.abc import Callable
 
 from flagstaff.runtime import Runtime
@@ -76,6 +75,7 @@ class InlineDelivery:
 
     def __init__(self, runtime: Runtime, on_event: Callable[[WatchEvent], None]) -> None:
         self._on_event = on_event
+        self._runtime = runtime
         self._lock = runtime.lock()
         self._stopped = False
         self._inside: int | None = None  # the task running a callback now
@@ -86,7 +86,7 @@ class InlineDelivery:
         with self._lock:
             if self._stopped:
                 return
-            self._inside = threading.get_ident()
+            self._inside = self._runtime.task_id()
             try:
                 self._on_event(event)
             except Exception:
@@ -100,7 +100,7 @@ class InlineDelivery:
 
     def stop(self) -> None:
         self._stopped = True
-        if self._inside == threading.get_ident():
+        if self._inside == self._runtime.task_id():
             return  # stop() from inside the callback: it is the one in flight
         with self._lock:
             pass

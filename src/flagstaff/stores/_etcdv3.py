@@ -24,8 +24,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flagstaff.errors import StoreError, StoreUnavailable
+from flagstaff.errors import StoreError, StoreUnavailable, WriteOutcomeUnknown
 from flagstaff.runtime import Runtime
+from flagstaff.stores.base import decode_raw
 
 __all__ = ["Gateway", "GatewayError", "KeyValue", "WatchStream", "b64", "prefix_end"]
 
@@ -36,6 +37,8 @@ Json = dict[str, Any]
 # gRPC status codes the gateway reports that mean "try again / elsewhere".
 _UNAVAILABLE_CODES = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE (no leader, leader changed, ...)
 _UNAUTHENTICATED = 16
+# The one "unavailable" answer that says a write was refused before it was proposed.
+_NO_LEADER = "no leader"
 # Errors of a request on a kept-alive connection that the peer had closed meanwhile.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
 
@@ -49,7 +52,7 @@ class GatewayError(StoreError):
 
 
 def b64(text: str | bytes) -> str:
-    data = text.encode() if isinstance(text, str) else text
+    data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
     return base64.b64encode(data).decode("ascii")
 
 
@@ -79,7 +82,9 @@ class KeyValue:
     @classmethod
     def parse(cls, kv: Json) -> KeyValue:
         return cls(
-            _unb64(kv.get("key")).decode(),
+            # A key that is not UTF-8 (etcdctl can write one) must not fail a whole range or
+            # watch response: its bytes are kept and the store skips it (no flag has such a name).
+            decode_raw(_unb64(kv.get("key"))),
             _unb64(kv.get("value")),
             int(kv.get("version", 0)),
             int(kv.get("mod_revision", 0)),
@@ -165,17 +170,28 @@ class Gateway:
 
     # -- plain requests ------------------------------------------------------------------------
 
-    def call(self, path: str, body: Json, *, timeout: float | None = None) -> Json:
-        """POST ``body`` to ``/v3/<path>``; tries every endpoint before giving up."""
+    def call(self, path: str, body: Json, *, timeout: float | None = None, write: bool = False) -> Json:
+        """POST ``body`` to ``/v3/<path>``; tries every endpoint before giving up.
+
+        ``write``: the request changes something, so once it has been sent whole it is never
+        sent again: a lost answer raises :class:`WriteOutcomeUnknown` instead.
+        """
         last: Exception | None = None
         for _ in range(len(self._endpoints)):
             index = self._current
             try:
-                return self._call_authenticated(index, path, body, timeout)
+                return self._call_authenticated(index, path, body, timeout, write)
             except GatewayError as exc:
                 if exc.code not in _UNAVAILABLE_CODES:
                     raise
+                if write and _NO_LEADER not in str(exc):
+                    # "request timed out", "leader changed": the proposal may still commit.
+                    raise WriteOutcomeUnknown(
+                        f"outcome unknown: etcd did not confirm the write ({exc}); it may have been applied"
+                    ) from exc
                 last = exc
+            except WriteOutcomeUnknown:
+                raise  # sent: trying another endpoint would send it twice
             except StoreUnavailable as exc:
                 last = exc
             with self._lock:
@@ -183,17 +199,20 @@ class Gateway:
                     self._current = (index + 1) % len(self._endpoints)
         raise StoreUnavailable(f"no etcd endpoint answered: {last}") from last
 
-    def _call_authenticated(self, index: int, path: str, body: Json, timeout: float | None) -> Json:
+    def _call_authenticated(
+        self, index: int, path: str, body: Json, timeout: float | None, write: bool = False
+    ) -> Json:
         if self._user is not None and self._token is None:
             self._authenticate(index)
         try:
-            return self._post(index, path, body, timeout)
+            return self._post(index, path, body, timeout, write=write)
         except GatewayError as exc:
             if exc.code != _UNAUTHENTICATED or self._user is None:
                 raise
         # The token expired (simple tokens live five minutes by default): once more with a new one.
+        # (A refused request changed nothing, so a write may go again.)
         self._authenticate(index)
-        return self._post(index, path, body, timeout)
+        return self._post(index, path, body, timeout, write=write)
 
     def _authenticate(self, index: int) -> None:
         reply = self._post(
@@ -201,25 +220,44 @@ class Gateway:
         )
         self._token = str(reply.get("token", ""))
 
-    def _post(self, index: int, path: str, body: Json, timeout: float | None, *, auth: bool = True) -> Json:
+    def _post(
+        self,
+        index: int,
+        path: str,
+        body: Json,
+        timeout: float | None,
+        *,
+        auth: bool = True,
+        write: bool = False,
+    ) -> Json:
         headers = {"Content-Type": "application/json"}
         if auth and self._token:
             headers["Authorization"] = self._token
         payload = json.dumps(body)
         for attempt in (1, 2):
             conn, reused = self._checkout(index)
+            sent = False
             try:
                 conn.timeout = timeout or self._timeout
                 if conn.sock is not None:
                     conn.sock.settimeout(conn.timeout)
                 conn.request("POST", f"/v3/{path}", payload, headers)
+                sent = True
                 response = conn.getresponse()
                 data = response.read()
                 break
             except _STALE as exc:
                 conn.close()
+                if write and sent:
+                    # Sent whole, answer lost: etcd may have applied it. A resend is not harmless
+                    # (a compare-and-set write would fail against itself, an unconditional one
+                    # would apply twice), so say so instead.
+                    raise WriteOutcomeUnknown(
+                        f"outcome unknown: etcd at {self._where(index)} did not answer the write "
+                        f"({type(exc).__name__}); it may have been applied"
+                    ) from exc
                 # A kept-alive connection the server (or a proxy) closed while idle: once more on
-                # a new one. A duplicated write is harmless: every write compares a revision.
+                # a new one (reads; a write only if it never went out whole).
                 if reused and attempt == 1:
                     log.debug("etcd connection went stale (%s); reconnecting", type(exc).__name__)
                     continue
@@ -227,8 +265,12 @@ class Gateway:
                 raise StoreUnavailable(f"etcd at {host}:{port} unreachable: {exc}") from exc
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                host, port = self._endpoints[index]
-                raise StoreUnavailable(f"etcd at {host}:{port} unreachable: {exc}") from exc
+                if write and sent:  # a timeout or reset while waiting for the answer
+                    raise WriteOutcomeUnknown(
+                        f"outcome unknown: etcd at {self._where(index)} did not answer the write "
+                        f"({exc or type(exc).__name__}); it may have been applied"
+                    ) from exc
+                raise StoreUnavailable(f"etcd at {self._where(index)} unreachable: {exc}") from exc
         conn.timeout = self._timeout
         self._checkin(index, conn)
         try:
@@ -240,6 +282,10 @@ class Gateway:
             message = str(reply.get("message") or reply.get("error") or f"HTTP {response.status}")
             raise GatewayError(code, message)
         return reply
+
+    def _where(self, index: int) -> str:
+        host, port = self._endpoints[index]
+        return f"{host}:{port}"
 
     def _checkout(self, index: int) -> tuple[http.client.HTTPConnection, bool]:
         """An idle connection to endpoint ``index`` (reused=True), else a new one."""

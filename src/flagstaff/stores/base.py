@@ -21,7 +21,11 @@ Watches
     runtime, every change with a revision greater than ``since``, in revision
     order. A store that may have missed changes (a reconnect, a compaction, a
     lost notification) delivers :class:`Reset` instead of guessing; the client
-    then calls ``load()`` again. After ``Watch.stop()`` returns no further
+    then calls ``load()`` again. A store that loses contact with its backend
+    (a refused or silent connection, an unreadable file) delivers
+    :class:`Disconnected` within its stated bound (docs/stores.md), once per
+    outage, and a ``Reset`` once contact is back, so the subscriber knows its
+    data may be behind meanwhile and reloads after. After ``Watch.stop()`` returns no further
     callbacks are made ("stop is silent"). Callbacks must be quick; the client
     hands slow work to its own task.
 
@@ -30,6 +34,15 @@ Emptiness
     flagstaff writes with the first change through it. A store that comes back
     empty *and* uninitialized (wiped, or a fresh server) is not believed by the
     client, which keeps its last good flags.
+
+Bad documents
+    A value that is not UTF-8 (written by another program) is still one
+    record: stores read bytes with :func:`decode_raw`, which keeps the bad
+    bytes as lone surrogates, and :func:`flagstaff.model.decode_document`
+    refuses such text with a ``ValidationError``. So a bad value is one bad
+    document, skipped and named by the client; it never fails ``load()`` or
+    ends a watch, and the next good write to it is delivered as usual. A *name*
+    that is not UTF-8 names no flag: the store skips that value and logs it.
 
 Thread safety
     Every method may be called from any thread or greenlet; ``close()`` is
@@ -45,6 +58,7 @@ from typing import Protocol, TypeAlias
 
 __all__ = [
     "Change",
+    "Disconnected",
     "HistoryEntry",
     "Record",
     "Reset",
@@ -52,6 +66,8 @@ __all__ = [
     "StoreState",
     "Watch",
     "WatchEvent",
+    "decode_raw",
+    "is_text",
 ]
 
 
@@ -89,7 +105,17 @@ class Reset:
     reason: str
 
 
-WatchEvent: TypeAlias = Change | Reset
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The watch lost contact with the backend: changes may be missed until a
+    :class:`Reset` follows (sent once contact is back)."""
+
+    reason: str
+    since: float
+    """When the watch last had confirmed contact (``time.time()``)."""
+
+
+WatchEvent: TypeAlias = Change | Reset | Disconnected
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +129,27 @@ class HistoryEntry:
     author: str | None
     before: str | None
     after: str | None
+
+
+def decode_raw(data: bytes | str) -> str:
+    """A stored value as text. Bytes that are not UTF-8 are kept as lone
+    surrogates (``surrogateescape``): nothing is lost (``encode("utf-8",
+    "surrogateescape")`` gives the bytes back) and ``decode_document`` refuses
+    the text, naming the first bad byte. Never raises."""
+    if isinstance(data, str):
+        return data
+    return bytes(data).decode("utf-8", "surrogateescape")
+
+
+def is_text(text: str) -> bool:
+    """Whether ``text`` holds no undecodable bytes (see :func:`decode_raw`). A flag
+    *name* that is not text names no flag: stores skip it (and log it) rather
+    than fail a load or a watch on it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Watch(Protocol):

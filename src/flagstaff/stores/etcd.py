@@ -12,7 +12,8 @@ transaction guarded by its ``mod_revision`` (so the history entry records the
 exact text it replaced); the store revision is etcd's header revision.
 
 Watches: one prefix watch, resumed from the last seen revision after any
-disconnect (etcd replays what happened meanwhile, so no Reset is needed). If
+disconnect (etcd replays what happened meanwhile). The outage itself is told
+(:class:`Disconnected`, then a Reset once the stream is back). If
 that revision has been compacted, the store re-lists at one consistent
 revision, delivers :class:`Reset` and watches again from there. A watchdog
 probes the cluster every two seconds and restarts a stream that has gone
@@ -21,7 +22,6 @@ silent while the prefix moved on (a half-open connection).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import ssl
@@ -31,18 +31,38 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from flagstaff.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, UnsupportedStoreURL
+from flagstaff.document import printable_text
+from flagstaff.errors import (
+    ConflictError,
+    NotFoundError,
+    StoreError,
+    StoreUnavailable,
+    UnsupportedStoreURL,
+    WriteOutcomeUnknown,
+)
 from flagstaff.runtime import Runtime, default_runtime
 from flagstaff.stores._backoff import Backoff
 from flagstaff.stores._dispatch import InlineDelivery
 from flagstaff.stores._etcdv3 import Gateway, KeyValue, WatchStream, b64, prefix_end
-from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, StoreState, Watch, WatchEvent
+from flagstaff.stores._history import HISTORY_LIMIT, decode_entry, encode_entry, entries_to_trim
+from flagstaff.stores._url import redact_url
+from flagstaff.stores.base import (
+    Change,
+    Disconnected,
+    HistoryEntry,
+    Record,
+    Reset,
+    StoreState,
+    Watch,
+    WatchEvent,
+    decode_raw,
+    is_text,
+)
 
 __all__ = ["HISTORY_LIMIT", "EtcdStore"]
 
 log = logging.getLogger("flagstaff.stores.etcd")
 
-HISTORY_LIMIT = 1000
 _TRIM_EVERY = 50  # writes between two history trims (each trim is two requests)
 _CAS_ATTEMPTS = 32
 _PROBE_INTERVAL = 2.0
@@ -54,7 +74,7 @@ _UNKNOWN: Any = object()
 class EtcdStore:
     """Flags under one etcd key prefix. Thread- and greenlet-safe."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (keyword-only connection options)
         self,
         endpoints: list[tuple[str, int]],
         prefix: str,
@@ -88,7 +108,7 @@ class EtcdStore:
     def from_url(cls, url: str, runtime: Runtime | None = None) -> EtcdStore:
         parts = urlsplit(url)
         if parts.scheme not in ("etcd", "etcds"):
-            raise UnsupportedStoreURL(f"not an etcd:// URL: {_redact(url)}")
+            raise UnsupportedStoreURL(f"not an etcd:// URL: {redact_url(url)}")
         options = _options(parts.query, url)
         timeout = options.pop("timeout", "3")
         try:
@@ -107,7 +127,7 @@ class EtcdStore:
         for item in hostlist.split(","):
             host, _, port = item.strip().rpartition(":")
             if not host or not port.isdigit():
-                raise UnsupportedStoreURL(f"etcd URL needs host:port endpoints: {_redact(url)}")
+                raise UnsupportedStoreURL(f"etcd URL needs host:port endpoints: {redact_url(url)}")
             endpoints.append((host.strip("[]"), int(port)))
         return cls(
             endpoints,
@@ -165,7 +185,7 @@ class EtcdStore:
                     old, fresh = self._get(key), True
                     continue
                 raise ConflictError(name, expect, actual)
-            before = old.value.decode() if old else None
+            before = decode_raw(old.value) if old else None
             ops = [
                 {"request_put": {"key": b64(key), "value": b64(raw)}},
                 *self._log_ops(name, actual + 1, author, before, raw),
@@ -191,7 +211,7 @@ class EtcdStore:
                 raise ConflictError(name, expect, old.version)
             ops = [
                 {"request_delete_range": {"key": b64(key)}},
-                *self._log_ops(name, None, author, old.value.decode(), None),
+                *self._log_ops(name, None, author, decode_raw(old.value), None),
             ]
             revision, current = self._commit(key, old, ops)
             if revision:
@@ -241,10 +261,15 @@ class EtcdStore:
                 "result": "EQUAL",
                 "mod_revision": str(old.mod_revision),
             }
-        reply = self._gw.call(
-            "kv/txn",
-            {"compare": [compare], "success": ops, "failure": [{"request_range": {"key": b64(key)}}]},
-        )
+        try:
+            reply = self._gw.call(
+                "kv/txn",
+                {"compare": [compare], "success": ops, "failure": [{"request_range": {"key": b64(key)}}]},
+                write=True,
+            )
+        except WriteOutcomeUnknown:
+            self._forget(key)  # whatever we remembered may be what the lost write replaced
+            raise
         if not reply.get("succeeded", False):
             self._forget(key)
             responses = reply.get("responses") or [{}]
@@ -260,18 +285,11 @@ class EtcdStore:
     def _log_ops(
         self, name: str, version: int | None, author: str | None, before: str | None, after: str | None
     ) -> list[dict[str, Any]]:
-        entry = {
-            "name": name,
-            "version": version,
-            "at": time.time(),
-            "author": author,
-            "before": before,
-            "after": after,
-        }
         # The key sorts by time; the entry's revision is the key's own mod_revision (the commit's).
+        entry = HistoryEntry(name, 0, version, time.time(), author, before, after)
         hkey = f"{self._history}{time.time_ns():020d}-{os.urandom(4).hex()}"
         return [
-            {"request_put": {"key": b64(hkey), "value": b64(json.dumps(entry))}},
+            {"request_put": {"key": b64(hkey), "value": b64(encode_entry(entry))}},
             {"request_put": {"key": b64(self._marker), "value": b64("1")}},
         ]
 
@@ -283,8 +301,8 @@ class EtcdStore:
                     {"key": b64(self._history), "range_end": prefix_end(self._history), "count_only": True},
                 ).get("count", 0)
             )
-            excess = count - HISTORY_LIMIT
-            if excess <= 0:
+            excess = entries_to_trim(count, HISTORY_LIMIT)
+            if not excess:
                 return
             reply = self._gw.call(
                 "kv/range",
@@ -317,17 +335,8 @@ class EtcdStore:
         for raw_kv in reply.get("kvs", []):
             kv = KeyValue.parse(raw_kv)
             try:
-                doc = json.loads(kv.value)
-                entry = HistoryEntry(
-                    str(doc["name"]),
-                    kv.mod_revision,
-                    doc.get("version"),
-                    float(doc.get("at", 0.0)),
-                    doc.get("author"),
-                    doc.get("before"),
-                    doc.get("after"),
-                )
-            except (ValueError, KeyError, TypeError) as exc:
+                entry = decode_entry(kv.value, kv.mod_revision)
+            except ValueError as exc:
                 log.warning("skipping unreadable etcd history entry %s: %s", kv.key, exc)
                 continue
             if name is None or entry.name == name:
@@ -364,12 +373,12 @@ class EtcdStore:
         name = kv.key[len(self._root) :]
         if not kv.key.startswith(self._root) or not name or "/" in name or name.startswith("."):
             return None
-        try:
-            raw = kv.value.decode()
-        except UnicodeDecodeError:
-            log.warning("etcd key %s is not UTF-8 text; ignored", kv.key)
+        if not is_text(name):
+            log.warning("etcd key %s is not UTF-8 text, so no flag name: ignored", printable_text(kv.key))
             return None
-        return Record(name, raw, kv.version)
+        # A value that is not UTF-8 is still this flag: one bad document, refused by the
+        # client and named, rather than a flag that silently vanishes.
+        return Record(name, decode_raw(kv.value), kv.version)
 
     def _marker_revision(self) -> tuple[int, int]:
         """The revision of the last write through flagstaff (every one rewrites the marker), and
@@ -393,6 +402,9 @@ class _EtcdWatch:
         self._stop = self._runtime.event()
         self._lock = self._runtime.lock()
         self._stream: WatchStream | None = None
+        self._contact = time.time()  # when etcd last answered the stream or a probe
+        self._lost = False  # Disconnected delivered: a Reset is owed once the stream is back
+        self._contact_lock = self._runtime.lock()  # orders Disconnected before its Reset
         self._reader = self._runtime.spawn(self._read_loop, name="flagstaff-etcd-watch")
         self._watchdog = self._runtime.spawn(self._probe_loop, name="flagstaff-etcd-watchdog")
 
@@ -413,6 +425,7 @@ class _EtcdWatch:
                     self._next,
                     exc,
                 )
+                self._lose(f"etcd watch: {exc}")
             if backoff.wait(self._stop):
                 break
 
@@ -433,6 +446,7 @@ class _EtcdWatch:
                     if isinstance(error, dict) and str(error.get("grpc_code", error.get("code", ""))) == "16":
                         store._gw.invalidate_token()
                     raise StoreUnavailable(f"etcd watch error: {error}")
+                self._contact = time.time()
                 result = message.get("result", {})
                 if result.get("created"):
                     backoff.reset()
@@ -442,6 +456,11 @@ class _EtcdWatch:
                     return
                 if result.get("canceled"):
                     raise StoreUnavailable(f"etcd canceled the watch: {result.get('cancel_reason', '')}")
+                if result.get("events"):
+                    # Not at "created": a compaction notice may follow it, whose own Reset and
+                    # re-list must come after the subscriber's reload (else a change between the
+                    # two would be covered by the re-list and never delivered).
+                    self._regain()
                 self._deliver(result.get("events", []))
         finally:
             with self._lock:
@@ -476,8 +495,26 @@ class _EtcdWatch:
         """Re-list at one consistent revision, tell the subscriber to reload, watch on from there."""
         state = self._store.load()
         log.warning("etcd watch on %s: %s; re-listed at revision %d", self._store.url, why, state.revision)
-        self._queue.push(Reset(why))
+        with self._contact_lock:
+            self._lost = False  # this Reset is the one owed after an outage too
+            self._queue.push(Reset(why))
         self._next = state.revision + 1
+
+    def _lose(self, why: str) -> None:
+        """Tell the subscriber, once per outage, that changes may be missed for now."""
+        with self._contact_lock:
+            if not self._lost:
+                self._lost = True
+                self._queue.push(Disconnected(why, self._contact))
+
+    def _regain(self) -> None:
+        """The stream is back after an outage (events again, or a probe answered while it is
+        open): the subscriber reloads (the stream replays from where it was, but the
+        subscriber was told it may be behind)."""
+        with self._contact_lock:
+            if self._lost:
+                self._lost = False
+                self._queue.push(Reset("reconnected to etcd"))
 
     def _probe_loop(self) -> None:
         suspect = 0  # a revision the stream should have delivered by the next probe
@@ -489,9 +526,15 @@ class _EtcdWatch:
                 newest, current = self._store._marker_revision()
             except StoreError as exc:
                 log.info("etcd probe failed for %s: %s", self._store.url, exc)
+                self._lose(f"etcd probe: {exc}")
                 self._abort_stream()
                 suspect = 0
                 continue
+            self._contact = time.time()
+            with self._lock:
+                streaming = self._stream is not None
+            if streaming:
+                self._regain()  # back, and no event since to say so: the probe does
             if current and current < delivered:
                 # Below a revision already delivered: a cluster rebuilt or restored from a
                 # snapshot. The stream would wait for revisions it has passed: re-list instead.
@@ -539,7 +582,7 @@ def _options(query: str, url: str) -> dict[str, str]:
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key not in ("timeout", *_TLS_OPTIONS):
             raise UnsupportedStoreURL(
-                f"etcd URL: unknown option {key!r} (known: timeout, ca, cert, key): {_redact(url)}"
+                f"etcd URL: unknown option {key!r} (known: timeout, ca, cert, key): {redact_url(url)}"
             )
         options[key] = value
     return options
@@ -552,10 +595,10 @@ def _tls_context(tls: bool, options: dict[str, str], url: str) -> ssl.SSLContext
     if not tls:
         if given:
             named = ", ".join(given)
-            raise UnsupportedStoreURL(f"etcd URL: {named} need the etcds:// scheme: {_redact(url)}")
+            raise UnsupportedStoreURL(f"etcd URL: {named} need the etcds:// scheme: {redact_url(url)}")
         return None
     if bool(options.get("cert")) != bool(options.get("key")):
-        raise UnsupportedStoreURL(f"etcd URL: cert and key go together: {_redact(url)}")
+        raise UnsupportedStoreURL(f"etcd URL: cert and key go together: {redact_url(url)}")
     try:
         context = ssl.create_default_context(cafile=options.get("ca") or None)
         if options.get("cert"):
@@ -567,12 +610,3 @@ def _tls_context(tls: bool, options: dict[str, str], url: str) -> ssl.SSLContext
 
 def _revision(reply: dict[str, Any]) -> int:
     return int(reply.get("header", {}).get("revision", 0))
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return parts._replace(netloc=f"{user}:***@{hosts}").geturl()

@@ -57,11 +57,22 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from flagstaff.document import decode_document, encode_document
 from flagstaff.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, UnsupportedStoreURL
-from flagstaff.model import decode_document, encode_document
-from flagstaff.runtime import Runtime, Task, default_runtime
-from flagstaff.stores._dispatch import QueueWatch
-from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, StoreState, Watch, WatchEvent
+from flagstaff.runtime import Runtime, default_runtime
+from flagstaff.stores._history import entries_to_trim, entry_fields
+from flagstaff.stores._polling import PollingWatch
+from flagstaff.stores.base import (
+    Change,
+    Disconnected,
+    HistoryEntry,
+    Record,
+    Reset,
+    StoreState,
+    Watch,
+    WatchEvent,
+    is_text,
+)
 
 __all__ = ["FileStore"]
 
@@ -82,17 +93,6 @@ class _Broken(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
-    revision: int
-    name: str
-    version: int | None
-    at: float
-    author: str | None
-    before: str | None
-    after: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class _State:
     """What the file and sidecar said at one signature."""
 
@@ -102,7 +102,7 @@ class _State:
     exists: bool
     values: dict[str, Any] = field(default_factory=dict)
     records: dict[str, Record] = field(default_factory=dict)
-    log: tuple[_Entry, ...] = ()
+    log: tuple[HistoryEntry, ...] = ()
 
 
 def _stat(path: str) -> tuple[int, int, int, int] | None:
@@ -126,7 +126,7 @@ def _alive(pid: int) -> bool:
 
 
 def _digest(raw: str) -> str:
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(raw.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 class FileStore:
@@ -159,6 +159,7 @@ class FileStore:
         self._lock = self._runtime.lock()
         self._state: _State | None = None
         self._broken_signature: _Signature | None = None
+        self._broken: str | None = None  # why the file cannot be used now (the last good state is served)
         self._read_only_logged = False
         self._memory: dict[str, Any] | None = None
         self._closed = False
@@ -220,7 +221,7 @@ class FileStore:
 
     def _read_meta(self) -> dict[str, Any] | None:
         try:
-            with open(self._meta_path, encoding="utf-8") as fh:
+            with open(self._meta_path, encoding="utf-8", errors="surrogateescape") as fh:
                 meta = json.load(fh)
         except FileNotFoundError:
             return None
@@ -236,7 +237,7 @@ class FileStore:
                     isinstance(v["version"], int) and isinstance(v["digest"], str)
                     for v in meta["flags"].values()
                 )
-                and all(_Entry(**e) for e in meta["log"])
+                and all(HistoryEntry(**e) for e in meta["log"])
             )
         except (KeyError, TypeError, AttributeError):
             ok = False
@@ -250,7 +251,8 @@ class FileStore:
         directory, base = os.path.split(path)
         tmp = os.path.join(directory, f".{base}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
+            # surrogateescape: a bad byte held in a flag is written back as it was, not lost.
+            with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -291,6 +293,16 @@ class FileStore:
     def _flock(self, *, for_write: bool) -> Iterator[bool]:
         """Hold the cross-process lock; yields False when the directory is
         read-only and this is only a read."""
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            # Say what is wrong: "cannot lock" for a typo in the path sent people looking for
+            # another writer.
+            raise StoreUnavailable(f"cannot open {self.path}: the directory {directory} does not exist")
+        if not for_write and not os.path.exists(self.path) and not os.path.exists(self._lock_path):
+            # Nothing to read and no sidecar to reconcile: a read must not leave a lock file
+            # beside a flags file that does not exist (`flagstaff --store file://typo.json list`).
+            yield False
+            return
         try:
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -325,12 +337,12 @@ class FileStore:
         difference as changes, and return the state. Raises ``_Broken``."""
         flags_stat = _stat(self.path)
         try:
-            with open(self.path, encoding="utf-8") as fh:
+            # Bytes that are not UTF-8 are kept as lone surrogates (stores.base.decode_raw): in
+            # a JSON string they make that one flag a bad document, which the client names.
+            with open(self.path, encoding="utf-8", errors="surrogateescape") as fh:
                 text = fh.read()
         except FileNotFoundError:
             text = None
-        except UnicodeDecodeError as exc:
-            raise _Broken(f"not UTF-8 text: {exc}") from None
         except OSError as exc:
             raise StoreUnavailable(f"cannot read {self.path}: {exc}") from exc
         values = self._parse(text) if text is not None else {}
@@ -364,10 +376,8 @@ class FileStore:
                 else:
                     version = (int(info["version"]) if info else 0) + 1
                     known[name] = {"version": version, "digest": _digest(raw)}
-                entries.append(
-                    {"revision": revision, "name": name, "version": version, "at": now,
-                     "author": None, "before": before, "after": raw}
-                )  # fmt: skip
+                entry = HistoryEntry(name, revision, version, now, None, before, raw)
+                entries.append(entry_fields(entry, with_revision=True))
                 previous[name] = raw
             if changed:
                 log.info("%s was edited outside flagstaff: recorded as changes up to %d", self.path, revision)
@@ -379,7 +389,15 @@ class FileStore:
             self._write_atomically(self._meta_path, json.dumps(meta, ensure_ascii=False, sort_keys=True))
         if not persist:
             self._memory = meta
-        records = {name: Record(name, raw, int(known[name]["version"])) for name, raw in raws.items()}
+        # A name holding bytes that are not UTF-8 names no flag: not served (its entry stays in
+        # the file, written back as it was), so nothing downstream has to print it.
+        records = {
+            name: Record(name, raw, int(known[name]["version"]))
+            for name, raw in raws.items()
+            if is_text(name)
+        }
+        if len(records) != len(raws):
+            log.warning("%s holds flag names that are not UTF-8 text: ignored", self.path)
         return _State(
             signature=(flags_stat, _stat(self._meta_path)),
             lineage=str(meta["lineage"]),
@@ -387,7 +405,7 @@ class FileStore:
             exists=text is not None,
             values=values,
             records=records,
-            log=tuple(_Entry(**e) for e in entries),
+            log=tuple(HistoryEntry(**e) for e in entries),
         )
 
     def _memory_meta(self) -> dict[str, Any] | None:
@@ -415,11 +433,12 @@ class FileStore:
                     state = self._reconcile(persist=locked)
             except _Broken as exc:
                 self._broken_signature = signature
+                self._broken = f"{self.path} cannot be used: {exc}"
                 if self._state is None:
                     raise StoreUnavailable(f"{self.path} cannot be used: {exc}") from None
                 log.error("%s: %s; keeping the last good content until it is fixed", self.path, exc)
                 return self._state
-            self._broken_signature = None
+            self._broken_signature = self._broken = None
             self._state = state
             return state
 
@@ -434,9 +453,7 @@ class FileStore:
 
     def history(self, name: str | None = None, limit: int = 100) -> list[HistoryEntry]:
         entries = [
-            HistoryEntry(e.name, e.revision, e.version, e.at, e.author, e.before, e.after)
-            for e in reversed(self._sync().log)
-            if name is None or e.name == name
+            e for e in reversed(self._sync().log) if (name is None or e.name == name) and is_text(e.name)
         ]
         return entries[: max(0, limit)]
 
@@ -486,21 +503,22 @@ class FileStore:
                         for n, r in state.records.items()
                         if n != name
                     },
-                    "log": [_entry_dict(e) for e in state.log],
+                    "log": [entry_fields(e, with_revision=True) for e in state.log],
                 }
                 if record is not None:
                     meta["flags"][name] = {"version": record.version, "digest": _digest(record.raw)}
                 meta["log"].append(
-                    _entry_dict(
-                        _Entry(
-                            state.revision + 1,
+                    entry_fields(
+                        HistoryEntry(
                             name,
+                            state.revision + 1,
                             record.version if record else None,
                             time.time(),
                             author,
                             old.raw if old else None,
                             raw,
-                        )
+                        ),
+                        with_revision=True,
                     )
                 )
                 _trim(meta["log"])
@@ -531,7 +549,7 @@ class FileStore:
             self._watches.append(w)
             return w
 
-    def _forget(self, w: _FileWatch) -> None:
+    def _forget(self, w: PollingWatch) -> None:
         with self._lock:
             if w in self._watches:
                 self._watches.remove(w)
@@ -549,7 +567,7 @@ class FileStore:
 
 def _trim(entries: list[dict[str, Any]]) -> None:
     """Keep the newest LOG_LIMIT entries holding at most LOG_TEXT_LIMIT characters."""
-    del entries[:-LOG_LIMIT]
+    del entries[: entries_to_trim(len(entries), LOG_LIMIT)]
     size, keep = 0, 0
     for entry in reversed(entries):
         size += len(entry.get("before") or "") + len(entry.get("after") or "")
@@ -559,64 +577,56 @@ def _trim(entries: list[dict[str, Any]]) -> None:
     del entries[: len(entries) - keep]
 
 
-def _entry_dict(e: _Entry) -> dict[str, Any]:
-    return {
-        "revision": e.revision,
-        "name": e.name,
-        "version": e.version,
-        "at": e.at,
-        "author": e.author,
-        "before": e.before,
-        "after": e.after,
-    }
-
-
-class _FileWatch:
+class _FileWatch(PollingWatch):
     """Polls the store's signature; delivers sidecar log entries after ``last``."""
 
     def __init__(
         self, store: FileStore, on_event: Callable[[WatchEvent], None], since: int, state: _State | None
     ) -> None:
+        super().__init__(store._runtime, on_event, "file", store._forget)
         self._store = store
         self._last = since
         self._lineage = state.lineage if state else None
         self._missing = state is not None and not state.exists
-        self._queue = QueueWatch(store._runtime, on_event, "flagstaff-file-watch")
-        self._wake = store._runtime.event()
-        self._stopped = False
-        self._task: Task = store._runtime.spawn(self._run, name="flagstaff-file-poll")
+        self._first = True
+        self._problem = ""
+        self._contact = time.time()  # the last poll that read the file
+        self._lost = False  # Disconnected delivered: a Reset is owed once the file reads again
+        self._start("flagstaff-file-poll")
 
-    def kick(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._queue.stop()
-        self._wake.set()
-        self._store._forget(self)
-
-    def _run(self) -> None:
-        first = True
-        problem = ""
-        while not self._stopped:
-            try:
-                self._step(self._store._sync(), first)
-                first, problem = False, ""
-            except StoreError as exc:
-                if str(exc) != problem:  # once per distinct problem, not every poll
-                    problem = str(exc)
-                    log.warning("watch on %s: %s; retrying", self._store.url, exc)
-            except Exception:
-                log.exception("watch on %s failed; retrying", self._store.url)
-            self._wake.wait(self._store._poll)
-            self._wake.clear()
+    def _step(self) -> float:
+        self._wake.clear()
+        try:
+            state = self._store._sync()
+            broken = self._store._broken
+            if broken is not None:
+                # Unparseable: the last good content is served, but edits are not followed.
+                raise StoreUnavailable(broken)
+            if self._lost:
+                # The subscriber was told it may be behind: it reloads. The sidecar's log
+                # still replays what changed meanwhile, for subscribers following changes.
+                self._lost = False
+                self._queue.push(Reset(f"{self._store.path} can be read again"))
+            self._follow(state, self._first)
+            self._first, self._problem = False, ""
+            self._contact = time.time()
+        except StoreError as exc:
+            if str(exc) != self._problem:  # once per distinct problem, not every poll
+                self._problem = str(exc)
+                log.warning("watch on %s: %s; retrying", self._store.url, exc)
+            if not self._lost:
+                self._lost = True
+                self._queue.push(Disconnected(str(exc), self._contact))
+        except Exception:
+            log.exception("watch on %s failed; retrying", self._store.url)
+        return self._store._poll
 
     def _reset(self, state: _State, reason: str) -> None:
         self._last = state.revision
         self._lineage = state.lineage
         self._queue.push(Reset(reason))
 
-    def _step(self, state: _State, first: bool) -> None:
+    def _follow(self, state: _State, first: bool) -> None:
         if not state.exists:
             if not self._missing:
                 self._missing = True
@@ -640,9 +650,11 @@ class _FileWatch:
             self._reset(state, "changes older than the sidecar's log were missed")
             return
         for e in entries:
+            self._last = e.revision
+            if not is_text(e.name):  # names no flag (see _reconcile)
+                continue
             record = Record(e.name, e.after, e.version or 0) if e.after is not None else None
             self._queue.push(Change(e.name, record, e.revision))
-            self._last = e.revision
 
 
 @functools.cache

@@ -7,7 +7,6 @@ tests; different names are isolated namespaces.
 
 from __future__ import annotations
 
-import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -26,8 +25,8 @@ _HISTORY_LIMIT = 10_000
 class _Space:
     """The shared state behind one memory namespace."""
 
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
+    def __init__(self, runtime: Runtime) -> None:
+        self.lock = runtime.lock()
         self.records: dict[str, Record] = {}
         self.revision = 0
         self.initialized = False
@@ -37,7 +36,6 @@ class _Space:
 
 
 _SPACES: dict[str, _Space] = {}
-_SPACES_LOCK = threading.Lock()
 
 
 class MemoryStore:
@@ -47,10 +45,11 @@ class MemoryStore:
         self.url = f"memory://{name}"
         self._runtime = runtime or default_runtime()
         if name:
-            with _SPACES_LOCK:
-                self._space = _SPACES.setdefault(name, _Space())
+            # dict.setdefault with a str key is one atomic step under the GIL (no lock needed):
+            # two stores opening the same name at once get the same space.
+            self._space = _SPACES.setdefault(name, _Space(self._runtime))
         else:
-            self._space = _Space()
+            self._space = _Space(self._runtime)
         self._closed = False
         self._own: list[QueueWatch] = []
 

@@ -42,17 +42,35 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from flagstaff.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, UnsupportedStoreURL
+from flagstaff.errors import (
+    ConflictError,
+    NotFoundError,
+    StoreError,
+    StoreUnavailable,
+    UnsupportedStoreURL,
+    WriteOutcomeUnknown,
+)
 from flagstaff.runtime import Runtime, default_runtime
 from flagstaff.stores._backoff import Backoff
 from flagstaff.stores._dispatch import InlineDelivery
-from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, StoreState, Watch, WatchEvent
+from flagstaff.stores._history import HISTORY_LIMIT, decode_entry, encode_entry
+from flagstaff.stores._url import redact_url
+from flagstaff.stores.base import (
+    Change,
+    Disconnected,
+    HistoryEntry,
+    Record,
+    Reset,
+    StoreState,
+    Watch,
+    WatchEvent,
+    is_text,
+)
 
 __all__ = ["HISTORY_LIMIT", "RedisStore"]
 
 log = logging.getLogger("flagstaff.stores.redis")
 
-HISTORY_LIMIT = 1000
 RECONCILE_INTERVAL = 1.0  # seconds between two checks of the revision counter
 _SILENCE_LIMIT = 3.0  # seconds without any reply (not even a PONG) on the pub/sub connection
 _CAS_ATTEMPTS = 64
@@ -82,22 +100,23 @@ class RedisStore:
     def from_url(cls, url: str, runtime: Runtime | None = None) -> RedisStore:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
-            raise UnsupportedStoreURL(f"not a redis:// URL: {_redact(url)}")
+            raise UnsupportedStoreURL(f"not a redis:// URL: {redact_url(url)}")
         query = parse_qsl(parts.query)
         prefix = next((v for k, v in query if k == "prefix"), "flagstaff")
         rest = urlencode([(k, v) for k, v in query if k != "prefix"])
         client = redis.Redis.from_url(
             urlunsplit(parts._replace(query=rest)),
             decode_responses=True,
-            # A value that is not UTF-8 (written with redis-cli) reads as text with U+FFFD in it:
-            # that one document then fails validation and is skipped, instead of failing load().
-            encoding_errors="replace",
+            # A value that is not UTF-8 (written with redis-cli) keeps its bytes as lone
+            # surrogates (like stores.base.decode_raw): that one document is then refused and
+            # named by the client, instead of failing load() or being read with U+FFFD in it.
+            encoding_errors="surrogateescape",
             socket_timeout=3.0,
             socket_connect_timeout=2.0,
             # No hidden retries: a failure reaches our own bounded backoff and resync at once.
             retry=Retry(NoBackoff(), 0),
         )
-        return cls(client, prefix, url=_redact(url), runtime=runtime)
+        return cls(client, prefix, url=redact_url(url), runtime=runtime)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -106,7 +125,14 @@ class RedisStore:
             pipe = self._client.pipeline(transaction=True)
             pipe.hgetall(self._flags).hgetall(self._versions).get(self._revision).exists(self._marker)
             flags, versions, revision, marker = pipe.execute()
-        records = {name: Record(name, raw, _version(versions.get(name))) for name, raw in flags.items()}
+        # A field name that is not UTF-8 (redis-cli can write one) names no flag: skipped.
+        records = {
+            name: Record(name, raw, _version(versions.get(name)))
+            for name, raw in flags.items()
+            if is_text(name)
+        }
+        if len(records) != len(flags):
+            log.warning("Redis store %s holds flag names that are not UTF-8 text: ignored", self.url)
         return StoreState(int(revision or 0), MappingProxyType(records), bool(marker))
 
     def get(self, name: str) -> Record | None:
@@ -188,7 +214,17 @@ class RedisStore:
                         ("SET", self._marker, "1"),
                         *apply(old, actual, revision, current),
                     ]
-                    committed = _roundtrip(conn, [("MULTI",), *ops, ("EXEC",)])[-1]
+                    transaction = [("MULTI",), *ops, ("EXEC",)]
+                    conn.send_packed_command(conn.pack_commands(transaction))
+                    # Sent whole: from here a lost answer leaves the write maybe applied (Redis
+                    # runs a transaction once EXEC is in), so it is never sent again.
+                    try:
+                        committed = _read_replies(conn, len(transaction))[-1]
+                    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                        raise WriteOutcomeUnknown(
+                            f"outcome unknown: writing flag {name!r} to {self.url}: Redis's answer "
+                            f"was lost ({exc}); the write may have been applied"
+                        ) from exc
                 except (NotFoundError, ConflictError):
                     raise  # refused after UNWATCH: the connection is clean, it goes back to the pool
                 except BaseException:
@@ -211,19 +247,10 @@ class RedisStore:
     ) -> list[tuple[Any, ...]]:
         # "prev" chains each change to the one before it, so a watch can tell a complete replay.
         revision, prev = revisions
-        entry = {
-            "prev": prev,
-            "name": name,
-            "revision": revision,
-            "version": version,
-            "at": time.time(),
-            "author": author,
-            "before": before,
-            "after": after,
-        }
+        entry = HistoryEntry(name, revision, version, time.time(), author, before, after)
         notice = {"n": name, "r": revision, "p": prev, "v": version, "d": after}
         return [
-            ("LPUSH", self._history, json.dumps(entry)),
+            ("LPUSH", self._history, encode_entry(entry, with_revision=True, prev=prev)),
             ("LTRIM", self._history, 0, HISTORY_LIMIT - 1),
             ("PUBLISH", self._channel, json.dumps(notice)),
         ]
@@ -234,17 +261,8 @@ class RedisStore:
         entries: list[HistoryEntry] = []
         for item in items:
             try:
-                doc = json.loads(item)
-                entry = HistoryEntry(
-                    str(doc["name"]),
-                    int(doc["revision"]),
-                    doc.get("version"),
-                    float(doc.get("at", 0.0)),
-                    doc.get("author"),
-                    doc.get("before"),
-                    doc.get("after"),
-                )
-            except (ValueError, KeyError, TypeError) as exc:
+                entry = decode_entry(item)
+            except ValueError as exc:
                 log.warning("skipping an unreadable Redis history entry: %s", exc)
                 continue
             if name is None or entry.name == name:
@@ -284,6 +302,8 @@ class _RedisWatch:
         self._runtime = store._runtime
         self._queue = InlineDelivery(self._runtime, on_event)
         self._last = since  # the newest revision delivered (or covered by a Reset)
+        self._contact = time.time()  # when Redis last answered on the pub/sub connection
+        self._lost = False  # Disconnected delivered: a Reset is owed once subscribed again
         self._stop = self._runtime.event()
         self._task = self._runtime.spawn(self._run, name="flagstaff-redis-watch")
 
@@ -297,6 +317,9 @@ class _RedisWatch:
                 if self._stop.is_set():
                     break
                 log.warning("Redis watch on %s interrupted: %s", self._store.url, exc)
+                if not self._lost:  # once per outage: notices may be missed until the Reset
+                    self._lost = True
+                    self._queue.push(Disconnected(f"Redis: {exc}", self._contact))
             finally:
                 try:
                     pubsub.close()
@@ -318,7 +341,14 @@ class _RedisWatch:
             if time.monotonic() > deadline:
                 raise StoreUnavailable("Redis did not confirm the subscription")
         backoff.reset()
-        self._check(store._current_revision(), "subscribed")
+        current = store._current_revision()
+        self._contact = time.time()
+        if self._lost:
+            # Back after an outage the subscriber was told of: it reloads, whatever moved. The
+            # notices missed are still replayed below, for subscribers that follow changes.
+            self._lost = False
+            self._queue.push(Reset("reconnected to Redis"))
+        self._check(current, "subscribed")
         last_heard = last_check = time.monotonic()
         suspect = 0  # a revision the counter showed that no notice has delivered yet
         while not self._stop.is_set():
@@ -328,6 +358,7 @@ class _RedisWatch:
                 if message.get("type") == "message":
                     self._on_notice(message.get("data"))  # delivers inline: time in it is not silence
                 now = last_heard = time.monotonic()
+                self._contact = time.time()
             if now - last_check >= RECONCILE_INTERVAL:
                 last_check = now
                 current = store._current_revision()
@@ -430,9 +461,14 @@ def _change(entry: dict[str, Any]) -> Change:
 def _roundtrip(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     """Send ``commands`` pipelined on ``conn`` and read every reply (errors raise after all are read)."""
     conn.send_packed_command(conn.pack_commands(commands))
+    return _read_replies(conn, len(commands))
+
+
+def _read_replies(conn: Any, count: int) -> list[Any]:
+    """Read ``count`` replies from ``conn`` (errors raise after all are read)."""
     replies: list[Any] = []
     error: redis.ResponseError | None = None
-    for _ in commands:
+    for _ in range(count):
         try:
             replies.append(conn.read_response())
         except redis.ResponseError as exc:
@@ -461,16 +497,3 @@ def _errors() -> Iterator[None]:
         if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) or "NOPERM" in str(exc):
             raise StoreError("Redis refused the credentials (missing, wrong, or not allowed)") from None
         raise StoreError(f"Redis error: {exc}") from exc
-
-
-def _redact(url: str) -> str:
-    """``url`` without its password: the user part's and a ``password=`` query value."""
-    parts = urlsplit(url)
-    netloc, query = parts.netloc, parts.query
-    if "@" in netloc:
-        userinfo, _, hosts = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*")
-    return parts._replace(netloc=netloc, query=query).geturl()

@@ -2,9 +2,9 @@
 
 URL forms (SQLAlchemy's convention)::
 
-    sqlite:///flags.db                 relative to the working directory
-    sqlite:////var/lib/app/flags.db    absolute
-    sqlite:///flags.db?namespace=web&timeout=5&poll=0.025&max_pages=100000
+    sqlite:///flagstaff.db                 relative to the working directory
+    sqlite:////var/lib/app/flagstaff.db    absolute
+    sqlite:///flagstaff.db?namespace=web&timeout=5&poll=0.025&max_pages=100000
 
 ``namespace`` (default ``default``) separates flag sets sharing a file;
 ``timeout`` is how long a write waits for another writer's lock (seconds,
@@ -45,11 +45,24 @@ from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+from urllib.request import pathname2url
 
+from flagstaff.document import printable_text
 from flagstaff.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, UnsupportedStoreURL
-from flagstaff.runtime import Runtime, Task, default_runtime
-from flagstaff.stores._dispatch import QueueWatch
-from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, StoreState, Watch, WatchEvent
+from flagstaff.runtime import Runtime, default_runtime
+from flagstaff.stores._polling import PollingWatch
+from flagstaff.stores.base import (
+    Change,
+    Disconnected,
+    HistoryEntry,
+    Record,
+    Reset,
+    StoreState,
+    Watch,
+    WatchEvent,
+    decode_raw,
+    is_text,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -296,11 +309,41 @@ class SQLiteStore:
                 self._runtime.sleep(delay)
                 delay = min(delay * 2, 0.2)
 
-    def _open_once(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
+    def _connect(self) -> sqlite3.Connection:
+        if not self._read_only():
+            return sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
+        # A database this process may only read (a 0444 file, a directory it cannot create
+        # the -wal/-shm files in): opened read-write, SQLite fails even to read a WAL
+        # database ("attempt to write a readonly database"). Read-only mode can read it while
+        # the -shm file exists (some writer has it open); without it, only as immutable.
+        base = f"file:{pathname2url(self.path)}?mode=ro"
+        conn = sqlite3.connect(
+            base, timeout=self._timeout, isolation_level=None, check_same_thread=False, uri=True
+        )
+        try:
+            conn.execute("PRAGMA user_version").fetchall()
+            return conn
+        except sqlite3.Error as exc:
+            conn.close()
+            log.warning(
+                "%s is read-only here and has no shared-memory file (%s): reading it as immutable, "
+                "so changes made after this are not seen until it is reopened",
+                self.path,
+                exc,
+            )
+        return sqlite3.connect(
+            base + "&immutable=1",
+            timeout=self._timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=True,
+        )
+
+    def _open_once(self) -> sqlite3.Connection:
+        try:
+            conn = self._connect()
         except sqlite3.Error as exc:
             raise self._unavailable(exc, "open") from exc
         try:
@@ -323,6 +366,12 @@ class SQLiteStore:
             conn.close()
             raise self._unavailable(exc, "set up") from exc
         return conn
+
+    def _read_only(self) -> bool:
+        """The database exists and this process cannot write it or create files beside it."""
+        if not os.path.exists(self.path):
+            return False
+        return not os.access(self.path, os.W_OK) or not os.access(os.path.dirname(self.path), os.W_OK)
 
     def _file_id(self) -> tuple[int, int] | None:
         try:
@@ -429,7 +478,7 @@ class SQLiteStore:
     def load(self) -> StoreState:
         with self._read("load") as conn:
             rows = conn.execute(
-                "SELECT name, raw, version FROM flagstaff_flags WHERE namespace = ?", (self.namespace,)
+                f"SELECT {_NAME}, {_RAW}, version FROM flagstaff_flags WHERE namespace = ?", (self.namespace,)
             ).fetchall()
             revision = _revision(conn, self.namespace)
             initialized = bool(
@@ -438,20 +487,25 @@ class SQLiteStore:
                     (self.namespace,),
                 ).fetchall()
             )
-        records = {name: Record(name, raw, version) for name, raw, version in rows}
+        records = {
+            name: Record(name, decode_raw(raw), version)
+            for name, raw, version in ((_name(n, self.path), r, v) for n, r, v in rows)
+            if name is not None
+        }
         return StoreState(revision, MappingProxyType(records), initialized)
 
     def get(self, name: str) -> Record | None:
         with self._read("get") as conn:
             rows = conn.execute(
-                "SELECT raw, version FROM flagstaff_flags WHERE namespace = ? AND name = ?",
+                f"SELECT {_RAW}, version FROM flagstaff_flags WHERE namespace = ? AND name = ?",
                 (self.namespace, name),
             ).fetchall()
-        return Record(name, rows[0][0], rows[0][1]) if rows else None
+        return Record(name, decode_raw(rows[0][0]), rows[0][1]) if rows else None
 
     def history(self, name: str | None = None, limit: int = 100) -> list[HistoryEntry]:
         query = (
-            "SELECT name, revision, version, at, author, before, after FROM flagstaff_changes "
+            f"SELECT {_NAME}, revision, version, at, author, CAST(before AS BLOB), CAST(after AS BLOB) "
+            "FROM flagstaff_changes "
             "WHERE namespace = ? AND kind <> 'reset'"
         )
         args: list[Any] = [self.namespace]
@@ -462,7 +516,11 @@ class SQLiteStore:
         args.append(max(0, limit))
         with self._read("history") as conn:
             rows = conn.execute(query, args).fetchall()
-        return [HistoryEntry(*row) for row in rows]
+        return [
+            HistoryEntry(decode_raw(name), revision, version, at, author, _text(before), _text(after))
+            for name, revision, version, at, author, before, after in rows
+            if is_text(decode_raw(name))
+        ]
 
     # ----------------------------------------------------------------- writes
 
@@ -523,7 +581,7 @@ class SQLiteStore:
             self._followers.append(follower)
         return follower
 
-    def _forget(self, follower: _Follower) -> None:
+    def _forget(self, follower: PollingWatch) -> None:
         with self._guard():
             if follower in self._followers:
                 self._followers.remove(follower)
@@ -542,97 +600,114 @@ class SQLiteStore:
                 conn.close()
 
 
-class _Follower:
+class _Follower(PollingWatch):
     """One watch: a task polling ``PRAGMA data_version`` on its own connection."""
 
     def __init__(self, store: SQLiteStore, on_event: Callable[[WatchEvent], None], since: int) -> None:
+        super().__init__(store._runtime, on_event, "sqlite", store._forget)
         self._store = store
-        self._since = since
-        self._queue = QueueWatch(store._runtime, on_event, "flagstaff-sqlite-watch")
-        self._wake = store._runtime.event()
-        self._stopped = False
-        self._task: Task = store._runtime.spawn(self._run, name="flagstaff-sqlite-follow")
+        self._conn: sqlite3.Connection | None = None
+        self._file_id: tuple[int, int] | None = None
+        self._data_version: int | None = None
+        self._last = since
+        self._reset: str | None = None  # why a Reset is owed once the database answers again
+        self._first = True
+        self._contact = time.time()  # the last poll the database answered
+        self._lost = False  # Disconnected delivered; the Reset owed above ends it
+        self._start("flagstaff-sqlite-follow")
 
-    def kick(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._queue.stop()
-        self._wake.set()
-        self._store._forget(self)
-
-    def _run(self) -> None:
+    def _step(self) -> float:
         store = self._store
-        conn: sqlite3.Connection | None = None
-        file_id: tuple[int, int] | None = None
-        data_version: int | None = None
-        last = self._since
-        reset: str | None = None  # why a Reset is owed once the database answers again
-        first = True
         try:
-            while not self._stopped:
-                try:
-                    with _GATE.open():  # no fork() in the middle of SQLite calls
-                        if conn is not None and store._file_id() != file_id:
-                            conn.close()
-                            conn = None
-                            reset = f"{store.path} was replaced"
-                        if conn is None:
-                            conn = store._open()
-                            file_id = store._file_id()
-                            data_version = None
-                        current = conn.execute("PRAGMA data_version").fetchall()[0][0]
-                        if current != data_version or self._wake.is_set():
-                            self._wake.clear()
-                            data_version = current
-                            head = _revision(conn, store.namespace)
-                            if first and last > head:
-                                reset = f"revision {last} is newer than the database's ({head})"
-                            if reset is not None:
-                                # Resume after what exists now: the reload covers the rest.
-                                last, why, reset = head, reset, None
-                                self._queue.push(Reset(why))
-                            first = False
-                            while True:
-                                count, last = self._deliver(conn, last)
-                                if count < _BATCH or self._stopped:
-                                    break
-                except (sqlite3.Error, StoreUnavailable) as exc:
-                    if reset is None:  # once per outage, not once per retry
-                        log.warning("watch on %s lost track (%s); will reset", store.url, exc)
-                    if conn is not None:
-                        with _GATE.open():
-                            conn.close()
-                        conn = None
-                    reset = reset or f"the database failed: {exc}"
-                    self._wake.wait(min(1.0, max(store._poll, 0.1) * 4))
-                    continue
-                self._wake.wait(store._poll)
-        finally:
-            if conn is not None:
+            with _GATE.open():  # no fork() in the middle of SQLite calls
+                if self._conn is not None and store._file_id() != self._file_id:
+                    self._conn.close()
+                    self._conn = None
+                    self._reset = f"{store.path} was replaced"
+                if self._conn is None:
+                    self._conn = store._open()
+                    self._file_id = store._file_id()
+                    self._data_version = None
+                current = self._conn.execute("PRAGMA data_version").fetchall()[0][0]
+                if current != self._data_version or self._wake.is_set():
+                    self._wake.clear()
+                    self._data_version = current
+                    head = _revision(self._conn, store.namespace)
+                    if self._first and self._last > head:
+                        self._reset = f"revision {self._last} is newer than the database's ({head})"
+                    if self._reset is not None:
+                        # Resume after what exists now: the reload covers the rest.
+                        why = self._reset
+                        self._last, self._reset, self._lost = head, None, False
+                        self._queue.push(Reset(why))
+                    self._first = False
+                    while True:
+                        count, self._last = self._deliver(self._conn, self._last)
+                        if count < _BATCH or self._stopped:
+                            break
+        except (sqlite3.Error, StoreUnavailable) as exc:
+            if self._reset is None:  # once per outage, not once per retry
+                log.warning("watch on %s lost track (%s); will reset", store.url, exc)
+            if not self._lost:  # the subscriber's data may be behind from now until the Reset
+                self._lost = True
+                self._queue.push(Disconnected(f"the database failed: {exc}", self._contact))
+            if self._conn is not None:
                 with _GATE.open():
-                    conn.close()
+                    self._conn.close()
+                self._conn = None
+            self._reset = self._reset or f"the database failed: {exc}"
+            return min(1.0, max(store._poll, 0.1) * 4)
+        self._contact = time.time()
+        return store._poll
+
+    def _finish(self) -> None:
+        if self._conn is not None:
+            with _GATE.open():
+                self._conn.close()
 
     def _deliver(self, conn: sqlite3.Connection, last: int) -> tuple[int, int]:
         """Push the change rows after ``last``; return how many and the new last."""
         rows = conn.execute(
-            "SELECT revision, name, kind, version, after FROM flagstaff_changes "
+            f"SELECT revision, {_NAME}, kind, version, CAST(after AS BLOB) FROM flagstaff_changes "
             "WHERE namespace = ? AND revision > ? ORDER BY revision LIMIT ?",
             (self._store.namespace, last, _BATCH),
         ).fetchall()
-        for revision, name, kind, version, after in rows:
+        for revision, raw_name, kind, version, after in rows:
             if self._stopped:
                 break
+            name = _name(raw_name, self._store.path)
             if kind == "reset":
-                event: WatchEvent = Reset(after or "reset requested")
+                event: WatchEvent = Reset(decode_raw(after or b"reset requested"))
+            elif name is None:  # no flag has that name: skipped (and logged)
+                last = revision
+                continue
             elif kind == "delete":
                 event = Change(name, None, revision)
             else:
-                event = Change(name, Record(name, after, version), revision)
+                event = Change(name, Record(name, decode_raw(after), version), revision)
             self._queue.push(event)
             last = revision
         return len(rows), last
+
+
+# Documents are read as bytes and decoded by us: a row written by another program may hold a
+# blob, or text that is not UTF-8 (which makes sqlite3 fail the whole query), or a number.
+# decode_raw turns any of them into one record, refused by the client if it is no document.
+_RAW = "CAST(raw AS BLOB)"
+_NAME = "CAST(name AS BLOB)"
+
+
+def _name(value: bytes | str, path: str) -> str | None:
+    """A row's flag name; None (logged) for one that is not UTF-8, which no flag can have."""
+    name = decode_raw(value if isinstance(value, bytes | str) else str(value))
+    if is_text(name):
+        return name
+    log.warning("%s holds a flag name that is not UTF-8 text (%s): ignored", path, printable_text(name))
+    return None
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else decode_raw(value)
 
 
 def _revision(conn: sqlite3.Connection, namespace: str) -> int:

@@ -6,6 +6,8 @@
   given, thread-safely, with waits for "n changes arrived" and friends.
 * :mod:`flagstaff.testing.conformance` (imported separately, it needs pytest)
   is the suite every store runs.
+* :mod:`flagstaff.testing.pytest_plugin` (entry point ``pytest11``, so pytest
+  loads it): the ``flagstaff_flags`` fixture pins flags for one test.
 """
 
 from __future__ import annotations

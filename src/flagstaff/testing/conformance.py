@@ -1,9 +1,9 @@
 """The conformance suite: what every :class:`~flagstaff.stores.base.Store` must do.
 
-Every store (memory, file, SQLite, ZooKeeper, etcd, Redis, the HTTP store,
-wrappers) runs these same tests. To run them for a store, subclass
-:class:`StoreConformance` in a test module, with a name starting with ``Test``
-so pytest collects it, and provide two methods::
+Every store (memory, file, SQLite, ZooKeeper, etcd, Redis) and every wrapper
+(:class:`~flagstaff.stores.wrappers.ReadOnlyStore`) runs these same tests. To
+run them for a store, subclass :class:`StoreConformance` in a test module, with
+a name starting with ``Test`` so pytest collects it, and provide three methods::
 
     import pytest
     from flagstaff.stores.base import Store
@@ -29,6 +29,33 @@ so pytest collects it, and provide two methods::
             # session, compact the log...). Writes may follow immediately.
             self.server.kill_client_connections()
 
+        def write_raw(self, store: Store, name: str, data: bytes) -> None:
+            # Store ``data`` as flag ``name`` the way another program would
+            # (redis-cli, zkCli.sh, sqlite3, an editor), past every check of
+            # flagstaff's: the bytes may be no UTF-8, no JSON, no flag.
+            ...
+
+The suite writes through ``writer(store)``, which is ``store`` itself unless the
+test class says otherwise: a read-only wrapper's test returns the store it wraps,
+so the suite's writes reach the backend and its reads and watches go through the
+wrapper::
+
+        def writer(self, store: Store) -> Store:
+            assert isinstance(store, ReadOnlyStore)
+            return store.wrapped
+
+A store with a backend to lose (every store but memory) also sets
+:attr:`StoreConformance.contact_bound` and provides ``cut_off``::
+
+        contact_bound = 6.0              # seconds: documented in docs/stores.md
+
+        def cut_off(self, store: Store) -> Callable[[], None]:
+            # Cut ``store`` off from its backend the way a network partition or a
+            # stopped server does (open connections dropped, new ones refused);
+            # return a function that restores contact.
+            self.proxy.partition()
+            return self.proxy.heal
+
 Stores are closed after each test by the suite. Every wait is bounded by
 :attr:`StoreConformance.timeout`; checks that nothing (more) arrives wait
 :attr:`StoreConformance.settle`.
@@ -41,6 +68,10 @@ Class attributes a store may change:
     ``True`` if ``watch(since=r)`` replays the changes after an old revision
     ``r``; ``False`` if the store may deliver a ``Reset`` instead (allowed by
     the protocol: "a store that may have missed changes delivers Reset").
+``bytes_per_document``
+    ``True`` if one flag's value can hold bytes that are not UTF-8 while the
+    others stay readable; ``False`` for formats that refuse such a file whole
+    (YAML). The undecodable-bytes checks then cover only what can be written.
 ``keeps_raw_text``
     ``True`` if the store returns ``raw`` byte for byte, whatever it is;
     ``False`` for stores holding parsed documents (the file store): raw
@@ -52,17 +83,20 @@ Class attributes a store may change:
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import pytest
 
+from flagstaff.client import Client, Options, State
 from flagstaff.errors import ConflictError, NotFoundError, StoreError, ValidationError
-from flagstaff.model import encode_document
-from flagstaff.stores.base import Change, Record, Reset, Store, StoreState, Watch, WatchEvent
+from flagstaff.model import encode_document, parse_text
+from flagstaff.stores.base import Change, Disconnected, Record, Reset, Store, StoreState, Watch, WatchEvent
 from flagstaff.testing import EventRecorder, wait_until
 
 __all__ = ["StoreConformance", "document"]
@@ -82,10 +116,14 @@ class StoreConformance:
     keeps_history: ClassVar[bool] = True
     replays_changes: ClassVar[bool] = True
     keeps_raw_text: ClassVar[bool] = True
+    bytes_per_document: ClassVar[bool] = True
     #: Upper bound on any wait for an event (seconds).
     timeout: ClassVar[float] = 5.0
     #: How long to watch for events that must *not* arrive (seconds).
     settle: ClassVar[float] = 0.3
+    #: The store's stated bound (seconds) from losing its backend to a watch's
+    #: ``Disconnected``; ``None`` for a store with no backend to lose (memory).
+    contact_bound: ClassVar[float | None] = None
 
     # ------------------------------------------------------------ to provide
 
@@ -96,6 +134,20 @@ class StoreConformance:
     def force_reset(self, store: Store) -> None:
         """Make every open watch on ``store`` deliver :class:`Reset`."""
         raise NotImplementedError(f"{type(self).__name__} must define force_reset(store)")
+
+    def write_raw(self, store: Store, name: str, data: bytes) -> None:
+        """Store ``data`` as flag ``name`` behind flagstaff's back (another program's write)."""
+        raise NotImplementedError(f"{type(self).__name__} must define write_raw(store, name, data)")
+
+    def cut_off(self, store: Store) -> Callable[[], None]:
+        """Cut ``store`` off from its backend; return a function restoring contact."""
+        raise NotImplementedError(f"{type(self).__name__} sets contact_bound but defines no cut_off(store)")
+
+    def writer(self, store: Store) -> Store:
+        """The store the suite writes through to change what ``store`` holds: ``store`` itself,
+        except for a wrapper that refuses writes (:class:`~flagstaff.stores.wrappers.ReadOnlyStore`),
+        whose test returns the store it wraps."""
+        return store
 
     # -------------------------------------------------------------- fixtures
 
@@ -134,7 +186,7 @@ class StoreConformance:
 
     def test_round_trip(self, store: Store) -> None:
         raw = document(1)
-        record = store.put("alpha", raw)
+        record = self.writer(store).put("alpha", raw)
         assert record == Record("alpha", raw, 1)
         assert store.get("alpha") == record
         state = store.load()
@@ -144,8 +196,8 @@ class StoreConformance:
     def test_unicode_and_large_documents(self, store: Store) -> None:
         small = document(2, description='ünïcødé ✓ 旗 \u2028 "quoted" \\ back')
         large = document(3, blob="x" * 60_000)
-        store.put("unicode", small)
-        store.put("large", large)
+        self.writer(store).put("unicode", small)
+        self.writer(store).put("large", large)
         assert store.get("unicode") == Record("unicode", small, 1)
         assert store.get("large") == Record("large", large, 1)
         assert {r.raw for r in store.load().records.values()} == {small, large}
@@ -153,28 +205,28 @@ class StoreConformance:
     def test_missing_keys(self, store: Store) -> None:
         assert store.get("nope") is None
         with pytest.raises(NotFoundError):
-            store.delete("nope")
+            self.writer(store).delete("nope")
         with pytest.raises(NotFoundError):
-            store.delete("nope", expect=1)
+            self.writer(store).delete("nope", expect=1)
         assert "nope" not in store.load().records
 
     def test_overwrite_bumps_version(self, store: Store) -> None:
-        assert store.put("alpha", document(1)).version == 1
-        assert store.put("alpha", document(2)).version == 2
+        assert self.writer(store).put("alpha", document(1)).version == 1
+        assert self.writer(store).put("alpha", document(2)).version == 2
         # Writing identical text is still a write.
-        assert store.put("alpha", document(2)).version == 3
+        assert self.writer(store).put("alpha", document(2)).version == 3
         assert store.get("alpha") == Record("alpha", document(2), 3)
 
     def test_delete(self, store: Store) -> None:
-        store.put("alpha", document(1))
-        store.put("beta", document(2))
-        store.delete("alpha")
+        self.writer(store).put("alpha", document(1))
+        self.writer(store).put("beta", document(2))
+        self.writer(store).delete("alpha")
         assert store.get("alpha") is None
         assert set(store.load().records) == {"beta"}
         with pytest.raises(NotFoundError):
-            store.delete("alpha")
+            self.writer(store).delete("alpha")
         # Once deleted, the flag does not exist for compare-and-set either.
-        again = store.put("alpha", document(3), expect=0)
+        again = self.writer(store).put("alpha", document(3), expect=0)
         assert again.version >= 1
         assert store.get("alpha") == again
 
@@ -185,58 +237,58 @@ class StoreConformance:
                 ("bare", "on"),
                 ("spaced", '{ "b": 1, "a": 2 }'),
             ]:
-                assert store.put(name, raw).raw == raw
+                assert self.writer(store).put(name, raw).raw == raw
                 record = store.get(name)
                 assert record is not None
                 assert record.raw == raw
         else:
             before = store.load()
             with pytest.raises(ValidationError):
-                store.put("garbage", "{not json at all")
+                self.writer(store).put("garbage", "{not json at all")
             assert self._same_state(store.load(), before)
             assert store.get("garbage") is None
-            record = store.put("spaced", '{ "b": 1, "a": 2 }')
+            record = self.writer(store).put("spaced", '{ "b": 1, "a": 2 }')
             assert record.raw == '{"a":2,"b":1}'
             assert store.get("spaced") == record
 
     # ------------------------------------------------------ compare-and-set
 
     def test_compare_and_set(self, store: Store) -> None:
-        created = store.put("alpha", document(1), expect=0)
+        created = self.writer(store).put("alpha", document(1), expect=0)
         assert created.version == 1
         before = store.load()
 
         with pytest.raises(ConflictError):
-            store.put("alpha", document(2), expect=0)  # exists already
+            self.writer(store).put("alpha", document(2), expect=0)  # exists already
         with pytest.raises(ConflictError):
-            store.put("alpha", document(2), expect=created.version + 1)  # not there yet
+            self.writer(store).put("alpha", document(2), expect=created.version + 1)  # not there yet
         with pytest.raises(ConflictError):
-            store.put("absent", document(2), expect=1)  # does not exist
+            self.writer(store).put("absent", document(2), expect=1)  # does not exist
         with pytest.raises(ConflictError):
-            store.delete("alpha", expect=created.version + 7)
+            self.writer(store).delete("alpha", expect=created.version + 7)
         after = store.load()
         assert self._same_state(after, before), "a failed compare-and-set changed the store"
         assert store.get("absent") is None
 
-        updated = store.put("alpha", document(3), expect=created.version)
+        updated = self.writer(store).put("alpha", document(3), expect=created.version)
         assert updated.version == created.version + 1
         with pytest.raises(ConflictError):
-            store.put("alpha", document(4), expect=created.version)  # stale now
+            self.writer(store).put("alpha", document(4), expect=created.version)  # stale now
         with pytest.raises(ConflictError):
-            store.delete("alpha", expect=created.version)  # stale
+            self.writer(store).delete("alpha", expect=created.version)  # stale
         assert store.get("alpha") == updated
-        store.delete("alpha", expect=updated.version)
+        self.writer(store).delete("alpha", expect=updated.version)
         assert store.get("alpha") is None
 
     def test_conflict_error_names_the_flag(self, store: Store) -> None:
-        store.put("alpha", document(1))
+        self.writer(store).put("alpha", document(1))
         with pytest.raises(ConflictError) as info:
-            store.put("alpha", document(2), expect=0)
+            self.writer(store).put("alpha", document(2), expect=0)
         assert info.value.name == "alpha"
         assert isinstance(info.value, StoreError)
 
     def test_concurrent_compare_and_set_loses_no_update(self, store: Store) -> None:
-        store.put("counter", encode_document({"count": 0}), expect=0)
+        self.writer(store).put("counter", encode_document({"count": 0}), expect=0)
         threads, per_thread = 4, 6
         errors: list[BaseException] = []
 
@@ -248,7 +300,9 @@ class StoreConformance:
                         assert record is not None
                         count = int(json.loads(record.raw)["count"])
                         try:
-                            store.put("counter", encode_document({"count": count + 1}), expect=record.version)
+                            self.writer(store).put(
+                                "counter", encode_document({"count": count + 1}), expect=record.version
+                            )
                             break
                         except ConflictError:
                             continue
@@ -275,19 +329,19 @@ class StoreConformance:
         revisions = [store.load().revision]
         versions = []
         for i, name in enumerate(["alpha", "beta", "alpha", "gamma", "alpha"]):
-            versions.append((name, store.put(name, document(i)).version))
+            versions.append((name, self.writer(store).put(name, document(i)).version))
             revisions.append(store.load().revision)
-        store.delete("beta")
+        self.writer(store).delete("beta")
         revisions.append(store.load().revision)
         assert versions == [("alpha", 1), ("beta", 1), ("alpha", 2), ("gamma", 1), ("alpha", 3)]
         assert revisions == sorted(set(revisions)), f"not strictly increasing: {revisions}"
 
     def test_load_revision_is_last_change(self, store: Store) -> None:
-        store.put("alpha", document(1))
+        self.writer(store).put("alpha", document(1))
         recorder = EventRecorder()
         store.watch(recorder, since=store.load().revision)
-        store.put("beta", document(2))
-        store.delete("alpha")
+        self.writer(store).put("beta", document(2))
+        self.writer(store).delete("alpha")
         changes = recorder.wait_for_changes(2, self.timeout)
         assert store.load().revision == changes[-1].revision
 
@@ -297,10 +351,10 @@ class StoreConformance:
         start = store.load().revision
         recorder = EventRecorder()
         store.watch(recorder, since=start)
-        a1 = store.put("alpha", document(1))
-        b1 = store.put("beta", document(2))
-        a2 = store.put("alpha", document(3))
-        store.delete("alpha")
+        a1 = self.writer(store).put("alpha", document(1))
+        b1 = self.writer(store).put("beta", document(2))
+        a2 = self.writer(store).put("alpha", document(3))
+        self.writer(store).delete("alpha")
         changes = recorder.wait_for_changes(4, self.timeout)
         self._settle()
         assert recorder.resets() == []
@@ -317,10 +371,10 @@ class StoreConformance:
         assert revisions[-1] == store.load().revision
 
     def test_watch_since_delivers_only_later_changes(self, store: Store) -> None:
-        store.put("alpha", document(1))
+        self.writer(store).put("alpha", document(1))
         r1 = store.load().revision
-        b = store.put("beta", document(2))
-        c = store.put("gamma", document(3))
+        b = self.writer(store).put("beta", document(2))
+        c = self.writer(store).put("gamma", document(3))
         r3 = store.load().revision
 
         recorder = EventRecorder()
@@ -338,7 +392,7 @@ class StoreConformance:
         store.watch(current, since=r3)
         self._settle()
         assert current.events == [], "watch(since=current revision) replayed old changes"
-        d = store.put("delta", document(4))
+        d = self.writer(store).put("delta", document(4))
         change = current.wait_for_change(lambda ch: ch.name == "delta", self.timeout)
         self._settle()
         assert current.events == [Change("delta", d, change.revision)]
@@ -352,9 +406,9 @@ class StoreConformance:
         first, second = EventRecorder(), EventRecorder()
         store.watch(first, since=start)
         other.watch(second, since=start)
-        store.put("alpha", document(1))
-        other.put("beta", document(2))
-        store.delete("alpha")
+        self.writer(store).put("alpha", document(1))
+        self.writer(other).put("beta", document(2))
+        self.writer(store).delete("alpha")
         for recorder in (first, second):
             recorder.wait_for_changes(3, self.timeout)
         self._settle()
@@ -368,9 +422,9 @@ class StoreConformance:
     def test_failing_callback_does_not_end_the_watch(self, store: Store) -> None:
         recorder = EventRecorder(fail_first=True)
         store.watch(recorder, since=store.load().revision)
-        store.put("alpha", document(1))
+        self.writer(store).put("alpha", document(1))
         wait_until(lambda: recorder.calls >= 1, self.timeout, message="first callback never ran")
-        store.put("beta", document(2))
+        self.writer(store).put("beta", document(2))
         change = recorder.wait_for_change(lambda c: c.name == "beta", self.timeout)
         assert change.record is not None
 
@@ -378,13 +432,13 @@ class StoreConformance:
         recorder = EventRecorder(delay=0.05)
         watch = store.watch(recorder, since=store.load().revision)
         for i in range(5):
-            store.put(f"flag-{i}", document(i))
+            self.writer(store).put(f"flag-{i}", document(i))
         wait_until(lambda: recorder.calls >= 1, self.timeout, message="no callback ran")
         watch.stop()
         assert not recorder.in_callback, "stop() returned while a callback was still running"
         calls = recorder.calls
         for i in range(3):
-            store.put(f"late-{i}", document(i))
+            self.writer(store).put(f"late-{i}", document(i))
         self._settle()
         assert recorder.calls == calls, "a callback ran after stop() returned"
         watch.stop()  # stopping twice is harmless
@@ -399,29 +453,81 @@ class StoreConformance:
             watches[0].stop()
 
         watches.append(store.watch(on_event, since=store.load().revision))
-        store.put("alpha", document(1))
+        self.writer(store).put("alpha", document(1))
         wait_until(lambda: calls, self.timeout, message="callback never ran")
-        store.put("beta", document(2))
+        self.writer(store).put("beta", document(2))
         self._settle()
         assert len(calls) == 1
 
     def test_reset_leads_to_reload(self, store: Store) -> None:
-        store.put("alpha", document(1))
+        self.writer(store).put("alpha", document(1))
         recorder = EventRecorder()
         store.watch(recorder, since=store.load().revision)
         self.force_reset(store)
-        b = store.put("beta", document(2))
-        store.delete("alpha")
+        b = self.writer(store).put("beta", document(2))
+        self.writer(store).delete("alpha")
         recorder.wait_for_reset(self.timeout)
         # What the client does on Reset: load everything again.
         state = store.load()
         assert {n: r.raw for n, r in state.records.items()} == {"beta": b.raw}
         assert store.get("alpha") is None
         # The watch carries on after a Reset: changes after the reload arrive.
-        c = store.put("gamma", document(3))
+        c = self.writer(store).put("gamma", document(3))
         change = recorder.wait_for_change(lambda ch: ch.name == "gamma", self.timeout)
         assert change.record == c
         assert change.revision > state.revision
+
+    def test_lost_contact_then_reset(self, store: Store) -> None:
+        """Losing the backend is told (``Disconnected``) within the stated bound, and a
+        ``Reset`` follows once contact is back; changes then flow again."""
+        bound = self.contact_bound
+        if bound is None:
+            # A store with no backend (memory) has no contact to lose: it must never
+            # say it did, through changes and a Reset alike.
+            recorder = EventRecorder()
+            store.watch(recorder, since=store.load().revision)
+            self.writer(store).put("alpha", document(1))
+            self.force_reset(store)
+            recorder.wait_for_reset(self.timeout)
+            self.writer(store).put("beta", document(2))
+            recorder.wait_for_change(lambda ch: ch.name == "beta", self.timeout)
+            assert not [e for e in recorder.events if isinstance(e, Disconnected)]
+            return
+        self.writer(store).put("alpha", document(1))
+        recorder = EventRecorder()
+        store.watch(recorder, since=store.load().revision)
+        before = time.time()
+        restore = self.cut_off(store)
+        try:
+            lost = wait_until(
+                lambda: [e for e in recorder.events if isinstance(e, Disconnected)],
+                bound,
+                message=lambda: f"no Disconnected within {bound} s: {recorder.events!r}\n{_threads()}",
+            )
+        finally:
+            restore()
+        assert lost[0].reason
+        assert lost[0].since <= time.time()
+        assert lost[0].since >= before - 2 * bound  # the last contact, not some old time
+
+        def reset_after_loss() -> bool:
+            events = recorder.events
+            first = next(i for i, e in enumerate(events) if isinstance(e, Disconnected))
+            return any(isinstance(e, Reset) for e in events[first:])
+
+        wait_until(reset_after_loss, self.timeout + bound, message=lambda: f"no Reset: {recorder.events!r}")
+        # Contact is back: writes go through (retried: a store may still be reconnecting) and
+        # the watch delivers them.
+        deadline = time.monotonic() + self.timeout + bound
+        while True:
+            try:
+                b = self.writer(store).put("beta", document(2))
+                break
+            except StoreError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        recorder.wait_for_change(lambda ch: ch.name == "beta" and ch.record == b, self.timeout)
 
     def test_close_is_idempotent_and_stops_watches(
         self, store: Store, open_store: StoreFactory, namespace: str
@@ -431,7 +537,7 @@ class StoreConformance:
         store.watch(recorder, since=store.load().revision)
         store.close()
         store.close()
-        other.put("alpha", document(1))
+        self.writer(other).put("alpha", document(1))
         self._settle()
         assert recorder.events == [], "a closed store's watch delivered an event"
         assert other.get("alpha") is not None
@@ -445,12 +551,12 @@ class StoreConformance:
         one, two = open_store(f"iso-a-{suffix}"), open_store(f"iso-b-{suffix}")
         recorder = EventRecorder()
         two.watch(recorder, since=two.load().revision)
-        one.put("alpha", document(1))
-        one.put("shared", document(2))
+        self.writer(one).put("alpha", document(1))
+        self.writer(one).put("shared", document(2))
         assert two.get("alpha") is None
         assert dict(two.load().records) == {}
         assert two.load().initialized is False
-        mine = two.put("shared", document(3))
+        mine = self.writer(two).put("shared", document(3))
         assert mine.version == 1
         recorder.wait_for_change(lambda c: c.name == "shared", self.timeout)
         self._settle()
@@ -458,35 +564,35 @@ class StoreConformance:
         one_shared = one.get("shared")
         assert one_shared is not None
         assert one_shared.raw == document(2)
-        two.delete("shared")
+        self.writer(two).delete("shared")
         assert one.get("shared") is not None
 
     def test_same_namespace_shared_between_store_objects(
         self, store: Store, open_store: StoreFactory, namespace: str
     ) -> None:
         other = open_store(namespace)
-        record = store.put("alpha", document(1))
+        record = self.writer(store).put("alpha", document(1))
         assert other.get("alpha") == record
         assert other.load().revision == store.load().revision
         with pytest.raises(ConflictError):
-            other.put("alpha", document(2), expect=0)
+            self.writer(other).put("alpha", document(2), expect=0)
 
     def test_two_writers_interleaved(self, store: Store, open_store: StoreFactory, namespace: str) -> None:
         # Each store object may remember what it last wrote; the other's writes must still win
         # the compare-and-set, show in versions and in the history's "before" texts.
         other = open_store(namespace)
-        assert store.put("alpha", document(1)).version == 1
-        assert other.put("alpha", document(2)).version == 2
+        assert self.writer(store).put("alpha", document(1)).version == 1
+        assert self.writer(other).put("alpha", document(2)).version == 2
         with pytest.raises(ConflictError) as info:
-            store.put("alpha", document(3), expect=1)
+            self.writer(store).put("alpha", document(3), expect=1)
         assert info.value.actual == 2
-        assert store.put("alpha", document(3), expect=2).version == 3
-        assert other.put("alpha", document(4)).version == 4
-        assert store.put("alpha", document(5)).version == 5
-        other.delete("alpha")
+        assert self.writer(store).put("alpha", document(3), expect=2).version == 3
+        assert self.writer(other).put("alpha", document(4)).version == 4
+        assert self.writer(store).put("alpha", document(5)).version == 5
+        self.writer(other).delete("alpha")
         with pytest.raises(NotFoundError):
-            store.delete("alpha")
-        assert store.put("alpha", document(6)).version == 1
+            self.writer(store).delete("alpha")
+        assert self.writer(store).put("alpha", document(6)).version == 1
         assert other.get("alpha") == store.get("alpha")
         befores = [(e.before, e.after) for e in store.history("alpha", limit=10) if e.version is not None]
         if befores:  # stores that keep history
@@ -496,9 +602,9 @@ class StoreConformance:
         fresh = store.load()
         assert fresh.initialized is False
         assert dict(fresh.records) == {}
-        store.put("alpha", document(1))
+        self.writer(store).put("alpha", document(1))
         assert store.load().initialized is True
-        store.delete("alpha")
+        self.writer(store).delete("alpha")
         emptied = store.load()
         # Emptied on purpose through flagstaff: believed.
         assert dict(emptied.records) == {}
@@ -509,10 +615,10 @@ class StoreConformance:
     def test_history(self, store: Store) -> None:
         t0 = time.time()
         d1, d2, d3 = document(1), document(2), document(3)
-        store.put("alpha", d1, author="alice")
-        store.put("alpha", d2, author="bob")
-        store.put("beta", d3)
-        store.delete("alpha", author="carol")
+        self.writer(store).put("alpha", d1, author="alice")
+        self.writer(store).put("alpha", d2, author="bob")
+        self.writer(store).put("beta", d3)
+        self.writer(store).delete("alpha", author="carol")
         t1 = time.time()
         entries = store.history("alpha")
         if not self.keeps_history:
@@ -534,3 +640,108 @@ class StoreConformance:
         assert everything[1].after == d3
         assert len(store.history(limit=2)) == 2
         assert store.history("nope") == []
+
+    # ------------------------------------------------------- bad documents
+
+    def _bad_values(self) -> list[bytes]:
+        """What another program may write: each must end as one bad document."""
+        values = [b'{"percentage": 300}']  # JSON, but no flag
+        if self.bytes_per_document:
+            values.append(b'{"description": "caf\xe9 \xff\xfe", "enabled": true}')  # latin-1 in JSON
+        if self.keeps_raw_text:  # a store of parsed documents holds JSON values only
+            values += [b'{"enabled": tru', b"\x1b[31m not a document"]
+            if self.bytes_per_document:
+                values.append(b"\xff\xfe\x00")  # the issue's UPDATE ... raw=X'FFFE00'
+        return values
+
+    def test_bad_value_is_one_record_and_the_watch_goes_on(self, store: Store) -> None:
+        self.writer(store).put("good", document(1))
+        self.writer(store).put("bad", document(2))
+        recorder = EventRecorder()
+        watch = store.watch(recorder, since=store.load().revision)
+        for n, data in enumerate(self._bad_values()):
+            self._one_bad_value(store, recorder, data, n)
+        watch.stop()
+
+    def _one_bad_value(self, store: Store, recorder: EventRecorder, data: bytes, n: int) -> None:
+        self.write_raw(store, "bad", data)
+        record = store.get("bad")
+        assert record is not None and isinstance(record.raw, str), data
+        with pytest.raises(ValidationError):
+            parse_text("bad", record.raw)  # a bad value reads as one refused document
+        state = store.load()  # never fails the whole load
+        assert state.records["good"].raw == document(1 + n)
+        assert isinstance(state.records["bad"].raw, str)
+        # The watch is still delivering (a Reset is allowed for a write behind its back).
+        self.writer(store).put("good", document(2 + n))
+
+        def delivered() -> bool:
+            return any(
+                isinstance(e, Reset)
+                or (
+                    isinstance(e, Change)
+                    and e.name == "good"
+                    and e.record is not None
+                    and e.record.raw == document(2 + n)
+                )
+                for e in recorder.events
+            )
+
+        wait_until(delivered, self.timeout, message=f"the watch stopped after {data!r}")
+        recorder.clear()
+
+    def test_client_skips_and_names_a_bad_document_and_repair_brings_it_back(self, store: Store) -> None:
+        self.writer(store).put("good", document(1))
+        self.writer(store).put("bad", document(2))
+        client = Client(store, Options(timeout=self.timeout))
+        try:
+            assert client.status().state is State.LIVE
+            last_good = document(2)
+            for n, data in enumerate(self._bad_values()):
+                last_good = self._client_round(client, store, data, n, last_good)
+                assert client.status().state is State.LIVE
+        finally:
+            client.close()
+
+    def _client_round(self, client: Client, store: Store, data: bytes, n: int, last_good: str) -> str:
+        self.write_raw(store, "bad", data)
+        wait_until(
+            lambda: "bad" in client.status().invalid,
+            self.timeout,
+            message=lambda: f"{data!r} not named: {client.status()}",
+        )
+        # The last good version is kept...
+        assert client.snapshot.flags["bad"].value == json.loads(last_good)
+        # ...every other flag keeps updating...
+        good = document(10 + n)
+        self.writer(store).put("good", good)
+        wait_until(
+            lambda: client.snapshot.flags["good"].value == json.loads(good),
+            self.timeout,
+            message=f"other flags stopped updating after {data!r}",
+        )
+        assert "bad" in client.status().invalid
+        # ...and repairing the value brings the flag back, with no restart.
+        repaired = document(20 + n)
+        self.writer(store).put("bad", repaired)
+        wait_until(
+            lambda: (
+                "bad" not in client.status().invalid
+                and client.snapshot.flags["bad"].value == json.loads(repaired)
+            ),
+            self.timeout,
+            message=lambda: f"not repaired after {data!r}: {client.status()}",
+        )
+        return repaired
+
+
+def _threads() -> str:
+    """Where every flagstaff thread is: said when a watch missed its bound, so a failure on a
+    loaded CI machine shows whether the watch was blocked (and on what) or never scheduled."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in sys._current_frames().items():
+        name = names.get(ident, "?")
+        if "flagstaff" in name or ident == threading.main_thread().ident:
+            out.append(f"--- thread {name}:\n" + "".join(traceback.format_stack(frame, limit=8)))
+    return "\n".join(out)

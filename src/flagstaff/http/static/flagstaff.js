@@ -5,6 +5,13 @@
 // type, and (3) follows the server-sent event stream: on a change it fetches
 // the page again and swaps the regions marked data-live, except a region
 // holding a form with unsaved edits, which is kept and flagged instead.
+//
+// Every write carries If-Match with the version the control was rendered from
+// (data-base on the control or an ancestor), so a page that has not seen a
+// colleague's change cannot overwrite it: the API answers 409 and the page
+// shows what changed instead. After the event stream reconnects the page is
+// re-read (changes made meanwhile were never streamed to it); a 401 anywhere
+// shows "Signed out" and stops reconnecting.
 "use strict";
 (function () {
   const $ = (sel, root) => (root || document).querySelector(sel);
@@ -15,6 +22,8 @@
   const csrf = ($('meta[name="csrf-token"]') || {}).content || "";
   const page = body.dataset.page;
   const written = new Set(); // "name@version" of writes made from this page
+  let inflight = 0; // writes sent and not yet answered
+  let signedOut = false;
 
   // ------------------------------------------------------------------ helpers
 
@@ -48,7 +57,7 @@
   function errorText(res) {
     const d = res.data || {};
     if (res.status === 409 && d.current_version !== undefined) {
-      return "Someone else changed the flag meanwhile (it is now at version " + d.current_version + "). Reload to see it.";
+      return "Someone else changed the flag meanwhile (it is now at version " + d.current_version + "). Nothing was overwritten.";
     }
     if (res.status === 0) return d.error || "The server cannot be reached.";
     return d.error || d.detail || "Request failed (HTTP " + res.status + ").";
@@ -56,6 +65,63 @@
 
   function flagUrl(name, rest) {
     return api + "/flags/" + encodeURIComponent(name) + (rest || "");
+  }
+
+  // The version a control's write is based on: what the page showed when the
+  // control was rendered (data-base on it or an ancestor).
+  function baseOf(el) {
+    const holder = el && el.closest("[data-base]");
+    return holder ? holder.dataset.base : "";
+  }
+
+  function ifMatch(base) {
+    return base ? { "If-Match": '"' + base + '"' } : {};
+  }
+
+  function short(value) {
+    if (value === null || value === undefined) return "(none)";
+    const text = JSON.stringify(value);
+    return text.length <= 60 ? text : text.slice(0, 57) + "...";
+  }
+
+  // A refused write (409): say that nothing was overwritten and show what
+  // changed between the version the page showed and the current one.
+  async function showConflict(box, name, base, res) {
+    const now = res.data.current_version;
+    const text =
+      "Someone else changed the flag meanwhile (version " + base + " \u2192 " + (now === null ? "deleted" : now) +
+      "). Nothing was overwritten. What changed:";
+    let lines = [];
+    if (base && now !== null) {
+      const diff = await call("GET", flagUrl(name, "/diff?from=" + encodeURIComponent(base)));
+      if (diff.ok) {
+        lines = (diff.data.changes || []).map(function (c) {
+          return (c.path || "document") + ": " + short(c.before) + " \u2192 " + short(c.after);
+        });
+      }
+    }
+    show(box, "error", text, lines.length ? lines : ["(the flag was rewritten)"]);
+    if (box) box.dataset.conflict = "1";
+    refresh();
+  }
+
+  // Signed out (the session expired or its token was revoked): say so, offer
+  // the login page, and stop following the event stream.
+  function signOut() {
+    if (signedOut) return;
+    signedOut = true;
+    closeStream();
+    const el = $("#live-state");
+    if (el) {
+      el.dataset.state = "signed-out";
+      el.textContent = "Signed out. ";
+      const a = document.createElement("a");
+      a.href = root + "/login";
+      a.textContent = "Sign in again";
+      a.id = "sign-in";
+      el.append(a);
+    }
+    announce("Signed out: sign in again to continue");
   }
 
   // One JSON request to the API. Resolves to {ok, status, data}; never rejects.
@@ -69,21 +135,33 @@
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(payload);
     }
-    let res;
+    // A write counts as in flight until its version is in `written`: the echo
+    // of it on the event stream can arrive before its answer.
+    const writing = method !== "GET";
+    if (writing) inflight += 1;
     try {
-      res = await fetch(path, init);
-    } catch (e) {
-      return { ok: false, status: 0, data: { error: "The server cannot be reached: " + e.message } };
+      let res;
+      try {
+        res = await fetch(path, init);
+      } catch (e) {
+        return { ok: false, status: 0, data: { error: "The server cannot be reached: " + e.message } };
+      }
+      if (res.status === 401) signOut();
+      let data = null;
+      try {
+        data = await res.json();
+      } catch (e) {
+        data = null;
+      }
+      data = data || {};
+      if (res.ok && data.name && data.version !== undefined) {
+        written.add(data.name + "@" + data.version);
+        if (data.key) written.add(data.key + "@" + data.version); // a segment's store key
+      }
+      return { ok: res.ok, status: res.status, data: data };
+    } finally {
+      if (writing) inflight -= 1;
     }
-    let data = null;
-    try {
-      data = await res.json();
-    } catch (e) {
-      data = null;
-    }
-    data = data || {};
-    if (res.ok && data.name && data.version !== undefined) written.add(data.name + "@" + data.version);
-    return { ok: res.ok, status: res.status, data: data };
   }
 
   // The confirmation dialog: resolves true when the operator confirms.
@@ -117,12 +195,15 @@
 
   // ------------------------------------------------------------------ actions
 
-  async function patch(name, op, extra, box, done) {
-    const res = await call("PATCH", flagUrl(name), Object.assign({ op: op }, extra));
+  async function patch(name, op, extra, box, done, base, unchanged) {
+    const res = await call("PATCH", flagUrl(name), Object.assign({ op: op }, extra), ifMatch(base));
     if (res.ok) {
-      show(box, "ok", done + " (version " + res.data.version + ").");
-      announce(done);
+      const text = res.data.changed === false && unchanged ? unchanged : done + " (version " + res.data.version + ").";
+      show(box, "ok", text);
+      announce(text);
       refresh();
+    } else if (res.status === 409) {
+      await showConflict(box, name, base, res);
     } else {
       show(box, "error", errorText(res), res.data.problems);
     }
@@ -139,28 +220,42 @@
         "Kill " + name,
         true,
       );
-      if (yes) await patch(name, "kill", {}, messageBox(btn), name + " killed: off for everyone");
+      if (yes) await patch(name, "kill", {}, messageBox(btn), name + " killed: off for everyone", baseOf(btn));
     },
 
     async enable(btn) {
       const name = btn.dataset.flag;
       const box = messageBox(btn);
-      const res = await call("PATCH", flagUrl(name), { op: "enable" });
+      const base = baseOf(btn);
+      const sure = await confirmAction(
+        "Enable " + name + "?",
+        "This removes the kill switch: " + name + " answers again as its targeting says, at once, in every " +
+          "service that follows the store.",
+        "Enable " + name,
+        false,
+      );
+      if (!sure) return;
+      const res = await call("PATCH", flagUrl(name), { op: "enable" }, ifMatch(base));
       if (res.ok) {
         show(box, "ok", name + " enabled (version " + res.data.version + ").");
         announce(name + " enabled");
         refresh();
         return;
       }
+      if (res.status === 409) {
+        await showConflict(box, name, base, res);
+        return;
+      }
       if (res.status === 422) {
         // Nothing to enable: the flag has no targeting. Offer "on for everyone".
         const yes = await confirmAction(
           "Turn " + name + " on for everyone?",
-          errorText(res) + " Turning it on for everyone keeps its targeting for later.",
+          name + " has no targeting (no percentage, users, groups or rules), so enabling it leaves it off for " +
+            "everyone. Turn it on for everyone instead?",
           "On for everyone",
           false,
         );
-        if (yes) await patch(name, "enable", { everyone: true }, box, name + " on for everyone");
+        if (yes) await patch(name, "enable", { everyone: true }, box, name + " on for everyone", base);
         return;
       }
       show(box, "error", errorText(res), res.data.problems);
@@ -170,11 +265,22 @@
       const name = btn.dataset.flag;
       const version = Number(btn.dataset.version);
       const box = messageBox(btn);
-      const res = await call("POST", flagUrl(name, "/rollback"), { version: version });
+      const base = baseOf(btn);
+      const sure = await confirmAction(
+        "Roll back " + name + " to version " + version + "?",
+        "This replaces " + name + "'s current document with the one it had at version " + version +
+          ", for everyone, at once. The change is recorded and can itself be rolled back.",
+        "Roll back " + name,
+        true,
+      );
+      if (!sure) return;
+      const res = await call("POST", flagUrl(name, "/rollback"), { version: version }, ifMatch(base));
       if (res.ok) {
         show(box, "ok", name + " rolled back to the document of version " + version + " (now version " + res.data.version + ").");
         announce(name + " rolled back to version " + version);
         refresh();
+      } else if (res.status === 409) {
+        await showConflict(box, name, base, res);
       } else {
         show(box, "error", errorText(res), res.data.problems);
       }
@@ -183,9 +289,18 @@
     async "remove-member"(btn) {
       const kind = btn.dataset.kind; // users | groups
       const member = btn.dataset.member;
+      const name = btn.dataset.flag;
+      const noun = kind.slice(0, -1);
+      const sure = await confirmAction(
+        "Remove " + noun + " " + member + " from " + name + "?",
+        name + " stops being on for " + noun + " " + member + " through this list, at once.",
+        "Remove " + noun + " " + member,
+        true,
+      );
+      if (!sure) return;
       const extra = {};
       extra[kind] = [member];
-      await patch(btn.dataset.flag, "remove_" + kind, extra, messageBox(btn), "Removed " + member);
+      await patch(name, "remove_" + kind, extra, messageBox(btn), "Removed " + member, baseOf(btn));
     },
 
     "add-variant"(btn) {
@@ -222,6 +337,37 @@
     "validate-document"(btn) {
       return saveDocument(btn.closest("form"), textDocument, false);
     },
+
+    "validate-segment"(btn) {
+      return saveSegment(btn.closest("form"), false);
+    },
+
+    // Delete a segment with the version the page showed. The server refuses (409,
+    // used_by) while flags use it: the message lists them and nothing is deleted.
+    async "delete-segment"(btn) {
+      const name = btn.dataset.segment;
+      const box = messageBox(btn);
+      const base = baseOf(btn);
+      const sure = await confirmAction(
+        "Delete segment " + name + "?",
+        "This deletes the segment " + name + " for everyone, at once. It is refused while a flag uses it.",
+        "Delete " + name,
+        true,
+      );
+      if (!sure) return;
+      const res = await call("DELETE", segmentUrl(name), undefined, ifMatch(base));
+      if (res.ok) {
+        show(box, "ok", "Segment " + name + " deleted.");
+        announce("Segment " + name + " deleted");
+        location.assign(root + "/segments");
+      } else if (res.status === 409 && res.data.used_by) {
+        show(box, "error", "Not deleted: " + name + " is used by these flags. Remove it from them first.", res.data.used_by);
+        box.focus();
+      } else {
+        show(box, "error", "Not deleted: " + segmentError(res), res.data.problems);
+        box.focus();
+      }
+    },
   };
 
   // ------------------------------------------------------------------ editors
@@ -234,9 +380,17 @@
   // The document with the experiment editor's variants, id and switch applied.
   // Returns {document} or {error}. Never repairs input: a bad weight goes to the
   // server's validation as typed, so the operator sees the real message.
-  function experimentDocument(form) {
+  async function experimentDocument(form) {
     const flag = currentFlag();
-    const doc = JSON.parse(JSON.stringify(flag.document));
+    let source = flag.document;
+    if (flag.large) {
+      // Too large to carry in the page: read it now. The write still names the
+      // version the form was rendered from, so a newer document is refused.
+      const res = await call("GET", flagUrl(flag.name));
+      if (!res.ok) return { problems: [errorText(res)] };
+      source = res.data.document;
+    }
+    const doc = JSON.parse(JSON.stringify(source));
     const variants = {};
     const problems = [];
     $$("tr[data-variant]", form).forEach(function (tr, i) {
@@ -296,7 +450,7 @@
   async function saveDocument(form, build, save) {
     const box = $(".msg", form);
     const name = form.dataset.flag;
-    const built = build(form);
+    const built = await build(form);
     if (built.problems) {
       show(box, "error", "Not saved: fix these first.", built.problems);
       box.focus();
@@ -314,15 +468,76 @@
       show(box, "ok", "Valid. Nothing is saved until you press Save.");
       return;
     }
-    const res = await call("PUT", flagUrl(name), { document: built.document }, { "If-Match": '"' + form.dataset.version + '"' });
+    const res = await call("PUT", flagUrl(name), { document: built.document }, ifMatch(form.dataset.version));
     if (res.ok) {
       delete form.dataset.dirty;
       show(box, "ok", "Saved as version " + res.data.version + ".");
       announce(name + " saved");
       refresh();
+    } else if (res.status === 409) {
+      await showConflict(box, name, form.dataset.version, res);
+      box.focus();
     } else {
       show(box, "error", "Not saved: " + errorText(res), res.data.problems);
       markVariantProblems(form, res.data.problems);
+      box.focus();
+    }
+  }
+
+  // ------------------------------------------------------------------ segments
+
+  function segmentUrl(name) {
+    return api + "/segments/" + encodeURIComponent(name);
+  }
+
+  function segmentError(res) {
+    const d = res.data || {};
+    if (res.status === 409 && d.current_version !== undefined) {
+      return (
+        "someone else changed the segment meanwhile (it is now at version " + d.current_version +
+        "). Nothing was overwritten: reload the page to start from the current version."
+      );
+    }
+    return errorText(res);
+  }
+
+  // As saveDocument, for a segment: the same checks (POST /validate with the
+  // segment's key) and the same compare-and-set write (If-Match, or for a new
+  // segment If-None-Match: *, so an existing one is never overwritten).
+  async function saveSegment(form, save, name, create) {
+    const box = $(".msg", form);
+    name = name || form.dataset.segment;
+    const built = textDocument(form);
+    if (built.problems) {
+      show(box, "error", "Not saved: fix these first.", built.problems);
+      box.focus();
+      return;
+    }
+    const check = await call("POST", api + "/validate", { name: "segment:" + name, document: built.document });
+    if (!check.ok || !check.data.ok) {
+      const problems = check.data.problems || [];
+      show(box, "error", (save ? "Not saved: " : "") + (check.ok ? "the segment would be invalid." : errorText(check)), problems);
+      box.focus();
+      return;
+    }
+    if (!save) {
+      show(box, "ok", "Valid. Nothing is saved until you press Save.");
+      return;
+    }
+    const headers = create ? { "If-None-Match": "*" } : ifMatch(form.dataset.version);
+    const res = await call("PUT", segmentUrl(name), { document: built.document }, headers);
+    if (res.ok) {
+      delete form.dataset.dirty;
+      if (create) {
+        location.assign(root + "/segments/" + encodeURIComponent(name));
+        return;
+      }
+      show(box, "ok", "Saved as version " + res.data.version + ".");
+      announce("Segment " + name + " saved");
+      refresh();
+    } else {
+      const exists = create && res.status === 409;
+      show(box, "error", "Not saved: " + (exists ? "a segment named " + name + " exists already." : segmentError(res)), res.data.problems);
       box.focus();
     }
   }
@@ -335,7 +550,8 @@
         show(box, "error", "The percentage must be a number from 0 to 100.");
         return;
       }
-      return patch(form.dataset.flag, "set_percentage", { percentage: value }, box, form.dataset.flag + " at " + value + "%").then(
+      const name = form.dataset.flag;
+      return patch(name, "set_percentage", { percentage: value }, box, name + " at " + value + "%", baseOf(form)).then(
         function (res) {
           if (res.ok) delete form.dataset.dirty;
         },
@@ -343,11 +559,20 @@
     },
     "add-member"(form) {
       const kind = form.dataset.kind;
-      const member = form.elements.member.value.trim();
-      if (!member) return;
+      const noun = kind.slice(0, -1);
+      // "erin, frank" or "erin frank" is two ids: ids hold no commas or spaces.
+      const members = form.elements.member.value.split(/[\s,]+/).filter(Boolean);
+      const box = messageBox(form);
+      if (!members.length) {
+        show(box, "error", "Type a " + noun + " id to add (several: separate them with commas or spaces).");
+        form.elements.member.focus();
+        return;
+      }
       const extra = {};
-      extra[kind] = [member];
-      return patch(form.dataset.flag, "add_" + kind, extra, messageBox(form), "Added " + member).then(function (res) {
+      extra[kind] = members;
+      const list = members.join(", ");
+      const there = list + (members.length > 1 ? ": already there, nothing changed." : " is already there: nothing changed.");
+      return patch(form.dataset.flag, "add_" + kind, extra, box, "Added " + list, baseOf(form), there).then(function (res) {
         if (res.ok) {
           form.elements.member.value = "";
           delete form.dataset.dirty;
@@ -359,6 +584,18 @@
     },
     document(form) {
       return saveDocument(form, textDocument, true);
+    },
+    "segment-document"(form) {
+      return saveSegment(form, true);
+    },
+    "new-segment"(form) {
+      const name = form.elements.name.value.trim();
+      if (!name) {
+        show($(".msg", form), "error", "Give the segment a name.");
+        form.elements.name.focus();
+        return;
+      }
+      return saveSegment(form, true, name, true);
     },
   };
 
@@ -457,8 +694,12 @@
     let html;
     try {
       const res = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
-      if (res.status === 404 && page === "flag") {
-        showBanner("This flag was deleted.");
+      if (res.status === 404 && (page === "flag" || page === "segment")) {
+        showBanner("This " + page + " was deleted.");
+        return;
+      }
+      if (res.status === 401 || (res.redirected && new URL(res.url).pathname.endsWith("/login"))) {
+        signOut();
         return;
       }
       if (!res.ok) return;
@@ -490,8 +731,9 @@
       }
       old.replaceWith(document.adoptNode(region));
     }
-    const data = $("#flag-data", fresh);
-    if (data && $("#flag-data")) $("#flag-data").textContent = data.textContent;
+    const dataId = page === "segment" ? "#segment-data" : "#flag-data";
+    const data = $(dataId, fresh);
+    if (data && $(dataId)) $(dataId).textContent = data.textContent;
     if (focus && (document.activeElement === body || !document.activeElement)) {
       const again = document.querySelector(focus);
       if (again) again.focus();
@@ -504,9 +746,15 @@
         if (row) row.classList.add("flash");
       }
     }
-    if (kept) {
+    // Our own write's echo can arrive before its answer, while the form is still
+    // marked dirty: that is not someone else's change (the answer's refresh
+    // swaps the editor). Only a version we did not write raises the banner.
+    const freshData = data ? JSON.parse(data.textContent) : null;
+    const freshKey = freshData && (page === "segment" ? "segment:" : "") + freshData.name;
+    const ours = freshData && written.has(freshKey + "@" + freshData.version);
+    if (kept && inflight === 0 && !ours) {
       showBanner(
-        "This flag changed while you were editing. Your unsaved edits are kept, but they are based on an older " +
+        "This " + page + " changed while you were editing. Your unsaved edits are kept, but they are based on an older " +
           "version: saving them will be refused. Reload the page to start from the current version.",
       );
     }
@@ -553,15 +801,44 @@
     refresh();
   }
 
+  let source = null;
+  let opened = false;
+  let retryTimer = null;
+
+  function closeStream() {
+    if (retryTimer) clearTimeout(retryTimer);
+    retryTimer = null;
+    if (source) source.close();
+    source = null;
+  }
+
+  // Is the session still good? A 401 here signs the page out.
+  async function checkSession() {
+    const res = await call("GET", api + "/history?limit=1");
+    return res.status !== 401;
+  }
+
   function follow() {
     const url = body.dataset.events;
-    if (!url || !window.EventSource) return;
-    const source = new EventSource(url);
+    if (!url || !window.EventSource || signedOut) return;
+    source = new EventSource(url);
     source.onopen = function () {
       setLive("live", "Live updates: on");
+      // Changes made while the stream was down were never sent: read the page again.
+      if (opened) refresh();
+      opened = true;
     };
     source.onerror = function () {
+      if (signedOut) return;
       setLive("down", "Live updates: reconnecting");
+      if (source && source.readyState === EventSource.CLOSED) {
+        // The browser gave up (a 401 or another refused answer): find out
+        // which, and either sign out or start again after a pause.
+        closeStream();
+        checkSession().then(function (ok) {
+          if (ok && !signedOut) retryTimer = setTimeout(follow, 3000);
+        });
+      }
     };
     source.addEventListener("change", function (ev) {
       let change;
@@ -573,6 +850,13 @@
       onChange(change);
     });
   }
+
+  // A page left open keeps its stream, and Chrome allows six connections per
+  // host: close it when the page is hidden for navigation, reopen if restored.
+  window.addEventListener("pagehide", closeStream);
+  window.addEventListener("pageshow", function (ev) {
+    if (ev.persisted && !source && !signedOut) follow();
+  });
 
   applyFilters();
   follow();

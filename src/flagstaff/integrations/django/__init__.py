@@ -9,7 +9,7 @@ settings.py::
         "flagstaff.integrations.django.middleware.FlagstaffMiddleware",  # after auth
     ]
     FLAGSTAFF = {
-        "STORE": "sqlite:///flags.db",       # or "CLIENT": a flagstaff.Client, or a dotted path to one
+        "STORE": "sqlite:///flagstaff.db",       # or "CLIENT": a flagstaff.Client, or a dotted path to one
         "CONTEXT": "myapp.flags.context",    # optional hook(request) -> dict; default: user_context
         "DOMAIN": "example.com",             # optional: read subdomains of it
     }
@@ -20,17 +20,20 @@ is the request's :class:`~flagstaff.scope.Scope`.
 
 Every key of ``FLAGSTAFF``:
 
-==================  ==============================================================
-``STORE``           store URL; the client is opened once per process
-``CLIENT``          a :class:`flagstaff.Client` (or ``"pkg.module.attr"``) to use instead
-``TIMEOUT``         first-load timeout for ``STORE`` (seconds, default 5)
-``CACHE``           on-disk snapshot cache path for ``STORE``
-``CONTEXT``         ``hook(request) -> dict`` or its dotted path (default :func:`user_context`)
-``COOKIE``          visitor cookie name (default ``flagstaff_id``; ``None``: no cookie)
-``COOKIE_MAX_AGE``  its lifetime in seconds (default two years)
-``DOMAIN``          the site's domain, for ``Context.subdomain``
-``FEATURE_PARAM``   query parameter of forced features (default ``feature``)
-==================  ==============================================================
+====================  ==============================================================
+``STORE``             store URL; the client is opened once per process
+``CLIENT``            a :class:`flagstaff.Client` (or ``"pkg.module.attr"``) to use instead
+``TIMEOUT``           first-load timeout for ``STORE`` (seconds, default 5)
+``CACHE``             on-disk snapshot cache path for ``STORE``
+``CONTEXT``           ``hook(request) -> dict`` or its dotted path (default :func:`user_context`)
+``COOKIE``            visitor cookie name (default ``flagstaff_id``; ``None``: no cookie)
+``COOKIE_MAX_AGE``    its lifetime in seconds (default two years)
+``DOMAIN``            the site's domain, for ``Context.subdomain``
+``FEATURE_PARAM``     query parameter of forcing tokens (default ``feature``)
+``FORCE_KEY``         key forcing tokens are verified with (default ``$FLAGSTAFF_FORCE_KEY``;
+                      none: nothing is forced)
+``UNSIGNED_FORCING``  take plain ``?feature=`` values too (reddit's form; default ``False``)
+====================  ==============================================================
 
 An unknown key is an ``ImproperlyConfigured`` error at start-up, not a silent no-op.
 """
@@ -48,7 +51,19 @@ from flagstaff.integrations.request import DEFAULT_COOKIE_MAX_AGE, ContextHook, 
 __all__ = ["Settings", "get_client", "load_settings", "user_context"]
 
 _KEYS = frozenset(
-    {"STORE", "CLIENT", "TIMEOUT", "CACHE", "CONTEXT", "COOKIE", "COOKIE_MAX_AGE", "DOMAIN", "FEATURE_PARAM"}
+    {
+        "STORE",
+        "CLIENT",
+        "TIMEOUT",
+        "CACHE",
+        "CONTEXT",
+        "COOKIE",
+        "COOKIE_MAX_AGE",
+        "DOMAIN",
+        "FEATURE_PARAM",
+        "FORCE_KEY",
+        "UNSIGNED_FORCING",
+    }
 )
 _opened: dict[tuple[str, float, str | None], Client] = {}
 _opened_lock = threading.Lock()
@@ -95,12 +110,16 @@ def load_settings() -> Settings:
     unknown = set(conf) - _KEYS
     if unknown:
         raise ImproperlyConfigured(f"unknown FLAGSTAFF keys: {', '.join(sorted(unknown))}")
+    forcing: dict[str, Any] = {"unsigned_forcing": bool(conf.get("UNSIGNED_FORCING", False))}
+    if "FORCE_KEY" in conf:  # else RequestOptions reads $FLAGSTAFF_FORCE_KEY
+        forcing["force_key"] = conf["FORCE_KEY"]
     try:
         options = RequestOptions(
             cookie=conf.get("COOKIE", "flagstaff_id"),
             cookie_max_age=conf.get("COOKIE_MAX_AGE", DEFAULT_COOKIE_MAX_AGE),
             domain=conf.get("DOMAIN"),
             feature_param=conf.get("FEATURE_PARAM", "feature"),
+            **forcing,
         )
     except (TypeError, ValueError) as exc:
         raise ImproperlyConfigured(f"FLAGSTAFF: {exc}") from exc

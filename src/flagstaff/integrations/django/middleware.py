@@ -1,7 +1,7 @@
 """``FlagstaffMiddleware``: one flag scope per Django request.
 
 Place it after ``AuthenticationMiddleware`` so the context hook sees
-``request.user``. It reads the request facts (visitor cookie, ``?feature=``,
+``request.user``. It reads the request facts (visitor cookie, signed ``?feature=`` tokens,
 subdomain; see :mod:`flagstaff.integrations.request`), calls the ``CONTEXT``
 hook, makes one :class:`~flagstaff.scope.Scope` current while the view runs
 (template responses are rendered inside it too), and sets the visitor cookie on

@@ -1,0 +1,5 @@
+"""``python -m flagstaff.cli``: the command line (as ``python -m flagstaff``)."""
+
+from flagstaff.cli import run
+
+run()

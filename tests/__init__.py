@@ -1,0 +1,1 @@
+"""flagstaff's tests, laid out like the package (tools/mirror_tests.py)."""

@@ -1,0 +1,1 @@
+"""The test harness: real servers, fault proxies and helpers (no tests here)."""

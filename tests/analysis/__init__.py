@@ -1,0 +1,1 @@
+"""Experiment analysis: statistics, agreement with GrowthBook's engine, SVG pictures."""

@@ -1,0 +1,1 @@
+"""Tests of the client side: the client, its follower, overrides, admin, health."""

@@ -1,0 +1,1 @@
+"""Tests of the engine: documents, rules, bucketing, evaluation."""

@@ -1,0 +1,1 @@
+"""Tests of the HTTP server: the API, the dashboard, golden cases over HTTP."""

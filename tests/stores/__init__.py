@@ -1,0 +1,1 @@
+"""Tests of the stores: every backend, the conformance suite, network faults."""
