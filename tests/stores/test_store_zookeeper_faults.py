@@ -24,7 +24,9 @@ import pytest
 from flagstaff.errors import StoreUnavailable, WriteOutcomeUnknown
 from flagstaff.stores.base import Change, Disconnected, Reset, WatchEvent
 from flagstaff.stores.zookeeper import ZooKeeperStore
+from flagstaff.stores.zookeeper._wire import HANDSHAKE_TIMEOUT
 from flagstaff.testing import wait_until
+from tests._support.netfault import FaultProxy
 from tests._support.tcpproxy_zk import TcpProxy
 from tests._support.zk_server import Ensemble, ZooKeeperServer, standalone
 
@@ -149,6 +151,39 @@ def test_partition_while_flags_change_converges_after_healing(server: ZooKeeperS
         # Changes after the partition arrive as usual.
         writer.put("f00", doc(3))
         wait_until(lambda: follower.view().get("f00") == 3, 2)
+        assert follower.errors == [] and follower.backwards == []
+    finally:
+        store.close()
+        writer.close()
+        proxy.close()
+
+
+def test_unanswered_handshake_does_not_hold_the_store_for_the_session_timeout(
+    server: ZooKeeperServer,
+) -> None:
+    """A server that takes the socket but never answers the connect request (one still
+    starting, or a middlebox dropping its replies) used to keep the store away for the whole
+    session timeout (10 s) after answers came back: kazoo waited that long for the handshake.
+    The wait is now bounded, so the store is back within the bound plus one backoff."""
+    chroot = f"/hs-{uuid.uuid4().hex[:8]}"
+    writer = ZooKeeperStore.from_url(f"zookeeper://{server.hosts}{chroot}")
+    writer.put("f", doc(0))
+    proxy = FaultProxy(server.hosts)
+    store = ZooKeeperStore.from_url(f"zookeeper://{proxy.address}{chroot}")
+    follower = Follower(store)
+    try:
+        proxy.mode = "reset"  # cut the live connection
+        wait_until(lambda: not store._zk.connected, 5, message="the store did not notice the cut")
+        proxy.mode = "drop_replies"  # reconnects reach the server; its answers never come back
+        attempts = proxy.connections
+        wait_until(lambda: proxy.connections > attempts, 5, message="no reconnect attempt")
+        time.sleep(0.3)  # the attempt is inside its handshake now
+        writer.put("f", doc(1))
+        proxy.mode = "pass"
+        answered = time.monotonic()
+        wait_until(lambda: follower.view().get("f") == 1, 15, message=lambda: f"{follower.view()}")
+        back = time.monotonic() - answered
+        assert back <= HANDSHAKE_TIMEOUT + 1.5, f"back {back:.2f} s after the server answered again"
         assert follower.errors == [] and follower.backwards == []
     finally:
         store.close()

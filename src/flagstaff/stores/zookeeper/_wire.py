@@ -17,6 +17,14 @@ The handler
     kazoo runs its connection and callbacks on a handler: kazoo's gevent
     handler when the runtime's tasks are greenlets, else :class:`PollHandler`
     (kazoo's threading handler with one ``poll(2)`` per ``select``).
+
+The handshake
+    kazoo waits for the server's answer to a connect request as long as the
+    whole session timeout (10 s). A server that accepts the socket while it
+    is still starting may never answer, which kept a follower away for that
+    long after the server was back. :func:`bound_handshake` gives the
+    answer :data:`HANDSHAKE_TIMEOUT` seconds; past that kazoo drops the
+    socket and tries again with its usual (capped) backoff.
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ from kazoo.exceptions import (
     SessionExpiredError,
 )
 from kazoo.handlers.threading import SequentialThreadingHandler
+from kazoo.protocol.connection import ConnectionHandler
 from kazoo.protocol.serialization import (
+    Connect,
     int_struct,
     multiheader_struct,
     read_buffer,
@@ -51,6 +61,7 @@ from flagstaff.stores._history import decode_entry
 from flagstaff.stores.base import HistoryEntry, Record, decode_raw
 
 __all__ = [
+    "HANDSHAKE_TIMEOUT",
     "HISTORY",
     "HISTORY_PREFIX",
     "MARKER",
@@ -61,6 +72,7 @@ __all__ = [
     "Node",
     "PollHandler",
     "answers",
+    "bound_handshake",
     "collect",
     "gather",
     "handler_for",
@@ -79,6 +91,28 @@ MULTI_READ_CHUNK = 200  # flags per multiRead request (documents are small; a ch
 
 # Errors meaning "the server could not be asked"; an operation retries them until its deadline.
 TRANSIENT = (ConnectionLoss, SessionExpiredError, OperationTimeoutError, ConnectionClosedError)
+
+
+HANDSHAKE_TIMEOUT = 2.0  # seconds a connect request waits for the server's answer
+
+
+class _BoundedHandshake(ConnectionHandler):  # type: ignore[misc]
+    """kazoo's connection, with the connect request's wait bounded (see the module doc)."""
+
+    handshake_timeout = HANDSHAKE_TIMEOUT
+
+    def _invoke(self, timeout: float, request: Any, xid: int | None = None) -> Any:
+        if isinstance(request, Connect):
+            timeout = min(timeout, self.handshake_timeout)
+        return super()._invoke(timeout, request, xid)
+
+
+def bound_handshake(zk: Any, seconds: float = HANDSHAKE_TIMEOUT) -> None:
+    """Give ``zk`` (a fresh, unstarted KazooClient) a connection whose handshake waits ``seconds``."""
+    old = zk._connection
+    bounded = _BoundedHandshake(zk, old.retry_sleeper, logger=old.logger, sasl_options=old.sasl_options)
+    bounded.handshake_timeout = seconds
+    zk._connection = bounded
 
 
 def handler_for(runtime: Runtime) -> Any:

@@ -63,6 +63,7 @@ from flagstaff.stores.base import HistoryEntry, Record, StoreState, Watch, Watch
 from flagstaff.stores.zookeeper._mirror import Mirror
 from flagstaff.stores.zookeeper._options import KAZOO_LOG, REDACT, acl_for, parse_url
 from flagstaff.stores.zookeeper._wire import (
+    HANDSHAKE_TIMEOUT,
     HISTORY,
     HISTORY_PREFIX,
     MARKER,
@@ -71,6 +72,7 @@ from flagstaff.stores.zookeeper._wire import (
     TRANSIENT,
     MultiRead,
     Node,
+    bound_handshake,
     collect,
     handler_for,
     history_entry,
@@ -123,6 +125,7 @@ class ZooKeeperStore:
             default_acl=self._acl,
             logger=KAZOO_LOG,
         )
+        bound_handshake(self._zk, min(HANDSHAKE_TIMEOUT, self._opts.session_timeout))
         self._secrets = self._opts.secrets
         REDACT.secrets.update(self._secrets)
         self._lock = self._runtime.lock()
