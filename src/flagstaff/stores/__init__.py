@@ -31,6 +31,7 @@ from flagstaff.stores.base import (
     StoreState,
     Watch,
     WatchEvent,
+    Write,
 )
 from flagstaff.stores.wrappers import ReadOnlyStore
 
@@ -44,6 +45,7 @@ __all__ = [
     "StoreState",
     "Watch",
     "WatchEvent",
+    "Write",
     "open_store",
 ]
 

@@ -66,6 +66,7 @@ __all__ = [
     "StoreState",
     "Watch",
     "WatchEvent",
+    "Write",
     "decode_raw",
     "is_text",
 ]
@@ -96,6 +97,21 @@ class Change:
     name: str
     record: Record | None
     revision: int
+    more: int = 0
+    """How many changes of the same atomic write (``put_many``) are still to come
+    after this one; a follower applies a group only once ``more`` reaches 0, so
+    a reader never sees half of it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One part of an atomic multi-flag write (``put_many``): ``raw`` is the new
+    document text, or ``None`` to delete; ``expect`` is compare-and-set as in
+    ``put``/``delete``."""
+
+    name: str
+    raw: str | None
+    expect: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
