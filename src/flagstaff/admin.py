@@ -84,6 +84,8 @@ from flagstaff.segments import Segment, parse_segment
 from flagstaff.stores.base import Record, Store
 
 __all__ = [
+    "COMMENT_MARK",
+    "MAX_COMMENT",
     "Admin",
     "CopyResult",
     "DiffEntry",
@@ -95,6 +97,7 @@ __all__ = [
     "parse_document",
     "read_documents",
     "validate_documents",
+    "with_comment",
 ]
 
 log = logging.getLogger("flagstaff.admin")
@@ -123,6 +126,26 @@ def default_author() -> str:
     except (OSError, KeyError):  # no $USER and no passwd entry (some containers)
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
+
+
+COMMENT_MARK = " # "
+"""Between the author and the comment in a history entry's author text (``alice # why``):
+history has one text field for who, so the comment rides in it, and
+:func:`flagstaff.http.present.parse_author` splits it off again."""
+MAX_COMMENT = 500
+
+
+def with_comment(author: str, comment: str | None) -> str:
+    """``author`` with ``comment`` (why the change was made) recorded after it, for history.
+
+    A comment is one line of at most :data:`MAX_COMMENT` characters (line breaks become
+    spaces; blank means none); a longer one is refused with a :class:`ValidationError`."""
+    text = " ".join((comment or "").split())
+    if not text:
+        return author
+    if len(text) > MAX_COMMENT:
+        raise ValidationError([Problem("comment", f"must be at most {MAX_COMMENT} characters, not {len(text)}")])
+    return f"{author}{COMMENT_MARK}{printable_text(text, newlines=False)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +309,17 @@ class Admin:
         assert conflict is not None
         raise conflict
 
+    def archive(self, name: str, *, expect: int | None = None) -> Outcome:
+        """Retire a flag: ``"archived": true``, so it evaluates off for everyone (reason
+        ``archived``), the rest of the document and the history kept for :meth:`restore`.
+        Archiving an archived flag changes nothing."""
+        return self.update(name, _archived, expect=expect)
+
+    def restore(self, name: str, *, expect: int | None = None) -> Outcome:
+        """Bring an archived flag back: its document as it was, without ``archived``.
+        Restoring a flag that is not archived changes nothing."""
+        return self.update(name, _restored, expect=expect)
+
     def disable(self, name: str, *, expect: int | None = None) -> Outcome:
         """The kill switch: off for everyone, the rest of the document kept."""
         return self.update(name, edits.kill, expect=expect)
@@ -425,6 +459,20 @@ class Admin:
 
 
 # --------------------------------------------------------------------------- documents
+
+
+def _archived(doc: Any) -> Any:
+    if isinstance(doc, dict) and doc.get("archived") is True:
+        return doc
+    if doc is False or doc == "off":  # as_object would drop the kill: keep it for restore
+        return {"enabled": "off", "archived": True}
+    return {**edits.as_object(doc), "archived": True}
+
+
+def _restored(doc: Any) -> Any:
+    if not isinstance(doc, dict) or "archived" not in doc:
+        return doc
+    return {k: v for k, v in doc.items() if k != "archived"}
 
 
 def validate_documents(documents: Mapping[str, Any]) -> dict[str, str]:

@@ -13,6 +13,8 @@ class Reason(StrEnum):
 
     OFF = "off"
     """The master switch (``"enabled": "off"`` or ``false``) is off."""
+    ARCHIVED = "archived"
+    """The flag is archived (``"archived": true``): off for everyone, before any other key."""
     SCHEDULE = "schedule"
     """Outside the flag's schedule (before ``start`` or from ``end`` on)."""
     FORCED = "forced"

@@ -105,7 +105,7 @@ SELECTOR_KEYS = (
     "rules",
 )
 PERCENT_KEYS = ("percentage", "percent_loggedin", "percent_loggedout")
-META_KEYS = ("description", "owner", "kind", "tags", "created")
+META_KEYS = ("description", "owner", "kind", "tags", "created", "archived")
 TOP_KEYS = frozenset(
     {
         "enabled",

@@ -116,10 +116,29 @@ class Switch(StrEnum):
 
 
 class Kind(StrEnum):
-    """Whether a flag is meant to be removed once rolled out."""
+    """What a flag is for, and so whether it is meant to be removed once rolled out.
+
+    ``temporary`` and ``permanent`` say only that; the four purposes (issue 16) say
+    why: a ``release`` or an ``experiment`` flag is temporary (it goes once the
+    feature ships or the experiment ends; a stale one is reported), an ``ops``
+    switch (a kill switch, a circuit breaker) or a ``permission`` (entitlement) is
+    permanent.
+    """
 
     TEMPORARY = "temporary"
     PERMANENT = "permanent"
+    RELEASE = "release"
+    EXPERIMENT = "experiment"
+    OPS = "ops"
+    PERMISSION = "permission"
+
+    @property
+    def temporary(self) -> bool:
+        """Whether a flag of this kind is meant to be removed (a stale one is reported)."""
+        return self in _TEMPORARY_KINDS
+
+
+_TEMPORARY_KINDS = frozenset({Kind.TEMPORARY, Kind.RELEASE, Kind.EXPERIMENT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +294,10 @@ class Flag:
     reads the time from ``ctx.time``, which the evaluator sets."""
     guardrails: tuple[Guardrail, ...] = ()
     """``guardrails``, for :mod:`flagstaff.guard`."""
+    archived: bool = False
+    """``"archived": true``: the flag is retired. It evaluates off for everyone (reason
+    ``archived``) whatever its other keys say, which are kept (with its history) so
+    :meth:`flagstaff.admin.Admin.restore` brings it back as it was."""
 
     @property
     def value(self) -> Any:
@@ -603,7 +626,11 @@ class _Builder:
         fallback = default
         constant: Decision | None = None
         head: list[Part] = [p for p in (extras.deny, extras.prerequisites) if p is not None]
-        if switch is Switch.OFF:
+        archived = bool(meta.get("archived"))
+        if archived:  # retired: off for everyone, before the kill switch and every key
+            constant = self.decision(False, Reason.ARCHIVED, "archived")
+            steps = []
+        elif switch is Switch.OFF:
             constant = self.decision(False, Reason.OFF, "enabled")
             steps = []
         elif switch is Switch.ON:
@@ -658,6 +685,7 @@ class _Builder:
             denies=extras.deny is not None and switch is not Switch.OFF,
             ramp=extras.ramp,
             guardrails=extras.guardrails,
+            archived=archived,
         )
 
     # -- pieces ----------------------------------------------------------------
@@ -684,13 +712,19 @@ class _Builder:
             try:
                 meta["kind"] = Kind(doc["kind"])
             except ValueError:
-                self.problem("kind", "must be 'temporary' or 'permanent'")
+                kinds = ", ".join(repr(k.value) for k in Kind)
+                self.problem("kind", f"must be one of {kinds}, not {show(doc['kind'])}")
         if "tags" in doc:
             tags = doc["tags"]
             if isinstance(tags, list) and all(isinstance(t, str) for t in tags):
                 meta["tags"] = tuple(tags)
             else:
                 self.problem("tags", "must be a list of strings")
+        if "archived" in doc:
+            if isinstance(doc["archived"], bool):
+                meta["archived"] = doc["archived"]
+            else:
+                self.problem("archived", f"must be true or false, not {show(doc['archived'])}")
         return meta
 
     def schedule(self, value: Any) -> Schedule | None:

@@ -52,7 +52,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
-from flagstaff.admin import NothingToEnable, default_author
+from flagstaff.admin import NothingToEnable, default_author, with_comment
 from flagstaff.cli._output import EXIT, Failed, Out, UsageError
 from flagstaff.cli._registry import Commands, Handler
 from flagstaff.cli.demo import cmd_demo
@@ -103,6 +103,7 @@ EXTENSIONS: tuple[str, ...] = (
     "flagstaff.cli.blast",
     "flagstaff.cli.guard",
     "flagstaff.cli.report",
+    "flagstaff.cli.archive",
 )
 
 
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     common.add_argument("--author", default=argparse.SUPPRESS, help="author recorded in history")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("--comment", default=argparse.SUPPRESS, help="why: recorded in history with a write")
 
     parser = argparse.ArgumentParser(
         prog="flagstaff",
@@ -132,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", default=False, help="JSON output for scripts")
     parser.add_argument("--author", default=None, help="author recorded in history (default: user@host)")
     parser.add_argument("--debug", action="store_true", default=False, help="show tracebacks on errors")
+    parser.add_argument("--comment", default=None, help="why: recorded in history with the write (one line)")
     parser.add_argument("--version", action="version", version=f"flagstaff {_version()}")
     # Not required: bare `flagstaff` prints the commands (main() handles it) instead of an error.
     command = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"), common)
@@ -299,6 +302,7 @@ def main(
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=stderr)
     out = Out(args.json, stdout, stderr)
     try:
+        args.author = with_comment(args.author, args.comment)
         code: int = args.fn(args, out)
         return code
     except KeyboardInterrupt:

@@ -19,9 +19,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from flagstaff.admin import COMMENT_MARK
 from flagstaff.document import is_segment_key, segment_name
 from flagstaff.errors import ValidationError
-from flagstaff.model import Flag, Switch, decode_document, encode_document, parse_text, printable_text
+from flagstaff.model import Flag, Kind, Switch, decode_document, encode_document, parse_text, printable_text
 from flagstaff.segments import Segment, parse_segment_text
 from flagstaff.stores.base import HistoryEntry, Record
 
@@ -39,26 +40,33 @@ __all__ = [
     "segment_users",
 ]
 
+_KINDS = frozenset(k.value for k in Kind)
 _AUTHOR = re.compile(r"^(?P<actor>.*) \[token (?P<token>[^,\]]+), request (?P<request>[^\]]+)\]$")
 
 
 def parse_author(author: str | None) -> dict[str, Any]:
-    """Split an author written by the API into actor, token id and request id.
+    """Split an author written by the API into actor, token id and request id, and the
+    ``comment`` written with the change (:func:`flagstaff.admin.with_comment`; None if none).
 
     ``author`` is ``None`` for a change made straight in the store (by hand, or
     by another program), which is reported as ``out_of_band``.
     """
     if author is None:
-        return {"actor": None, "token_id": None, "request_id": None, "out_of_band": True}
+        return {"actor": None, "token_id": None, "request_id": None, "out_of_band": True, "comment": None}
+    # A comment (flagstaff.admin.with_comment) follows the first " # ": no actor the API
+    # writes has one, as a name with a space and a hash is not a token's or a user's.
+    author, mark, comment = author.partition(COMMENT_MARK)
+    note = comment if mark else None
     match = _AUTHOR.match(author)
     if match is None:  # the CLI or a program using flagstaff.admin
-        return {"actor": author, "token_id": None, "request_id": None, "out_of_band": False}
+        return {"actor": author, "token_id": None, "request_id": None, "out_of_band": False, "comment": note}
     token = match["token"]
     return {
         "actor": match["actor"],
         "token_id": None if token == "none" else token,
         "request_id": match["request"],
         "out_of_band": False,
+        "comment": note,
     }
 
 
@@ -116,7 +124,7 @@ def flag_state(flag: Flag | ValidationError) -> str:
     """``on``/``off`` when the flag answers the same for everyone, else ``partial``; ``invalid``."""
     if isinstance(flag, ValidationError):
         return "invalid"
-    if flag.switch is Switch.OFF:
+    if flag.archived or flag.switch is Switch.OFF:
         return "off"
     if flag.constant is not None:
         return "on" if flag.constant.enabled else "off"
@@ -138,19 +146,22 @@ def flag_summary(
         out["owner"] = flag.owner
         out["kind"] = flag.kind.value if flag.kind else None
         out["tags"] = list(flag.tags)
+        out["archived"] = flag.archived
         out["problems"] = []
     else:
         out["percentage"] = None
         out["description"] = meta.get("description") if isinstance(meta.get("description"), str) else None
         out["owner"] = meta.get("owner") if isinstance(meta.get("owner"), str) else None
-        out["kind"] = meta.get("kind") if meta.get("kind") in ("temporary", "permanent") else None
+        out["kind"] = meta.get("kind") if meta.get("kind") in _KINDS else None
         tags = meta.get("tags")
         out["tags"] = [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+        out["archived"] = meta.get("archived") is True
         out["problems"] = problems(flag)
     out["updated_at"] = last.at if last else None
     out["updated_by"] = parse_author(last.author)["actor"] if last else None
     age = (now or time.time()) - last.at if last else 0.0
-    out["stale"] = out["kind"] == "temporary" and last is not None and age > stale_days * 86400
+    temporary = out["kind"] is not None and Kind(out["kind"]).temporary
+    out["stale"] = temporary and not out["archived"] and last is not None and age > stale_days * 86400
     return out
 
 

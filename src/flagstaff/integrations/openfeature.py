@@ -106,6 +106,7 @@ REASONS: Mapping[Reason, str] = {
     Reason.EXCLUDED: OFReason.SPLIT,
     Reason.HOLDOUT: OFReason.SPLIT,
     Reason.OFF: OFReason.DISABLED,
+    Reason.ARCHIVED: OFReason.DISABLED,
     Reason.SCHEDULE: OFReason.DISABLED,
     Reason.DEFAULT: OFReason.DEFAULT,
     Reason.OVERRIDE: OVERRIDE,
