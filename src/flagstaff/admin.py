@@ -144,7 +144,8 @@ def with_comment(author: str, comment: str | None) -> str:
     if not text:
         return author
     if len(text) > MAX_COMMENT:
-        raise ValidationError([Problem("comment", f"must be at most {MAX_COMMENT} characters, not {len(text)}")])
+        message = f"must be at most {MAX_COMMENT} characters, not {len(text)}"
+        raise ValidationError([Problem("comment", message)])
     return f"{author}{COMMENT_MARK}{printable_text(text, newlines=False)}"
 
 

@@ -40,6 +40,7 @@ import datetime as dt
 import fnmatch
 import os
 import re
+import shlex
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -297,6 +298,14 @@ def scan(
     )
 
 
+_TEMPORARY = ("temporary", "release", "experiment")  # flagstaff.model.Kind.temporary
+
+
+def _archive(name: str) -> str:
+    """The command that retires a stale flag (its history kept; ``flagstaff restore`` undoes it)."""
+    return f"flagstaff archive {shlex.quote(name)}"
+
+
 def _shown(path: Path, roots: Sequence[Path]) -> str:
     for root in roots:
         if root.is_dir() and path.is_relative_to(root):
@@ -309,7 +318,8 @@ def _stale(
 ) -> Iterator[Finding]:
     for name in sorted(docs):
         doc = docs[name]
-        if not isinstance(doc, dict) or doc.get("kind") != "temporary":
+        # release and experiment flags are temporary too; an archived flag is already retired.
+        if not isinstance(doc, dict) or doc.get("kind") not in _TEMPORARY or doc.get("archived") is True:
             continue
         born = created(name)
         if born is None:
@@ -320,7 +330,7 @@ def _stale(
             since = dt.datetime.fromtimestamp(born, dt.UTC).date().isoformat()
             message = f"{name!r} is temporary and {age:.0f} days old (since {since}"
             message += f", owner {owner})" if owner else ")"
-            facts = {"age_days": round(age, 1), "since": since, "owner": owner}
+            facts = {"age_days": round(age, 1), "since": since, "owner": owner, "archive": _archive(name)}
             yield Finding("stale", name, message, facts=facts)
 
 
@@ -430,6 +440,8 @@ def _print(out: Out, report: Report, findings: Sequence[Finding], source: str | 
                     out.line(f"  {ref.file}:{ref.line}:{ref.column}  {label}")
             elif category == "unused":
                 out.line(f"  {f.flag}")
+            elif category == "stale" and f.flag is not None:
+                out.line(f"  {f.message}; retire it: {_archive(f.flag)}")
             else:
                 out.line(f"  {f.message}")
     if not findings:

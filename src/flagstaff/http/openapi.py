@@ -86,6 +86,10 @@ _LIMIT = {
 }
 
 
+_KINDS = ("temporary", "permanent", "release", "experiment", "ops", "permission")
+_COMMENT = {"type": "string", "maxLength": 500, "description": "Why: recorded in history with the change."}
+
+
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
@@ -94,7 +98,7 @@ def _patch_ops() -> list[dict[str, Any]]:
     def op(name: str, props: dict[str, Any] | None = None, required: tuple[str, ...] = ()) -> dict[str, Any]:
         return {
             "type": "object",
-            "properties": {"op": {"type": "string", "enum": [name]}, **(props or {})},
+            "properties": {"op": {"type": "string", "enum": [name]}, **(props or {}), "comment": _COMMENT},
             "required": ["op", *required],
             "additionalProperties": False,
         }
@@ -123,6 +127,8 @@ def _patch_ops() -> list[dict[str, Any]]:
             },
             ("variants",),
         ),
+        op("archive"),
+        op("restore"),
     ]
 
 
@@ -157,8 +163,9 @@ _SCHEMAS: dict[str, Any] = {
             "percentage": _NUM_OR_NULL,
             "description": _STR_OR_NULL,
             "owner": _STR_OR_NULL,
-            "kind": {"type": "string", "enum": ["temporary", "permanent"], "nullable": True},
+            "kind": {"type": "string", "enum": list(_KINDS), "nullable": True},
             "tags": {"type": "array", "items": {"type": "string"}},
+            "archived": {"type": "boolean", "description": "Retired: off for everyone, kept to restore."},
             "problems": {"type": "array", "items": _ref("Problem")},
             "updated_at": {**_NUM_OR_NULL, "description": "Epoch seconds of the last change."},
             "updated_by": _STR_OR_NULL,
@@ -214,13 +221,14 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "A new flag's name (docs/flags.md); a look-alike of an existing one is 422.",
             },
             "document": _ANY,
+            "comment": _COMMENT,
         },
         "required": ["name", "document"],
         "additionalProperties": False,
     },
     "FlagDocument": {
         "type": "object",
-        "properties": {"document": _ANY},
+        "properties": {"document": _ANY, "comment": _COMMENT},
         "required": ["document"],
         "additionalProperties": False,
     },
@@ -249,6 +257,7 @@ _SCHEMAS: dict[str, Any] = {
             "actor": _STR_OR_NULL,
             "token_id": _STR_OR_NULL,
             "request_id": _STR_OR_NULL,
+            "comment": {**_STR_OR_NULL, "description": "Why, as written with the change."},
             "out_of_band": {
                 "type": "boolean",
                 "description": "Made straight in the store, not through flagstaff.",
@@ -511,7 +520,7 @@ def _paths() -> dict[str, Any]:
                     {
                         "name": "kind",
                         "in": "query",
-                        "schema": {"type": "string", "enum": ["temporary", "permanent"]},
+                        "schema": {"type": "string", "enum": list(_KINDS)},
                     },
                     {
                         "name": "state",
@@ -567,7 +576,10 @@ def _paths() -> dict[str, Any]:
             },
             "delete": {
                 "operationId": "deleteFlag",
-                "parameters": [_IF_MATCH],
+                "parameters": [
+                    _IF_MATCH,
+                    {"name": "comment", "in": "query", "schema": _COMMENT, "description": "Why (history)."},
+                ],
                 "responses": {"204": {"description": "Deleted."}, **_errors(400, *_AUTH, 404, 409, 503, 504)},
             },
         },

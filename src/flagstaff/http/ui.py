@@ -50,6 +50,7 @@ from starlette.staticfiles import StaticFiles
 
 from flagstaff.document import is_segment_key, printable_text, segment_key, segment_name
 from flagstaff.http import auth
+from flagstaff.http.listing import PAGE_SIZE, Query, list_page
 from flagstaff.http.present import segment_users
 from flagstaff.http.state import ServerState, state_of
 from flagstaff.http.tokens import Permission
@@ -64,6 +65,8 @@ from flagstaff.http.views import (
     member_page,
     segment_view,
 )
+from flagstaff.model import Kind
+from flagstaff.rules import OPERATORS
 from flagstaff.stores.base import HistoryEntry, Record
 
 __all__ = ["routes"]
@@ -153,24 +156,33 @@ def _views(state: ServerState, records: Mapping[str, Record]) -> list[FlagView]:
 def dashboard(request: Request) -> HTMLResponse:
     auth.require(request, Permission.READ)
     state = state_of(request)
-    q = request.query_params
-    filters = Filters(
-        q.get("q", ""), q.get("state", ""), q.get("kind", ""), q.get("owner", ""), q.get("tag", "")
-    )
+    query = Query.parse(request.query_params)
+    filters = Filters(query.q, query.state, query.kind, query.owner, query.tag)
     records = state.store.load().records
-    flags = _views(state, {n: r for n, r in records.items() if not is_segment_key(n)})
-    shown = {f.name for f in flags if filters.admits(f)}
+    flags = {n: r for n, r in records.items() if not is_segment_key(n)}
+    now = time.time()
+    days = state.settings.stale_days
+    listed = list_page(flags, query, lambda names: _last_changes(state, names), now=now, stale_days=days)
+    # Up to one page of flags, every row is in the page (filtered as you type); past it,
+    # the server filters and pages, and only the page's rows are built (flagstaff.http.listing).
+    paged = len(flags) > PAGE_SIZE
+    names = listed.names if paged else tuple(sorted(flags))
+    views = _views(state, {n: flags[n] for n in names})
     return _render(
         request,
         "dashboard.html",
         nav="flags",
-        flags=flags,
-        shown=shown,
-        total=len(flags),
-        stale_count=sum(f.stale for f in flags),
+        flags=views,
+        shown=set(listed.names),
+        total=listed.total,
+        stale_count=sum(f.stale for f in views) if not paged else 0,
         filters=filters,
-        owners=sorted({f.owner for f in flags if f.owner}),
-        tags=sorted({t for f in flags for t in f.tags}),
+        listing=listed,
+        query=query,
+        paged=paged,
+        owners=list(listed.owners),
+        tags=list(listed.tags),
+        kinds=[k.value for k in Kind],
         bad_documents=_bad_documents(state),
     )
 
@@ -215,6 +227,8 @@ def flag_page(request: Request) -> Response:
         document_bytes=len(record.raw.encode("utf-8", "surrogateescape")),
         results=results,
         results_note=results_note,
+        operators=list(OPERATORS),
+        segment_names=sorted(segment_name(k) for k in state.store.load().records if is_segment_key(k)),
     )
 
 

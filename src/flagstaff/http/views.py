@@ -138,6 +138,7 @@ class FlagView:
     idle_days: int
     problem: str | None
     targeting: TargetingView
+    archived: bool = False  # retired: off for everyone, kept to restore
 
     @property
     def search_text(self) -> str:
@@ -268,6 +269,7 @@ def flag_view(record: Record, last: HistoryEntry | None, *, now: float, stale_da
         idle_days=int((now - updated_at) // DAY) if updated_at else 0,
         problem=_problem_text(problems),
         targeting=targeting_view(document),
+        archived=summary["archived"],
     )
 
 

@@ -22,7 +22,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from flagstaff.admin import Admin, Outcome
+from flagstaff.admin import Admin, Outcome, with_comment
 from flagstaff.document import is_segment_key
 from flagstaff.errors import ValidationError
 from flagstaff.http.api._common import (
@@ -49,6 +49,7 @@ from flagstaff.segments import parse_segment
 
 __all__ = [
     "PATCH_OPS",
+    "commented",
     "create_flag",
     "delete_flag",
     "get_flag",
@@ -59,7 +60,7 @@ __all__ = [
 ]
 
 _FILTERS = {
-    "kind": ("temporary", "permanent"),
+    "kind": ("temporary", "permanent", "release", "experiment", "ops", "permission"),
     "state": ("on", "off", "partial", "invalid"),
     "stale": ("true", "false"),
 }
@@ -102,7 +103,7 @@ async def list_flags(request: Request) -> Response:
 async def create_flag(request: Request) -> Response:
     query(request)
     principal = require(request, Permission.WRITE)
-    body = fields(await read_json(request), ("name", "document"))
+    body = fields(await read_json(request), ("name", "document"), ("comment",))
     name = body["name"]
     if not isinstance(name, str):
         raise ApiError(422, "invalid flag name", problems=[{"path": "name", "message": "must be a string"}])
@@ -110,7 +111,7 @@ async def create_flag(request: Request) -> Response:
         message = f"{name!r} is a segment's key, not a flag name: create it with PUT {PREFIX}/segments/NAME"
         raise ApiError(422, message, problems=[{"path": "name", "message": message}])
     state = state_of(request)
-    admin = state.admin_for(principal, request_id(request))
+    admin = commented(state.admin_for(principal, request_id(request)), body.get("comment"))
     await call(write, state, admin, "create", lambda: admin.set(name, body["document"], expect=0))
     summary = await call(summary_of, state, name)
     # Percent-encoded: a header is Latin-1 on the wire (a stored name may be any text).
@@ -130,9 +131,9 @@ async def put_flag(request: Request) -> Response:
     principal = require(request, Permission.WRITE)
     name = flag_name(request, writing=True)
     expect = if_match(request)
-    body = fields(await read_json(request), ("document",))
+    body = fields(await read_json(request), ("document",), ("comment",))
     state = state_of(request)
-    admin = state.admin_for(principal, request_id(request))
+    admin = commented(state.admin_for(principal, request_id(request)), body.get("comment"))
     document = body["document"]
     # Admin.set writes nothing for the document the flag already has: a retried PUT is not a second change.
     outcome = await call(write, state, admin, "replace", lambda: admin.set(name, document, expect=expect))
@@ -143,14 +144,29 @@ async def put_flag(request: Request) -> Response:
 
 
 async def delete_flag(request: Request) -> Response:
-    query(request)
+    params = query(request, "comment")
     principal = require(request, Permission.WRITE)
     name = flag_name(request)
     expect = if_match(request)
     state = state_of(request)
-    admin = state.admin_for(principal, request_id(request))
+    admin = commented(state.admin_for(principal, request_id(request)), params.get("comment"))
     await call(write, state, admin, "delete", lambda: admin.delete(name, expect=expect))
     return Response(status_code=204)
+
+
+def commented(admin: Admin, comment: Any) -> Admin:
+    """``admin`` recording ``comment`` (why; one line) with its writes in history
+    (:func:`flagstaff.admin.with_comment`): 400 for a comment that is not a string, 422
+    for one too long."""
+    if comment is None:
+        return admin
+    if not isinstance(comment, str):
+        raise ApiError(400, "'comment' must be a string")
+    try:
+        admin.author = with_comment(admin.author, comment)
+    except ValidationError as exc:
+        raise ApiError(422, str(exc.problems[0]), problems=problems(exc)) from None
+    return admin
 
 
 # --------------------------------------------------------------------------- patch operations
@@ -165,6 +181,8 @@ _OP_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "add_groups": (("groups",), ()),
     "remove_groups": (("groups",), ()),
     "set_variants": (("variants",), ()),
+    "archive": ((), ()),
+    "restore": ((), ()),
 }
 PATCH_OPS = tuple(_OP_FIELDS)
 
@@ -207,6 +225,10 @@ def _operation(admin: Admin, name: str, body: dict[str, Any], expect: int | None
         if not isinstance(variants, dict) or not variants or not all(_percent(v) for v in variants.values()):
             raise ApiError(400, "'variants' must be an object of variant name -> percentage (0 to 100)")
         return lambda: admin.set_variants(name, variants, expect=expect)
+    if op == "archive":
+        return lambda: admin.archive(name, expect=expect)
+    if op == "restore":
+        return lambda: admin.restore(name, expect=expect)
     raise ApiError(400, f"unknown op {op!r}: use one of {', '.join(PATCH_OPS)}")
 
 
@@ -218,9 +240,9 @@ async def patch_flag(request: Request) -> Response:
     body = await read_json(request)
     if not isinstance(body, dict) or body.get("op") not in PATCH_OPS:
         raise ApiError(400, f"the body must be an object with 'op' one of {', '.join(PATCH_OPS)}")
-    fields(body, ("op", *_OP_FIELDS[body["op"]][0]), _OP_FIELDS[body["op"]][1])
+    fields(body, ("op", *_OP_FIELDS[body["op"]][0]), (*_OP_FIELDS[body["op"]][1], "comment"))
     state = state_of(request)
-    admin = state.admin_for(principal, request_id(request))
+    admin = commented(state.admin_for(principal, request_id(request)), body.get("comment"))
     change = _operation(admin, name, body, expect)
     if expect is None:  # every op edits an existing flag
         await call(admin.get, name)

@@ -629,6 +629,7 @@
     const el = form.elements;
     const words = el.q.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
     const want = { state: el.state.value, kind: el.kind.value, owner: el.owner.value, tag: el.tag.value };
+    want.archived = el.archived ? el.archived.value : ""; // "" hides archived flags, "only", "all"
     let shown = 0;
     for (const tr of $$("#flag-rows tr[data-flag]")) {
       const d = tr.dataset;
@@ -639,7 +640,8 @@
         (!want.state || d.state === want.state) &&
         (!want.kind || (want.kind === "stale" ? d.stale === "yes" : d.kind === want.kind)) &&
         (!want.owner || d.owner === want.owner) &&
-        (!want.tag || d.tags.split(" ").includes(want.tag));
+        (!want.tag || d.tags.split(" ").includes(want.tag)) &&
+        (want.archived === "all" || (want.archived === "only") === (d.archived === "yes"));
       tr.hidden = !ok;
       if (ok) shown += 1;
     }
@@ -649,7 +651,7 @@
     if (count) count.textContent = String(shown);
     const params = new URLSearchParams();
     if (el.q.value.trim()) params.set("q", el.q.value.trim());
-    for (const k of ["state", "kind", "owner", "tag"]) if (want[k]) params.set(k, want[k]);
+    for (const k of ["state", "kind", "owner", "tag", "archived"]) if (want[k]) params.set(k, want[k]);
     const qs = params.toString();
     history.replaceState(null, "", location.pathname + (qs ? "?" + qs : ""));
   }
