@@ -91,7 +91,7 @@ class Query:
         )
 
     def admits(self, f: Facts, stale: Callable[[Facts], bool]) -> bool:
-        if self.archived == "" and f.archived or self.archived == "only" and not f.archived:
+        if (self.archived == "" and f.archived) or (self.archived == "only" and not f.archived):
             return False
         words = self.q.lower().split()
         return (
@@ -162,7 +162,11 @@ def list_page(
     return ListPage(
         names=tuple(matched[first : first + PAGE_SIZE]),
         matched=len(matched),
-        total=archived if query.archived == "only" else len(facts) if query.archived else len(facts) - archived,
+        total=archived
+        if query.archived == "only"
+        else len(facts)
+        if query.archived
+        else len(facts) - archived,
         archived=archived,
         page=page,
         pages=pages,

@@ -50,7 +50,9 @@ from starlette.staticfiles import StaticFiles
 
 from flagstaff.document import is_segment_key, printable_text, segment_key, segment_name
 from flagstaff.http import auth
+from flagstaff.http.compare import compare_context
 from flagstaff.http.listing import PAGE_SIZE, Query, list_page
+from flagstaff.http.playground import playground_context
 from flagstaff.http.present import segment_users
 from flagstaff.http.state import ServerState, state_of
 from flagstaff.http.tokens import Permission
@@ -300,11 +302,23 @@ def segment_page(request: Request) -> HTMLResponse:
     )
 
 
+def playground(request: Request) -> HTMLResponse:
+    """``/playground``: every flag's decision for one context (:mod:`flagstaff.http.playground`)."""
+    return _render(request, "playground.html", **playground_context(request))
+
+
+def compare_page(request: Request) -> HTMLResponse:
+    """``/flags/{name}/compare``: two versions of a flag (:mod:`flagstaff.http.compare`)."""
+    return _render(request, "compare.html", **compare_context(request))
+
+
 def routes() -> list[BaseRoute]:
     """The dashboard's routes, for :func:`flagstaff.http.app.create_app`."""
     return [
         Route("/", dashboard, methods=["GET"], name="ui_dashboard"),
         Route("/flags/{name:str}", flag_page, methods=["GET"], name="ui_flag"),
+        Route("/flags/{name:str}/compare", compare_page, methods=["GET"], name="ui_compare"),
+        Route("/playground", playground, methods=["GET"], name="ui_playground"),
         Route("/changes", changes_page, methods=["GET"], name="ui_changes"),
         Route("/segments", segments_page, methods=["GET"], name="ui_segments"),
         Route("/segments/{name:str}", segment_page, methods=["GET"], name="ui_segment"),

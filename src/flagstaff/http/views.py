@@ -195,6 +195,7 @@ class ChangeView:
     is_current: bool
     current_version: int | None  # what a rollback from this page is based on (If-Match)
     segment: str | None = None  # the segment's name when the entry is a segment's
+    comment: str | None = None  # why, as written with the change
 
     @property
     def link(self) -> str:
@@ -527,6 +528,7 @@ def change_view(entry: HistoryEntry, current: Record | None) -> ChangeView:
         is_current=is_current,
         current_version=None if current is None else current.version,
         segment=segment_name(entry.name) if is_segment_key(entry.name) else None,
+        comment=parse_author(entry.author)["comment"],
     )
 
 
