@@ -143,8 +143,10 @@
       return;
     }
     const problems = res.data.problems || [];
-    f.name.setAttribute("aria-invalid", problems.some((p) => p.path === "name") || res.status === 409 ? "true" : "false");
-    show(box, "error", "Not created: " + errorText(res), problems);
+    const taken = res.status === 409;
+    f.name.setAttribute("aria-invalid", taken || res.status === 422 ? "true" : "false");
+    const why = taken ? "a flag named '" + name + "' already exists." : errorText(res);
+    show(box, "error", "Not created: " + why, problems);
     box.focus();
   }
 
@@ -194,6 +196,7 @@
   const editorData = $("#editor-data") ? JSON.parse($("#editor-data").textContent) : null;
   const canWrite = !!$("#rules-editor button[type=submit]");
   let ruleSeq = 0;
+  let conditionSeq = 0;
 
   // A document as an object (as flagstaff.edits.as_object): "on" -> {enabled: "on"}, a
   // number -> {percentage: n}, "off" or nothing -> {}.
@@ -246,8 +249,9 @@
 
   function conditionRow(id, clause) {
     const li = el("li", { class: "condition", "data-condition": "" });
-    const n = $$("li[data-condition]", $("#" + id + "-conds") || document.createElement("ol")).length + 1;
-    const label = "Rule condition " + n;
+    conditionSeq += 1;
+    const n = conditionSeq; // unique in the page: the ids below are built from it
+    const label = "Condition";
     if (!clause || typeof clause !== "object" || !("attribute" in clause)) {
       // A group ({"all": [...]}) or something else: edited as JSON.
       li.dataset.raw = "1";
@@ -621,7 +625,7 @@
     const rows = $("#rule-rows");
     rows.textContent = "";
     for (const rule of Array.isArray(doc.targeting) ? doc.targeting : []) rows.append(ruleRow(rule));
-    serveBox($("#default-serve-box [data-serve]"), "default", doc.default, true);
+    serveBox($("#default-serve-box [data-serve]"), "builder-default", doc.default, true);
     const vrows = $("#value-rows");
     vrows.textContent = "";
     if (doc.values && typeof doc.values === "object") for (const [k, v] of Object.entries(doc.values)) vrows.append(valueRow(k, v));

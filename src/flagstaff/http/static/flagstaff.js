@@ -652,6 +652,9 @@
     const params = new URLSearchParams();
     if (el.q.value.trim()) params.set("q", el.q.value.trim());
     for (const k of ["state", "kind", "owner", "tag", "archived"]) if (want[k]) params.set(k, want[k]);
+    // A list past one page is paged by the server: the page shown stays in the link.
+    const page = new URLSearchParams(location.search).get("page");
+    if (page && $("table.flags[data-paged]")) params.set("page", page);
     const qs = params.toString();
     history.replaceState(null, "", location.pathname + (qs ? "?" + qs : ""));
   }
