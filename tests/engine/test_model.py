@@ -52,7 +52,7 @@ def _problems(document: Any, name: str = "f") -> list[tuple[str, str]]:
         ({"bucket_by": 5}, "bucket_by", "must be 'user'"),
         ({"bucket_by": ["org", "org"]}, "bucket_by", "a non-empty list of distinct names"),
         ({"salt": ""}, "salt", "must be a non-empty string"),
-        ({"kind": "forever"}, "kind", "must be 'temporary' or 'permanent'"),
+        ({"kind": "forever"}, "kind", "must be one of 'temporary', 'permanent', 'release'"),
         ({"tags": "ui"}, "tags", "must be a list of strings"),
         ({"schedule": {"start": "tomorrow"}}, "schedule.start", '"tomorrow" is not a time'),
         ({"schedule": {"start": "2027-01-01T00:00:00"}}, "schedule.start", "with a UTC offset"),
