@@ -468,3 +468,40 @@ def _pro_rules() -> dict[str, Any]:
         "default": {"percentage": 10},
         "values": {"a": "blue", "b": {"color": "green"}, "off": False},
     }
+
+
+# --------------------------------------------------------------------------- segment editor
+
+
+def test_segment_editor_writes_members_and_rules(dashboard: Dashboard) -> None:
+    document = {"description": "Internal staff", "groups": ["employee"], "salt": "staff-1"}
+    _ok(dashboard.api("PUT", "/segments/staff", {"document": document}))
+    dashboard.login()
+    dashboard.open("/segments/staff")
+    assert dashboard.css("#seg-groups").get_attribute("value") == "employee"
+    _type(dashboard.css("#seg-users"), "alice, bob")
+    _type(dashboard.css("#seg-percentage"), "5")
+    dashboard.css("[data-editor-action=add-segment-rule]").click()
+    rule = dashboard.css("#seg-rules li[data-condition]")
+    assert _active(dashboard) == rule.find_element(By.CSS_SELECTOR, "input.attr")
+    _active(dashboard).send_keys("email")
+    Select(rule.find_element(By.CSS_SELECTOR, "select.op")).select_by_value("ends_with")
+    _type(rule.find_element(By.CSS_SELECTOR, "input.val"), "@example.com")
+    dashboard.css("#segment-editor button[type=submit]").click()
+    _says(dashboard, "segment-editor-msg", "Saved as version 2.")
+    assert _ok(dashboard.api("GET", "/segments/staff"))["document"] == {
+        "description": "Internal staff",
+        "users": ["alice", "bob"],
+        "groups": ["employee"],
+        "percentage": 5,
+        "salt": "staff-1",  # a key the editor does not show is kept
+        "rules": [{"attribute": "email", "op": "ends_with", "value": "@example.com"}],
+    }
+
+    Select(rule.find_element(By.CSS_SELECTOR, "select.op")).select_by_value("regex")
+    _type(rule.find_element(By.CSS_SELECTOR, "input.val"), "(unclosed")
+    dashboard.css("[data-editor-action=check-segment]").click()
+    text = _message(dashboard, "segment-editor-msg", "error")
+    assert text.startswith("the segment would be invalid.")
+    assert "rules[0]" in text
+    assert _ok(dashboard.api("GET", "/segments/staff"))["version"] == 2

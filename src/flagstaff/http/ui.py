@@ -299,6 +299,7 @@ def segment_page(request: Request) -> HTMLResponse:
         show_flag=False,
         inline_document=size <= INLINE_DOCUMENT,
         document_bytes=size,
+        operators=list(OPERATORS),
     )
 
 

@@ -194,7 +194,7 @@
   const builder = $("#rules-editor");
   const flagData = $("#flag-data") ? JSON.parse($("#flag-data").textContent) : null;
   const editorData = $("#editor-data") ? JSON.parse($("#editor-data").textContent) : null;
-  const canWrite = !!$("#rules-editor button[type=submit]");
+  const canWrite = !!$("#rules-editor button[type=submit], #segment-editor button[type=submit]");
   let ruleSeq = 0;
   let conditionSeq = 0;
 
@@ -260,7 +260,7 @@
         el("input", { id: id + "-raw-" + n, class: "raw", value: JSON.stringify(clause), disabled: disabled(), "aria-label": label + " (JSON)" }),
       );
     } else {
-      const ops = (editorData.operators || []).map((o) => [o, o.replace(/_/g, " ")]);
+      const ops = ((editorData || segData || {}).operators || []).map((o) => [o, o.replace(/_/g, " ")]);
       li.append(
         el("input", { class: "attr", value: clause.attribute, placeholder: "attribute", "aria-label": label + ": attribute", disabled: disabled(), autocomplete: "off" }),
         select({ class: "op", "aria-label": label + ": operator" }, ops, clause.op),
@@ -631,6 +631,83 @@
     if (doc.values && typeof doc.values === "object") for (const [k, v] of Object.entries(doc.values)) vrows.append(valueRow(k, v));
   }
 
+  // ------------------------------------------------------------------ segment editor
+
+  const segForm = $("#segment-editor");
+  const segData = $("#segment-editor-data") ? JSON.parse($("#segment-editor-data").textContent) : null;
+  const SEGMENT_FIELDS = ["description", "owner", "tags", "users", "groups", "exclude_users", "percentage", "holdout", "rules"];
+
+  function renderSegment() {
+    if (!segForm || !segData) return;
+    const doc = segData.document && typeof segData.document === "object" ? segData.document : {};
+    const f = segForm.elements;
+    for (const k of ["description", "owner"]) f[k].value = doc[k] || "";
+    for (const k of ["tags", "users", "groups", "exclude_users"]) f[k].value = listOf(doc[k]).join(", ");
+    f.percentage.value = doc.percentage === undefined ? "" : String(doc.percentage);
+    f.holdout.checked = doc.holdout === true;
+    for (const input of $$("input", segForm)) if (!canWrite) input.disabled = true;
+    const ol = $("#seg-rules");
+    ol.textContent = "";
+    for (const rule of listOf(doc.rules)) ol.append(conditionRow("seg", rule));
+  }
+
+  function buildSegment() {
+    const doc = {};
+    const original = segData.document && typeof segData.document === "object" ? segData.document : {};
+    for (const [k, v] of Object.entries(original)) if (!SEGMENT_FIELDS.includes(k)) doc[k] = v; // salt, bucket_by
+    const f = segForm.elements;
+    const problems = [];
+    for (const k of ["description", "owner"]) if (f[k].value.trim()) doc[k] = f[k].value.trim();
+    for (const k of ["tags", "users", "groups", "exclude_users"]) {
+      const items = words(f[k].value);
+      if (items.length) doc[k] = items;
+    }
+    const pct = f.percentage.value.trim();
+    if (pct !== "") {
+      const n = Number(pct);
+      if (!Number.isFinite(n)) problems.push({ path: "percentage", message: "must be a number from 0 to 100" });
+      else doc.percentage = n;
+    }
+    if (f.holdout.checked) doc.holdout = true;
+    const rules = [];
+    $$("#seg-rules li[data-condition]").forEach(function (li, i) {
+      const got = readCondition(li);
+      if (got.problem) problems.push({ path: "rules[" + i + "]", message: got.problem });
+      else rules.push(got.clause);
+    });
+    if (rules.length) doc.rules = rules;
+    return { document: doc, problems: problems };
+  }
+
+  async function checkOrSaveSegment(save) {
+    const box = $("#segment-editor-msg");
+    const built = buildSegment();
+    if (built.problems.length) {
+      show(box, "error", (save ? "Not saved: " : "") + "fix these first.", built.problems);
+      box.focus();
+      return;
+    }
+    const check = await call("POST", api + "/validate", { name: "segment:" + segData.name, document: built.document });
+    if (!check.ok || !check.data.ok) {
+      show(box, "error", (save ? "Not saved: " : "") + (check.ok ? "the segment would be invalid." : errorText(check)), check.data.problems || []);
+      box.focus();
+      return;
+    }
+    if (!save) {
+      show(box, "ok", "Valid. Nothing is saved until you press Save.");
+      return;
+    }
+    const res = await call("PUT", api + "/segments/" + encodeURIComponent(segData.name), { document: built.document }, ifMatch(segForm.dataset.version));
+    if (res.ok) {
+      show(box, "ok", res.data.changed === false ? "Nothing changed." : "Saved as version " + res.data.version + ".");
+      segForm.dataset.version = String(res.data.version);
+      segData.document = built.document;
+    } else {
+      show(box, "error", "Not saved: " + errorText(res).replace("the flag", "the segment"), res.data.problems);
+      box.focus();
+    }
+  }
+
   // ------------------------------------------------------------------ events
 
   const actions = {
@@ -668,7 +745,8 @@
     "remove-condition": function (btn) {
       const li = btn.closest("li[data-rule-row]");
       btn.closest("li[data-condition]").remove();
-      $("[data-editor-action=add-condition]", li).focus();
+      const add = li ? $("[data-editor-action=add-condition]", li) : $("[data-editor-action=add-segment-rule]");
+      if (add) add.focus();
     },
     "add-value": function () {
       const tr = valueRow("", undefined);
@@ -682,6 +760,14 @@
     },
     "check-rules": function () {
       checkOrSave(false);
+    },
+    "add-segment-rule": function () {
+      const row = conditionRow("seg", { attribute: "", op: "eq", value: "" });
+      $("#seg-rules").append(row);
+      $("input", row).focus();
+    },
+    "check-segment": function () {
+      checkOrSaveSegment(false);
     },
   };
 
@@ -709,6 +795,9 @@
     } else if (form.dataset.form === "rules-editor") {
       ev.preventDefault();
       checkOrSave(true);
+    } else if (form.dataset.form === "segment-editor") {
+      ev.preventDefault();
+      checkOrSaveSegment(true);
     }
   });
 
@@ -719,4 +808,5 @@
   });
 
   renderBuilder();
+  renderSegment();
 })();
