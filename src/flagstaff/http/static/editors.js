@@ -54,9 +54,11 @@
     return p && p.path ? p.path + ": " + p.message : (p && p.message) || String(p);
   }
 
+  // Our boxes are .emsg, not .msg: flagstaff.js writes a control's message into the first
+  // .msg of its section (on the list page, main), which must stay the page's own.
   function show(el, kind, text, problems) {
     if (!el) return;
-    el.className = "msg " + kind;
+    el.className = "emsg " + kind;
     el.textContent = text;
     if (problems && problems.length) {
       const ul = document.createElement("ul");
