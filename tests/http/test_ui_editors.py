@@ -505,3 +505,29 @@ def test_segment_editor_writes_members_and_rules(dashboard: Dashboard) -> None:
     assert text.startswith("the segment would be invalid.")
     assert "rules[0]" in text
     assert _ok(dashboard.api("GET", "/segments/staff"))["version"] == 2
+
+
+def test_archive_and_the_playground_with_the_keyboard_alone(dashboard: Dashboard) -> None:
+    dashboard.login()
+    dashboard.open("/flags/new_checkout")
+    dashboard.wait_live()
+    comment = dashboard.css("#lifecycle-comment")
+    comment.send_keys("replaced by checkout_v2")
+    comment.send_keys(Keys.TAB)
+    assert _active(dashboard).get_attribute("data-editor-action") == "archive"
+    _active(dashboard).send_keys(Keys.ENTER)
+    dashboard.wait(lambda d: d.execute_script("return document.getElementById('confirm').open"))
+    assert _active(dashboard).get_attribute("id") == "confirm-cancel"  # the safe choice first
+    _active(dashboard).send_keys(Keys.TAB)
+    _active(dashboard).send_keys(Keys.ENTER)
+    dashboard.wait(lambda d: d.find_elements(By.ID, "archived-note"))
+    assert dashboard.record("new_checkout")[1] == {"percentage": 25, "archived": True}
+    assert _history_comments(dashboard, "new_checkout")[0] == "replaced by checkout_v2"
+
+    dashboard.open("/playground")
+    user = dashboard.css("#pg-user")
+    user.send_keys("alice")
+    user.send_keys(Keys.ENTER)  # Enter in a box submits the form
+    dashboard.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-decision]"))
+    row = dashboard.css("tr[data-decision=new_checkout]")
+    assert row.get_attribute("data-reason") == "archived"
