@@ -60,6 +60,8 @@ def test_archive_and_restore_keep_the_document(url: str) -> None:
     code, out, _ = run(url, "check", "checkout", "--user", "alice", "--json")
     assert json.loads(out)["reason"] == "archived"
     assert run(url, "archive", "checkout")[1] == "checkout: unchanged (already archived)\n"
+    listing = run(url, "list")[1].splitlines()
+    assert "archived" in next(line for line in listing if line.startswith("checkout"))
 
     code, out, _ = run(url, "restore", "checkout")
     assert (code, out) == (EXIT.OK, "checkout: restored (version 3)\n")

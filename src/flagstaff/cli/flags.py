@@ -91,6 +91,8 @@ def cmd_list(args: argparse.Namespace, out: Out) -> int:
 
 
 def _summary(switch: str, flag: Any) -> str:
+    if flag.archived:  # off for everyone whatever else it says (flagstaff restore NAME)
+        return "archived"
     doc = flag.value if isinstance(flag.value, dict) else {}
     rules = doc.get("targeting") or []
     targeting = list(flag.selectors)
