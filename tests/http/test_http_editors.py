@@ -59,11 +59,14 @@ def test_archive_restore_ops_with_comments(client: TestClient) -> None:
 
     put = client.put("/api/v1/flags/checkout", json={"document": 50, "comment": "half"})
     assert put.status_code == 200, put.text
+    back = client.post("/api/v1/flags/checkout/rollback", json={"version": 1, "comment": "too soon"})
+    assert back.status_code == 200, back.text
     deleted = client.delete("/api/v1/flags/checkout?comment=gone%20for%20good")
     assert deleted.status_code == 204
     entries = _history(client, "checkout")
     assert [(e["action"], e["actor"], e["comment"]) for e in entries] == [
         ("delete", "alice", "gone for good"),
+        ("update", "alice", "too soon"),
         ("update", "alice", "half"),
         ("update", "alice", None),
         ("update", "alice", "shipped"),

@@ -305,7 +305,7 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Rollback": {
         "type": "object",
-        "properties": {"version": {"type": "integer", "minimum": 1}},
+        "properties": {"version": {"type": "integer", "minimum": 1}, "comment": _COMMENT},
         "required": ["version"],
         "additionalProperties": False,
     },

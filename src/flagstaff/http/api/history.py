@@ -31,6 +31,7 @@ from flagstaff.http.api._common import (
     summary_of,
     write,
 )
+from flagstaff.http.api.flags import commented
 from flagstaff.http.auth import require
 from flagstaff.http.present import document_or_text, history_entry, json_changes
 from flagstaff.http.state import ServerState, state_of
@@ -126,13 +127,13 @@ async def rollback(request: Request) -> Response:
     principal = require(request, Permission.WRITE)
     name = flag_name(request)
     expect = if_match(request)
-    body = fields(await read_json(request), ("version",))
+    body = fields(await read_json(request), ("version",), ("comment",))
     version = body["version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ApiError(400, "'version' must be a flag version (a whole number from 1)")
     state = state_of(request)
     _, document = await call(document_at, state, name, version)
-    admin = state.admin_for(principal, request_id(request))
+    admin = commented(state.admin_for(principal, request_id(request)), body.get("comment"))
     outcome = await call(write, state, admin, "rollback", lambda: admin.set(name, document, expect=expect))
     summary = await call(summary_of, state, name)
     summary["changed"] = outcome.changed
