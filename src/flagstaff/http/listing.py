@@ -98,14 +98,22 @@ class Query:
             int(page) if page.isdigit() and int(page) > 0 else 1,
         )
 
-    def admits(self, f: Facts, stale: Callable[[Facts], bool]) -> bool:
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The search words, lower-cased: every one must be in a flag's text."""
+        return tuple(self.q.lower().split())
+
+    def admits(
+        self, f: Facts, stale: frozenset[str] = frozenset(), words: tuple[str, ...] | None = None
+    ) -> bool:
+        """Whether ``f`` passes: ``stale`` names the stale flags (for ``kind=stale``), ``words``
+        are :attr:`words` (given by a caller that asks for many flags)."""
         if (self.archived == "" and f.archived) or (self.archived == "only" and not f.archived):
             return False
-        words = self.q.lower().split()
         return (
-            all(w in f.text for w in words)
+            all(w in f.text for w in (self.words if words is None else words))
             and (not self.state or f.state == self.state)
-            and (not self.kind or (stale(f) if self.kind == "stale" else f.kind == self.kind))
+            and (not self.kind or (f.name in stale if self.kind == "stale" else f.kind == self.kind))
             and (not self.owner or f.owner == self.owner)
             and (not self.tag or self.tag in f.tags)
         )
@@ -155,14 +163,16 @@ def list_page(
 ) -> ListPage:
     """Filter ``records`` (flags only) by ``query`` and cut out its page. ``last(names)`` reads
     the newest history entry of each name; it is called only for the ``stale`` filter."""
-    facts = [facts_of(records[n]) for n in sorted(records)]
+    facts = [_facts(n, records[n].raw) for n in sorted(records)]
     stale_names: frozenset[str] = frozenset()
     if query.kind == "stale":
         candidates = [f.name for f in facts if f.temporary and not f.archived]
         entries = last(candidates)
         limit = stale_days * 86400
         stale_names = frozenset(n for n, e in entries.items() if now - e.at > limit)
-    matched = [f.name for f in facts if query.admits(f, lambda f: f.name in stale_names)]
+    words = query.words
+    plain = query == Query(page=query.page)  # no search, no filter: every flag not archived
+    matched = [f.name for f in facts if (not f.archived if plain else query.admits(f, stale_names, words))]
     pages = max(1, -(-len(matched) // PAGE_SIZE))
     page = min(query.page, pages)
     first = (page - 1) * PAGE_SIZE
