@@ -800,6 +800,8 @@
     } else if (form.dataset.form === "segment-editor") {
       ev.preventDefault();
       checkOrSaveSegment(true);
+    } else if (form.dataset.form === "lifecycle") {
+      ev.preventDefault(); // Enter in the comment box: nothing to submit (the buttons act)
     }
   });
 
