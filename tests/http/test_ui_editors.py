@@ -228,6 +228,9 @@ def test_rule_builder_writes_rules_and_values_and_keeps_the_rest(dashboard: Dash
         "values": {"on": {"color": "blue", "size": 3}},
     }
     assert _history_comments(dashboard, "ranker")[0] == "pro plans first"
+    # The live update re-renders the raw JSON, and does not call our own save someone else's.
+    dashboard.wait(lambda d: "pro plans" in (d.find_element(By.ID, "doc-text").get_attribute("value") or ""))
+    assert "someone else" not in (dashboard.css("#announcer").get_attribute("textContent") or "")
 
     # Reloaded, the builder shows what was saved.
     dashboard.open("/flags/ranker")

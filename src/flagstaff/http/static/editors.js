@@ -41,6 +41,15 @@
     return { ok: res.ok, status: res.status, data: data || {} };
   }
 
+  // Tell flagstaff.js which version a write of ours will make (If-Match N makes N + 1), before
+  // sending it: the change's echo on the event stream can come before the answer, and must
+  // not be announced as someone else's.
+  function expectWrite(key, base) {
+    if (!base) return;
+    const detail = { name: key, version: Number(base) + 1 };
+    document.dispatchEvent(new CustomEvent("flagstaff:written", { detail: detail }));
+  }
+
   function flagUrl(name, rest) {
     return api + "/flags/" + encodeURIComponent(name) + (rest || "");
   }
@@ -180,6 +189,7 @@
       }
       const body = { op: action };
       if (comment) body.comment = comment;
+      expectWrite(name, version);
       res = await call("PATCH", flagUrl(name), body, ifMatch(version));
       if (res.ok) {
         show(box, "ok", (action === "archive" ? "Archived" : "Restored") + " (version " + res.data.version + "). Reloading…");
@@ -607,6 +617,7 @@
     const body = { document: built.document };
     const comment = $("#rules-comment").value.trim();
     if (comment) body.comment = comment;
+    expectWrite(flagData.name, base.version);
     const res = await call("PUT", flagUrl(flagData.name), body, ifMatch(base.version));
     if (res.ok) {
       delete builder.dataset.dirty;
@@ -699,6 +710,7 @@
       show(box, "ok", "Valid. Nothing is saved until you press Save.");
       return;
     }
+    expectWrite("segment:" + segData.name, segForm.dataset.version);
     const res = await call("PUT", api + "/segments/" + encodeURIComponent(segData.name), { document: built.document }, ifMatch(segForm.dataset.version));
     if (res.ok) {
       show(box, "ok", res.data.changed === false ? "Nothing changed." : "Saved as version " + res.data.version + ".");

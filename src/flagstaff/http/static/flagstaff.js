@@ -795,6 +795,11 @@
     el.textContent = text;
   }
 
+  // Writes made by another script of the page (static/editors.js) are ours too.
+  document.addEventListener("flagstaff:written", function (ev) {
+    if (ev.detail && ev.detail.name) written.add(ev.detail.name + "@" + ev.detail.version);
+  });
+
   function onChange(change) {
     const flag = currentFlag();
     if (flag && change.name !== flag.name) return;
