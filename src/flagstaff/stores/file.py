@@ -507,7 +507,9 @@ class FileStore:
                     if write.expect is not None and write.expect != actual:
                         raise ConflictError(write.name, write.expect, actual)
                 documents = dict(state.values)
-                flags = {n: {"version": r.version, "digest": _digest(r.raw)} for n, r in state.records.items()}
+                flags = {
+                    n: {"version": r.version, "digest": _digest(r.raw)} for n, r in state.records.items()
+                }
                 log_entries = [_stored(e, state.more.get(e.revision, 0)) for e in state.log]
                 out: list[Record | None] = []
                 now = time.time()

@@ -106,7 +106,11 @@ class MemoryStore:
                 _check(write.name, write.expect, old)
             out: list[Record | None] = []
             for i, (write, old) in enumerate(zip(writes, olds, strict=True)):
-                record = None if write.raw is None else Record(write.name, write.raw, (old.version if old else 0) + 1)
+                record = (
+                    None
+                    if write.raw is None
+                    else Record(write.name, write.raw, (old.version if old else 0) + 1)
+                )
                 if record is None:
                     del s.records[write.name]
                 else:

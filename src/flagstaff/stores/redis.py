@@ -11,9 +11,11 @@ Layout (``NAME`` defaults to ``flagstaff``)::
                       {"n": name, "r": revision, "p": previous revision, "v": version,
                        "d": text or null}
 
-Writes are ``WATCH NAME:revision`` / ``MULTI`` / ``EXEC`` transactions: every
-write bumps the revision, so two writers never interleave, and the notice
-published inside the transaction carries the exact revision it made.
+Writes are ``WATCH NAME:revision`` / ``MULTI`` / ``EXEC`` transactions (a
+``put_many`` is one transaction, bumping the revision once per flag, its
+notices carrying ``"m"``: ``Change.more``): every write bumps the revision, so
+two writers never interleave, and the notice published inside the transaction
+carries the exact revision it made.
 
 Pub/sub is fire-and-forget: a subscriber that is disconnected, or killed with
 ``CLIENT KILL TYPE pubsub``, loses notices. So a watch compares the revision
@@ -33,7 +35,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -53,7 +55,7 @@ from flagstaff.errors import (
 from flagstaff.runtime import Runtime, default_runtime
 from flagstaff.stores._backoff import Backoff
 from flagstaff.stores._dispatch import InlineDelivery
-from flagstaff.stores._history import HISTORY_LIMIT, decode_entry, encode_entry
+from flagstaff.stores._history import HISTORY_LIMIT, decode_entry, entry_fields
 from flagstaff.stores._url import redact_url
 from flagstaff.stores.base import (
     Change,
@@ -64,6 +66,8 @@ from flagstaff.stores.base import (
     StoreState,
     Watch,
     WatchEvent,
+    Write,
+    check_writes,
     is_text,
 )
 
@@ -144,46 +148,27 @@ class RedisStore:
     # -- writes -------------------------------------------------------------------------------
 
     def put(self, name: str, raw: str, *, expect: int | None = None, author: str | None = None) -> Record:
-        record: Record | None = None
-
-        def apply(old: str | None, actual: int, revision: int, prev: int) -> list[tuple[Any, ...]]:
-            nonlocal record
-            record = Record(name, raw, actual + 1)
-            return [
-                ("HSET", self._flags, name, raw),
-                ("HSET", self._versions, name, actual + 1),
-                *self._log_ops(name, actual + 1, (revision, prev), author, old, raw),
-            ]
-
-        self._transact(name, expect, apply, must_exist=False)
+        record = self.put_many([Write(name, raw, expect)], author=author)[0]
         assert record is not None
         return record
 
     def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
-        def apply(old: str | None, actual: int, revision: int, prev: int) -> list[tuple[Any, ...]]:
-            return [
-                ("HDEL", self._flags, name),
-                ("HDEL", self._versions, name),
-                *self._log_ops(name, None, (revision, prev), author, old, None),
-            ]
+        self.put_many([Write(name, None, expect)], author=author)
 
-        self._transact(name, expect, apply, must_exist=True)
+    def put_many(self, writes: Sequence[Write], *, author: str | None = None) -> list[Record | None]:
+        """Compare-and-set writes, all or none: ``WATCH`` the revision, read, then ``MULTI``/``EXEC``.
 
-    def _transact(
-        self,
-        name: str,
-        expect: int | None,
-        apply: Callable[[str | None, int, int, int], list[tuple[Any, ...]]],
-        *,
-        must_exist: bool,
-    ) -> None:
-        """One compare-and-set write: ``WATCH`` the revision, read, then ``MULTI``/``EXEC``.
-
-        Every write bumps the revision, so watching it serializes all writers. The
-        watch and the reads go out as one pipelined batch on one connection, and the
-        transaction as a second: two round trips (redis-py's watching pipeline sends
-        each read on its own, six in all).
+        Every write bumps the revision (one per flag: a ``put_many`` of n flags moves it by n,
+        each change with its own notice and history entry), so watching it serializes all
+        writers. The watch and the reads go out as one pipelined batch on one connection, and
+        the transaction as a second: two round trips (redis-py's watching pipeline sends each
+        read on its own).
         """
+        check_writes(writes)
+        if not writes:
+            return []
+        names = [w.name for w in writes]
+        what = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
         pool = self._client.connection_pool
         with _errors():
             for _ in range(_CAS_ATTEMPTS):
@@ -193,27 +178,41 @@ class RedisStore:
                         conn,
                         [
                             ("WATCH", self._revision),
-                            ("HGET", self._flags, name),
-                            ("HGET", self._versions, name),
+                            ("HMGET", self._flags, *names),
+                            ("HMGET", self._versions, *names),
                             ("GET", self._revision),
                             ("EXISTS", self._marker),
                         ],
                     )
-                    _, old, version, current_text, marker = replies
-                    actual = 0 if old is None else _version(version)
-                    current = int(current_text or 0)
-                    if (old is None and must_exist) or (expect is not None and actual != expect):
-                        _roundtrip(conn, [("UNWATCH",)])
-                        if old is None and must_exist:
-                            raise NotFoundError(name)
-                        raise ConflictError(name, expect, actual)
-                    # A wiped (or new) namespace restarts from the clock, above any revision it had.
-                    revision = current + 1 if marker else max(current + 1, time.time_ns() // 1000)
-                    ops = [
-                        ("SET", self._revision, revision),
-                        ("SET", self._marker, "1"),
-                        *apply(old, actual, revision, current),
+                    _, olds, versions, current_text, marker = replies
+                    actuals = [
+                        0 if old is None else _version(v) for old, v in zip(olds, versions, strict=True)
                     ]
+                    refused = _refusal(writes, olds, actuals)
+                    if refused is not None:
+                        _roundtrip(conn, [("UNWATCH",)])
+                        raise refused
+                    current = int(current_text or 0)
+                    # A wiped (or new) namespace restarts from the clock, above any revision it had.
+                    first = current + 1 if marker else max(current + 1, time.time_ns() // 1000)
+                    last = first + len(writes) - 1
+                    ops: list[tuple[Any, ...]] = [("SET", self._revision, last), ("SET", self._marker, "1")]
+                    out: list[Record | None] = []
+                    for i, (w, old, actual) in enumerate(zip(writes, olds, actuals, strict=True)):
+                        revision, prev = first + i, (current if i == 0 else first + i - 1)
+                        if w.raw is None:
+                            ops += [("HDEL", self._flags, w.name), ("HDEL", self._versions, w.name)]
+                            out.append(None)
+                            version: int | None = None
+                        else:
+                            version = actual + 1
+                            ops += [
+                                ("HSET", self._flags, w.name, w.raw),
+                                ("HSET", self._versions, w.name, version),
+                            ]
+                            out.append(Record(w.name, w.raw, version))
+                        more = len(writes) - 1 - i
+                        ops += self._log_ops(w.name, version, (revision, prev), author, old, w.raw, more)
                     transaction = [("MULTI",), *ops, ("EXEC",)]
                     conn.send_packed_command(conn.pack_commands(transaction))
                     # Sent whole: from here a lost answer leaves the write maybe applied (Redis
@@ -222,7 +221,7 @@ class RedisStore:
                         committed = _read_replies(conn, len(transaction))[-1]
                     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                         raise WriteOutcomeUnknown(
-                            f"outcome unknown: writing flag {name!r} to {self.url}: Redis's answer "
+                            f"outcome unknown: writing {what} to {self.url}: Redis's answer "
                             f"was lost ({exc}); the write may have been applied"
                         ) from exc
                 except (NotFoundError, ConflictError):
@@ -233,10 +232,10 @@ class RedisStore:
                 finally:
                     pool.release(conn)
                 if committed is not None:  # None: the revision moved after WATCH; try again
-                    return
-        raise StoreUnavailable(f"flag {name!r}: too many concurrent writers, gave up")
+                    return out
+        raise StoreUnavailable(f"writing {what}: too many concurrent writers, gave up")
 
-    def _log_ops(
+    def _log_ops(  # noqa: PLR0913 (the fields of one change)
         self,
         name: str,
         version: int | None,
@@ -244,13 +243,18 @@ class RedisStore:
         author: str | None,
         before: str | None,
         after: str | None,
+        more: int = 0,
     ) -> list[tuple[Any, ...]]:
         # "prev" chains each change to the one before it, so a watch can tell a complete replay.
         revision, prev = revisions
         entry = HistoryEntry(name, revision, version, time.time(), author, before, after)
-        notice = {"n": name, "r": revision, "p": prev, "v": version, "d": after}
+        notice: dict[str, Any] = {"n": name, "r": revision, "p": prev, "v": version, "d": after}
+        fields = entry_fields(entry, with_revision=True, prev=prev)
+        if more:  # changes of the same put_many still to come (Change.more)
+            notice["m"] = more
+            fields["more"] = more
         return [
-            ("LPUSH", self._history, encode_entry(entry, with_revision=True, prev=prev)),
+            ("LPUSH", self._history, json.dumps(fields)),
             ("LTRIM", self._history, 0, HISTORY_LIMIT - 1),
             ("PUBLISH", self._channel, json.dumps(notice)),
         ]
@@ -433,7 +437,7 @@ class _RedisWatch:
         try:
             notice = json.loads(data)
             name, revision, prev = str(notice["n"]), int(notice["r"]), int(notice["p"])
-            version, text = notice.get("v"), notice.get("d")
+            version, text, more = notice.get("v"), notice.get("d"), int(notice.get("m", 0))
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring a malformed Redis change notice: %s", exc)
             return
@@ -444,7 +448,7 @@ class _RedisWatch:
             return
         self._last = revision
         record = None if text is None else Record(name, str(text), int(version or 1))
-        self._queue.push(Change(name, record, revision))
+        self._queue.push(Change(name, record, revision, more))
 
     def stop(self) -> None:
         self._stop.set()
@@ -455,7 +459,17 @@ class _RedisWatch:
 def _change(entry: dict[str, Any]) -> Change:
     name, after = str(entry["name"]), entry.get("after")
     record = None if after is None else Record(name, str(after), int(entry["version"]))
-    return Change(name, record, int(entry["revision"]))
+    return Change(name, record, int(entry["revision"]), int(entry.get("more", 0)))
+
+
+def _refusal(writes: Sequence[Write], olds: list[str | None], actuals: list[int]) -> StoreError | None:
+    """The error the first write whose expectation the store fails raises, if any."""
+    for w, old, actual in zip(writes, olds, actuals, strict=True):
+        if w.raw is None and old is None:
+            return NotFoundError(w.name)
+        if w.expect is not None and actual != w.expect:
+            return ConflictError(w.name, w.expect, actual)
+    return None
 
 
 def _roundtrip(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:

@@ -719,8 +719,8 @@ class _Follower(PollingWatch):
     def _deliver(self, conn: sqlite3.Connection, last: int) -> tuple[int, int]:
         """Push the change rows after ``last``; return how many and the new last."""
         rows = conn.execute(
-            f"SELECT revision, {_NAME}, kind, version, CAST(after AS BLOB), {self._more} FROM flagstaff_changes "
-            "WHERE namespace = ? AND revision > ? ORDER BY revision LIMIT ?",
+            f"SELECT revision, {_NAME}, kind, version, CAST(after AS BLOB), {self._more} "
+            "FROM flagstaff_changes WHERE namespace = ? AND revision > ? ORDER BY revision LIMIT ?",
             (self._store.namespace, last, _BATCH),
         ).fetchall()
         for revision, raw_name, kind, version, after, more in rows:

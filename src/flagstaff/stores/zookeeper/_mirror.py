@@ -22,6 +22,7 @@ Watches
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -533,8 +534,13 @@ class Mirror:
             self._wake.set()
 
     def _apply(self, candidates: list[_Candidate]) -> None:
-        """Take the candidates in zxid order, skip what is not newer, deliver the rest."""
+        """Take the candidates in zxid order, skip what is not newer, deliver the rest.
+
+        The changes of one transaction (a ``put_many``) share a zxid: they are delivered
+        together, in name order, with ``Change.more`` counting down to the last of them.
+        """
         candidates.sort(key=lambda c: (c[0], c[2] is None, c[1]))
+        accepted: list[tuple[int, Change]] = []
         for zxid, name, node in candidates:
             held, gone = self._nodes.get(name), self._gone.get(name, -1)
             if (held is not None and zxid <= held.mzxid) or zxid <= gone:
@@ -548,7 +554,11 @@ class Mirror:
                 self._nodes[name] = node
                 self._gone.pop(name, None)
             self._revision = max(zxid, self._revision + 1)
-            change = Change(name, node.record if node else None, self._revision)
+            accepted.append((zxid, Change(name, node.record if node else None, self._revision)))
+        left = collections.Counter(zxid for zxid, _ in accepted)
+        for zxid, single in accepted:
+            left[zxid] -= 1
+            change = dataclasses.replace(single, more=left[zxid]) if left[zxid] else single
             self._log.append((zxid, change))
             if len(self._log) == self._log.maxlen:
                 self._log_base = self._log[0][1].revision - 1
