@@ -161,7 +161,7 @@ def run_cli(kind: str, address: str, *args: str) -> str:
 def bulk_load(backend: Backend, namespace: str, docs: dict[str, str]) -> None:
     """Write many flags fast (a few requests per thousand), then one write through flagstaff
     (which sets the ``initialized`` marker). Versions start at 1, as for any new flag."""
-    from flagstaff.stores import open_store
+    from flagstaff.stores import Write, open_store
     from flagstaff.stores.zookeeper import ZooKeeperStore
 
     names = sorted(docs)
@@ -169,7 +169,7 @@ def bulk_load(backend: Backend, namespace: str, docs: dict[str, str]) -> None:
     try:
         if isinstance(store, ZooKeeperStore):
             for start in range(0, len(names), 500):
-                store.put_many({n: docs[n] for n in names[start : start + 500]})
+                store.put_many([Write(n, docs[n]) for n in names[start : start + 500]])
         elif backend.kind == "etcd":
             from tests._support.etcd_server import _b64
 

@@ -537,7 +537,8 @@ class Mirror:
         """Take the candidates in zxid order, skip what is not newer, deliver the rest.
 
         The changes of one transaction (a ``put_many``) share a zxid: they are delivered
-        together, in name order, with ``Change.more`` counting down to the last of them.
+        together, in name order, at one revision, with ``Change.more`` counting down to
+        the last of them.
         """
         candidates.sort(key=lambda c: (c[0], c[2] is None, c[1]))
         accepted: list[tuple[int, Change]] = []
@@ -553,7 +554,9 @@ class Mirror:
             else:
                 self._nodes[name] = node
                 self._gone.pop(name, None)
-            self._revision = max(zxid, self._revision + 1)
+            if not accepted or accepted[-1][0] != zxid:
+                # One transaction, one revision (as load() reports it): a put_many's changes share it.
+                self._revision = max(zxid, self._revision + 1)
             accepted.append((zxid, Change(name, node.record if node else None, self._revision)))
         left = collections.Counter(zxid for zxid, _ in accepted)
         for zxid, single in accepted:
