@@ -36,6 +36,8 @@ See ``docs/cli.md`` for every command. The package holds one concept a module:
 ``flagstaff.cli.blast``     blast: who a new document would move (an extension)
 ``flagstaff.cli.report``    report: an experiment's results (an extension)
 ``flagstaff.cli.guard``     guard: a flag's guardrails checked, a breach halted (an extension)
+``flagstaff.cli.apply``     apply: the store made to match a flags file, one atomic write (an extension)
+``flagstaff.cli.versions``  rollback, and diff NAME V1 [V2]: a flag's past versions (an extension)
 ==========================  ===============================================================
 """
 
@@ -103,6 +105,8 @@ EXTENSIONS: tuple[str, ...] = (
     "flagstaff.cli.blast",
     "flagstaff.cli.guard",
     "flagstaff.cli.report",
+    "flagstaff.cli.apply",
+    "flagstaff.cli.versions",
 )
 
 
