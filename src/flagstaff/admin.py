@@ -431,9 +431,7 @@ class Admin:
             writes.append(Write(name, None, expect.get(name, existing[name].version)))
             outcomes.append(Outcome(name, existing[name].raw, None, None, True))
         records = iter(self.store.put_many(writes, author=self.author) if writes else [])
-        return [
-            Outcome(o.name, o.before, o.after, next(records), True) if o.changed else o for o in outcomes
-        ]
+        return [Outcome(o.name, o.before, o.after, next(records), True) if o.changed else o for o in outcomes]
 
     def import_documents(
         self,
