@@ -86,6 +86,13 @@ def test_a_directory_with_segments_and_one_document_files(cli: Cli, tmp_path: Pa
     (root / "banner.json").write_text(json.dumps(DECLARED["banner"]))  # one document: named by its stem
     (root / "segments" / "beta.json").write_text(json.dumps(DECLARED["segment:beta"]))
     assert cli("apply", str(root), "--yes", "--json") == EXIT.OK, cli.err
+    answer = json.loads(cli.out)  # one JSON document
+    assert answer["applied"] is True
+    assert [(c["key"], c["change"]) for c in answer["changes"]] == [
+        ("banner", "created"),
+        ("checkout", "created"),
+        ("segment:beta", "created"),
+    ]
     assert cli.documents() == DECLARED
     (root / "again.json").write_text(json.dumps({"checkout": {"enabled": False}}))
     assert cli("apply", str(root), "--check") == EXIT.USAGE

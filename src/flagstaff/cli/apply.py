@@ -179,25 +179,35 @@ def cmd_apply(args: argparse.Namespace, out: Out) -> int:
         state = store.load()
         todo = plan(declared, state.records, prune=args.prune)
         blasts = _blasts(args, todo, state.records, state.revision)
-        _show(out, todo, args.store, args.path, blasts)
+        if not out.json:
+            _show(out, todo, args.store, args.path, blasts)
         if args.check or not todo.changes:
+            _emit(out, todo, blasts, applied=False)
             if not todo.changes and not out.json:
                 out.note(f"{args.store} matches {args.path}")
             return EXIT.NO if todo.changes else EXIT.OK
         if not args.yes and not _confirm(out, f"apply {todo.changes} changes to {args.store}?"):
+            _emit(out, todo, blasts, applied=False)
             out.note("nothing applied")
             return EXIT.NO
         admin = Admin(store, author=args.author)
         admin.put_many({**todo.created, **todo.updated}, delete=todo.deleted, expect=todo.expect())
-    summary = (
-        f"applied {todo.changes} changes ({len(todo.created)} created, "
-        f"{len(todo.updated)} updated, {len(todo.deleted)} deleted)"
-    )
-    if out.json:
-        out.emit({"applied": True, **todo.to_dict()})
-    else:
-        out.line(summary)
+    _emit(out, todo, blasts, applied=True)
+    if not out.json:
+        out.line(
+            f"applied {todo.changes} changes ({len(todo.created)} created, "
+            f"{len(todo.updated)} updated, {len(todo.deleted)} deleted)"
+        )
     return EXIT.OK
+
+
+def _emit(out: Out, todo: Plan, blasts: Mapping[str, str], *, applied: bool) -> None:
+    """The one JSON answer of ``--json`` (nothing for people: they had the diff)."""
+    if out.json:
+        data = {"applied": applied, **todo.to_dict()}
+        if blasts:
+            data["blast"] = dict(blasts)
+        out.emit(data)
 
 
 def _confirm(out: Out, question: str) -> bool:
@@ -236,12 +246,6 @@ def _blasts(
 
 
 def _show(out: Out, todo: Plan, store: str, path: str, blasts: Mapping[str, str]) -> None:
-    if out.json:
-        data = todo.to_dict()
-        if blasts:
-            data["blast"] = dict(blasts)
-        out.emit(data)
-        return
     if not todo.changes:
         return
     out.line(f"--- {store}")
