@@ -567,3 +567,24 @@ def test_the_steps_of_one_operation_share_its_timeout(zk_server: ZooKeeperServer
         assert store._remaining() == 5.0  # outside an operation: the whole timeout
     finally:
         store.close()
+
+
+def test_a_put_many_too_large_for_its_history_texts_still_arrives_whole(
+    zk_server: ZooKeeperServer, chroot: str
+) -> None:
+    url = f"zookeeper://{zk_server.hosts}{chroot}"
+    writer, reader = ZooKeeperStore.from_url(url), ZooKeeperStore.from_url(url)
+    try:
+        writer.put("c", document(0))
+        recorder = EventRecorder()
+        reader.watch(recorder, since=reader.load().revision)
+        big = document(1, blob="x" * 400_000)  # two of them: the entries drop their texts
+        out = writer.put_many([Write("a", big), Write("b", big), Write("c", document(2))])
+        assert all(e.after is None for e in writer.history(limit=3) if e.name in "ab")
+        changes = recorder.wait_for_changes(3, 10)
+        assert [(c.name, c.more) for c in changes] == [("a", 2), ("b", 1), ("c", 0)]
+        assert [c.record for c in changes] == out
+        assert len({c.revision for c in changes}) == 1
+    finally:
+        reader.close()
+        writer.close()

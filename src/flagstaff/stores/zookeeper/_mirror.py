@@ -476,7 +476,7 @@ class Mirror:
     def _history_candidates(self, results: list[tuple[bytes, ZnodeStat]]) -> list[_Candidate]:
         """History entries as candidates (an entry too large to hold the text marks its flag dirty)."""
         candidates: list[_Candidate] = []
-        truncated: set[str] = set()
+        truncated: dict[str, int] = {}
         for data, stat in results:
             entry = history_entry(data, stat)
             if entry is None:
@@ -484,14 +484,25 @@ class Mirror:
             if entry.version is None:
                 candidates.append((stat.czxid, entry.name, None))
             elif entry.after is None:
-                truncated.add(entry.name)  # too large to log: the flag's own read delivers it
+                truncated[entry.name] = stat.czxid  # too large to log: the flag's own read delivers it
             else:
                 record = Record(entry.name, entry.after, entry.version)
                 candidates.append((stat.czxid, entry.name, Node(record, stat.czxid)))
         if truncated:
-            with self._lock:
-                self._dirty |= truncated
-            self._wake.set()
+            # Read now, so a put_many whose entries dropped their texts is still delivered in
+            # one piece: a flag still at the entry's zxid joins the candidates; one written
+            # since (or gone) is left to its own read, as before.
+            timeout = self._store._remaining()
+            reads = collect([(n, self._zk.get_async(self._store._path(n))) for n in truncated], timeout)
+            later = set(truncated)
+            for name, node in reads.items():
+                if node.mzxid == truncated[name]:
+                    candidates.append((node.mzxid, name, node))
+                    later.discard(name)
+            if later:
+                with self._lock:
+                    self._dirty |= later
+                self._wake.set()
         return candidates
 
     def _history_cursor(self) -> tuple[int, tuple[int, int] | None]:
