@@ -85,15 +85,17 @@ def test_a_directory_with_segments_and_one_document_files(cli: Cli, tmp_path: Pa
     (root / "web.json").write_text(json.dumps({"checkout": DECLARED["checkout"]}))
     (root / "banner.json").write_text(json.dumps(DECLARED["banner"]))  # one document: named by its stem
     (root / "segments" / "beta.json").write_text(json.dumps(DECLARED["segment:beta"]))
+    (root / "dark.yaml").write_text("on\n")  # a bare value (YAML's true): the flag "dark"
     assert cli("apply", str(root), "--yes", "--json") == EXIT.OK, cli.err
     answer = json.loads(cli.out)  # one JSON document
     assert answer["applied"] is True
     assert [(c["key"], c["change"]) for c in answer["changes"]] == [
         ("banner", "created"),
         ("checkout", "created"),
+        ("dark", "created"),
         ("segment:beta", "created"),
     ]
-    assert cli.documents() == DECLARED
+    assert cli.documents() == {**DECLARED, "dark": True}
     (root / "again.json").write_text(json.dumps({"checkout": {"enabled": False}}))
     assert cli("apply", str(root), "--check") == EXIT.USAGE
     assert "declared twice" in cli.err

@@ -16,9 +16,9 @@ What it reads
     ``yaml`` extra), the format ``flagstaff export`` writes; segments are the
     keys ``segment:NAME``. A DIR holds such files (``*.json``, ``*.yaml``,
     ``*.yml``, not recursive) and may hold a ``segments/`` directory; a file
-    holding one document (its keys are flag keys) is the flag named by its
-    stem, or under ``segments/`` the segment named so. A name given twice is
-    refused.
+    holding one document (its keys are flag keys, or a bare value like
+    ``"on"``) is the flag named by its stem, or under ``segments/`` the
+    segment named so. A name given twice is refused.
 
 What it does
     Every document is validated first (names, references: a flag may name a
@@ -81,8 +81,6 @@ def read_declared(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_dir():
         data = read_flags_file(path)
-        if not isinstance(data, dict):
-            raise UsageError(f"{path}: expected an object mapping flag names to documents")
         return data if is_flags_mapping(data) else {p.stem: data}
     found: dict[str, Any] = {}
     origin: dict[str, Path] = {}
@@ -94,8 +92,6 @@ def read_declared(path: str) -> dict[str, Any]:
         ]
     for file, in_segments in files:
         data = read_flags_file(str(file))
-        if not isinstance(data, dict):
-            raise UsageError(f"{file}: expected an object (flags by name, or one document)")
         if is_flags_mapping(data):
             docs = {
                 segment_key(k) if in_segments and not is_segment_key(k) else k: v for k, v in data.items()
