@@ -36,7 +36,9 @@ def pg_bin() -> str:
     """The newest installed PostgreSQL's bin dir; skip (fail under CI) if there is none."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=_major)
     if not found:
-        message = "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (apt-get install postgresql)"
+        message = (
+            "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (apt-get install postgresql)"
+        )
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)

@@ -55,7 +55,9 @@ class TestPostgresConformance(StoreConformance):
         self.proxy.close()
 
     def make_store(self, namespace: str) -> Store:
-        return PostgresStore.from_url(self.server.url(namespace, host_port=self.proxy.address), store_runtime())
+        return PostgresStore.from_url(
+            self.server.url(namespace, host_port=self.proxy.address), store_runtime()
+        )
 
     def cut_off(self, store: Store) -> Callable[[], None]:
         self.proxy.partition()
@@ -130,7 +132,9 @@ def test_put_many_is_all_or_nothing_and_watched_as_one_group(store: PostgresStor
     with pytest.raises(StoreError, match="twice"):
         store.put_many([Write("a", doc(3)), Write("a", doc(4))])
     assert store.load() == before  # nothing changed, not even the revision
-    out = store.put_many([Write("a", doc(5), expect=1), Write("c", doc(6), expect=0), Write("b", None)], author="al")
+    out = store.put_many(
+        [Write("a", doc(5), expect=1), Write("c", doc(6), expect=0), Write("b", None)], author="al"
+    )
     assert [r.version if r else None for r in out] == [2, 1, None]
     changes = recorder.wait_for_changes(3, 5)
     assert [(c.name, c.more) for c in changes] == [("a", 2), ("c", 1), ("b", 0)]
@@ -140,7 +144,9 @@ def test_put_many_is_all_or_nothing_and_watched_as_one_group(store: PostgresStor
     assert store.put_many([]) == []
 
 
-def test_concurrent_put_many_and_put_do_not_deadlock(store: PostgresStore, server: PgServer, namespace: str) -> None:
+def test_concurrent_put_many_and_put_do_not_deadlock(
+    store: PostgresStore, server: PgServer, namespace: str
+) -> None:
     other = PostgresStore.from_url(server.url(namespace), store_runtime())
     errors: list[BaseException] = []
 
@@ -200,7 +206,9 @@ def test_hand_edit_in_sql_is_versioned_recorded_and_watched(server: PgServer, st
     assert (newest.before, newest.after, newest.author) == (doc(1), doc(9), None)
 
 
-def test_watch_survives_terminated_backend_with_reset_and_catch_up(server: PgServer, store: PostgresStore) -> None:
+def test_watch_survives_terminated_backend_with_reset_and_catch_up(
+    server: PgServer, store: PostgresStore
+) -> None:
     store.put("k", doc(0))
     recorder = EventRecorder()
     store.watch(recorder, since=store.load().revision)
@@ -259,7 +267,9 @@ def test_disconnected_within_bound_on_a_silent_network(server: PgServer, namespa
         proxy.heal()
         recorder.wait_for_change(lambda c: c.record is not None and c.record.raw == doc(1), 10)
         assert any(isinstance(e, Reset) for e in recorder.events)
-        print(f"\npostgres: Disconnected {took:.2f} s after the network went silent (bound {CONTACT_BOUND} s)")
+        print(
+            f"\npostgres: Disconnected {took:.2f} s after the network went silent (bound {CONTACT_BOUND} s)"
+        )
     finally:
         reader.close()
         writer.close()
@@ -294,14 +304,18 @@ def test_watch_from_before_trimmed_history_resets(server: PgServer, store: Postg
     old = store.load().revision
     for i in range(1, 4):
         store.put("t", doc(i))
-    server.sql("DELETE FROM flagstaff_changes WHERE namespace = %s AND revision <= %s", store.namespace, old + 1)
+    server.sql(
+        "DELETE FROM flagstaff_changes WHERE namespace = %s AND revision <= %s", store.namespace, old + 1
+    )
     seen: list[WatchEvent] = []
     w = store.watch(seen.append, old)
     try:
         wait_until(lambda: bool(seen), 3)
         assert isinstance(seen[0], Reset)
         store.put("t", doc(9))
-        wait_until(lambda: any(isinstance(e, Change) and e.record and e.record.raw == doc(9) for e in seen), 3)
+        wait_until(
+            lambda: any(isinstance(e, Change) and e.record and e.record.raw == doc(9) for e in seen), 3
+        )
     finally:
         w.stop()
 
@@ -324,7 +338,9 @@ def test_watch_from_an_old_revision_replays(store: PostgresStore) -> None:
 
 def test_namespace_is_a_parameter_not_sql(server: PgServer) -> None:
     ns = "x'); DROP TABLE flagstaff_flags; --"
-    s = PostgresStore.from_url(server.url("ok").replace("namespace=ok", "namespace=" + ns.replace(" ", "%20")))
+    s = PostgresStore.from_url(
+        server.url("ok").replace("namespace=ok", "namespace=" + ns.replace(" ", "%20"))
+    )
     try:
         s.put("a", document(1))
         assert s.load().records["a"].raw == document(1)

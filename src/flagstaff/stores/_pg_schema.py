@@ -29,7 +29,15 @@ versioned, kept in history and pushed to watches like a write through flagstaff:
 
 from __future__ import annotations
 
-__all__ = ["CHANNEL", "HISTORY_LIMIT", "NAMESPACE_MAX", "SCHEMA", "SCHEMA_VERSION", "SETUP_LOCK", "WRITE_LOCK"]
+__all__ = [
+    "CHANNEL",
+    "HISTORY_LIMIT",
+    "NAMESPACE_MAX",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "SETUP_LOCK",
+    "WRITE_LOCK",
+]
 
 SCHEMA_VERSION = 1
 CHANNEL = "flagstaff"

@@ -36,6 +36,7 @@ Bounds
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import select
@@ -48,6 +49,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from flagstaff.errors import (
     ConflictError,
@@ -94,7 +96,9 @@ class PostgresStore:
         runtime: Runtime | None = None,
     ) -> None:  # fmt: skip
         if not namespace or len(namespace) > NAMESPACE_MAX:
-            raise UnsupportedStoreURL(f"the namespace must be 1 to {NAMESPACE_MAX} characters, not {namespace!r}")
+            raise UnsupportedStoreURL(
+                f"the namespace must be 1 to {NAMESPACE_MAX} characters, not {namespace!r}"
+            )
         self.namespace = namespace
         self.url = url or redact_url(conninfo)
         self._conninfo = conninfo
@@ -114,7 +118,9 @@ class PostgresStore:
         options: dict[str, Any] = {}
         rest: list[tuple[str, str]] = []
         try:
-            for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query)):
+            for key, value in parse_qsl(
+                parts.query, keep_blank_values=True, strict_parsing=bool(parts.query)
+            ):
                 if key == "namespace":
                     options["namespace"] = value
                 elif key == "timeout":
@@ -136,13 +142,18 @@ class PostgresStore:
     def _connect(self, application: str) -> Conn:
         """A new autocommit connection with the schema in place. Raises StoreUnavailable/StoreError."""
         try:
-            conn: Conn = psycopg.connect(
-                self._conninfo,
-                autocommit=True,
-                **{"connect_timeout": max(1, round(self._timeout)), "application_name": application,
-                   "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1, "keepalives_count": 3,
-                   "tcp_user_timeout": int(self._timeout * 1000)},
-            )  # fmt: skip
+            # Defaults that bound a dead or silent peer; options in the URL win over them.
+            params: dict[str, Any] = {
+                "connect_timeout": max(2, round(self._timeout)),
+                "application_name": application,
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 1,
+                "keepalives_count": 3,
+                "tcp_user_timeout": int(self._timeout * 1000),
+                **conninfo_to_dict(self._conninfo),
+            }
+            conn: Conn = psycopg.connect(make_conninfo("", **params), autocommit=True)
         except psycopg.Error as exc:
             raise self._error(exc, "connect") from exc
         try:
@@ -238,7 +249,7 @@ class PostgresStore:
                     f"PostgreSQL answered ({why}); the write may have been applied"
                 ) from exc
             except BaseException:
-                self._drop()  # in an unknown state (a NotFound/Conflict in a transaction is rolled back below)
+                self._drop()  # in an unknown state (put_many rolls back its own NotFound/Conflict)
                 raise
 
     # -- reads --------------------------------------------------------------------------------
@@ -249,13 +260,16 @@ class PostgresStore:
             return conn.execute(
                 "SELECT NULL::text, NULL::bytea, NULL::bigint, "
                 "(SELECT revision FROM flagstaff_namespaces WHERE namespace = %(ns)s), true "
-                "UNION ALL SELECT name, raw, version, NULL, false FROM flagstaff_flags WHERE namespace = %(ns)s",
+                "UNION ALL SELECT name, raw, version, NULL, false FROM flagstaff_flags "
+                "WHERE namespace = %(ns)s",
                 {"ns": self.namespace},
             ).fetchall()
 
         rows = self._read("load", run)
         head = next(row[3] for row in rows if row[4])
-        records = {name: Record(name, decode_raw(raw), version) for name, raw, version, _, meta in rows if not meta}
+        records = {
+            name: Record(name, decode_raw(raw), version) for name, raw, version, _, meta in rows if not meta
+        }
         return StoreState(int(head or 0), MappingProxyType(records), head is not None)
 
     def get(self, name: str) -> Record | None:
@@ -271,7 +285,9 @@ class PostgresStore:
     def history(self, name: str | None = None, limit: int = 100) -> list[HistoryEntry]:
         query = (
             "SELECT name, revision, version, at, author, before, after FROM flagstaff_changes "
-            "WHERE namespace = %s" + ("" if name is None else " AND name = %s") + " ORDER BY revision DESC LIMIT %s"
+            "WHERE namespace = %s"
+            + ("" if name is None else " AND name = %s")
+            + " ORDER BY revision DESC LIMIT %s"
         )
         args: tuple[Any, ...] = (self.namespace, max(0, limit))
         if name is not None:
@@ -289,14 +305,15 @@ class PostgresStore:
         args = {"author": author or "", "ns": self.namespace, "name": name, "raw": data, "expect": expect}
         if expect is None:
             sql = (
-                f"{_AUTHOR} INSERT INTO flagstaff_flags (namespace, name, raw) SELECT %(ns)s, %(name)s, %(raw)b "
-                "FROM a ON CONFLICT (namespace, name) DO UPDATE "
+                f"{_AUTHOR} INSERT INTO flagstaff_flags (namespace, name, raw) "
+                "SELECT %(ns)s, %(name)s, %(raw)b FROM a ON CONFLICT (namespace, name) DO UPDATE "
                 "SET raw = EXCLUDED.raw, version = flagstaff_flags.version + 1 RETURNING version"
             )
         elif expect == 0:
             sql = (
-                f"{_AUTHOR} INSERT INTO flagstaff_flags (namespace, name, raw) SELECT %(ns)s, %(name)s, %(raw)b "
-                "FROM a ON CONFLICT (namespace, name) DO NOTHING RETURNING version"
+                f"{_AUTHOR} INSERT INTO flagstaff_flags (namespace, name, raw) "
+                "SELECT %(ns)s, %(name)s, %(raw)b FROM a "
+                "ON CONFLICT (namespace, name) DO NOTHING RETURNING version"
             )
         else:
             sql = (
@@ -340,8 +357,8 @@ class PostgresStore:
                     "SELECT pg_advisory_xact_lock(%s), set_config('flagstaff.author', %s, true)",
                     (WRITE_LOCK, author or ""),
                 )
-                held = dict(
-                    conn.execute(  # type: ignore[arg-type]
+                held: dict[str, int] = dict(
+                    conn.execute(
                         "SELECT name, version FROM flagstaff_flags WHERE namespace = %s AND name = ANY(%s) "
                         "ORDER BY name FOR UPDATE",
                         (self.namespace, names),
@@ -357,7 +374,8 @@ class PostgresStore:
                 for w in writes:
                     if w.raw is None:
                         conn.execute(
-                            "DELETE FROM flagstaff_flags WHERE namespace = %s AND name = %s", (self.namespace, w.name)
+                            "DELETE FROM flagstaff_flags WHERE namespace = %s AND name = %s",
+                            (self.namespace, w.name),
                         )
                         out.append(None)
                         continue
@@ -401,7 +419,9 @@ class PostgresStore:
         """The namespace's revision and the change rows after ``last`` (a batch), in one snapshot:
         ``(revision, prev, name, version, after, more)``."""
         with self._dog.guard(conn, self._timeout):
-            rows = conn.execute(_CHANGES_AFTER, {"ns": self.namespace, "last": last, "batch": _BATCH}).fetchall()
+            rows = conn.execute(
+                _CHANGES_AFTER, {"ns": self.namespace, "last": last, "batch": _BATCH}
+            ).fetchall()
         head = rows[0][0] if rows else None
         return int(head or 0), [row[1:] for row in rows if row[1] is not None]
 
@@ -493,7 +513,7 @@ class _PgWatch:
             elif not rows or rows[0][1] != self._last:
                 why = f"the changes after revision {self._last} are no longer all in the history"
             else:
-                for before, after in zip(rows, rows[1:], strict=False):
+                for before, after in itertools.pairwise(rows):
                     if after[1] != before[0]:
                         why = f"the history has a gap before revision {after[0]}"
                         break
