@@ -503,9 +503,9 @@ class _PgWatch:
         """Deliver the changes after the last delivered revision, or a Reset if they cannot be
         proved complete."""
         while not self._stop.is_set():
-            head, rows = self._store._changes_after(conn, self._last)
+            head, rows = self._store._changes_after(conn, max(self._last, 0))
             self._contact = time.time()
-            if head == self._last and not rows:
+            if head == max(self._last, 0) and not rows:
                 return
             why = None
             if head < self._last:
@@ -519,7 +519,9 @@ class _PgWatch:
                         break
             if why is not None:
                 log.info("PostgreSQL watch on %s: %s: reset", self._store.url, why)
-                self._last = head
+                # Wiped (no namespace row): the subscriber finds it empty and unmarked, and is
+                # told again at the first write after (-1 is no change's "prev"), which marks it.
+                self._last = head if head else -1
                 self._queue.push(Reset(why))
                 return
             for revision, _prev, name, version, after, more in rows:
