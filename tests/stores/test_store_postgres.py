@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -18,7 +19,7 @@ from flagstaff.stores.postgres import PostgresStore
 from flagstaff.testing import EventRecorder
 from flagstaff.testing.conformance import StoreConformance, document
 from tests._support.er_checks import Follower, doc, store_runtime, wait_until
-from tests._support.network_faults import NetworkFaults
+from tests._support.network_faults import NetworkFaults, again_under_gevent, in_gevent_rerun
 from tests._support.pg_server import PgServer
 from tests._support.tcpproxy_er import TcpProxy
 
@@ -366,6 +367,13 @@ class TestPostgresNetworkFaults(NetworkFaults):
         return self.server.url(prefix, host_port=address)
 
 
+@pytest.mark.slow
+@in_gevent_rerun
+def test_again_under_gevent() -> None:
+    """Re-run this module's quick tests in a gevent-monkey-patched interpreter with the gevent runtime."""
+    again_under_gevent(__file__)
+
+
 def test_sigstop_then_writes_go_through(namespace: str) -> None:
     # Beyond the shared scenario: the store's own connection was the one hung; it recovers.
     server = PgServer()
@@ -392,3 +400,20 @@ def _put_ok(store: Store, name: str, raw: str) -> bool:
     except StoreUnavailable:
         return False
     return True
+
+
+def test_forked_child_opens_its_own_connection(store: PostgresStore) -> None:
+    store.put("f", doc(1))  # the parent's connection is open
+    pid = os.fork()
+    if pid == 0:  # the child: a new connection; the parent's is left alone
+        code = 1
+        try:
+            store.put("f", doc(2))
+            record = store.get("f")
+            code = 0 if record is not None and record.raw == doc(2) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    record = store.get("f")  # the parent's connection still works
+    assert record is not None and (record.raw, record.version) == (doc(2), 2)

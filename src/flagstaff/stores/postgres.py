@@ -81,6 +81,9 @@ __all__ = ["PostgresStore"]
 
 log = logging.getLogger("flagstaff.stores.postgres")
 
+# Connections a forked child found open: never closed there (see _connection).
+_INHERITED: list[Any] = []
+
 HEARTBEAT = 1.0  # seconds between two catch-up reads of a quiet watch
 _BATCH = 500  # change rows a watch reads per query
 _T = TypeVar("_T")
@@ -106,6 +109,7 @@ class PostgresStore:
         self._runtime = runtime or default_runtime()
         self._lock = self._runtime.lock()
         self._conn: Conn | None = None
+        self._pid = os.getpid()  # the process self._conn belongs to
         self._dog = _Watchdog(self._runtime)
         self._watches: list[_PgWatch] = []
         self._closed = False
@@ -187,11 +191,17 @@ class PostgresStore:
         if self._closed:
             raise StoreError(f"the store {self.url} is closed")
         conn = self._conn
+        if conn is not None and self._pid != os.getpid():
+            # A forked child: the socket is the parent's. Closing it would end the parent's
+            # session (libpq says goodbye on it), so it is left alone, referenced for good.
+            _INHERITED.append(conn)
+            conn = self._conn = None
         if conn is not None and not _alive(conn):
             self._drop()
             conn = None
         if conn is None:
             conn = self._conn = self._connect("flagstaff")
+            self._pid = os.getpid()
         return conn
 
     def _drop(self) -> None:
@@ -248,8 +258,10 @@ class PostgresStore:
                     f"outcome unknown: {doing} on {self.url}: the connection was lost before "
                     f"PostgreSQL answered ({why}); the write may have been applied"
                 ) from exc
+            except (NotFoundError, ConflictError):
+                raise  # put_many refused, its transaction rolled back: the connection is clean
             except BaseException:
-                self._drop()  # in an unknown state (put_many rolls back its own NotFound/Conflict)
+                self._drop()  # in an unknown state
                 raise
 
     # -- reads --------------------------------------------------------------------------------
@@ -573,6 +585,7 @@ class _Watchdog:
         self._armed: dict[_Guard, float] = {}
         self._wake = runtime.event()
         self._task: Any = None
+        self._pid = os.getpid()
         self._closed = False
 
     def guard(self, conn: Conn, seconds: float) -> _Guard:
@@ -581,6 +594,8 @@ class _Watchdog:
     def _arm(self, guard: _Guard, deadline: float) -> None:
         with self._lock:
             self._armed[guard] = deadline
+            if self._pid != os.getpid():  # forked: the parent's task did not come along
+                self._task, self._pid = None, os.getpid()
             if self._task is None and not self._closed:
                 self._task = self._runtime.spawn(self._run, name="flagstaff-postgres-watchdog")
 
