@@ -11,7 +11,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from flagstaff.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, ValidationError
+from flagstaff.errors import (
+    ConflictError,
+    NotFoundError,
+    StoreError,
+    StoreUnavailable,
+    ValidationError,
+    WriteOutcomeUnknown,
+)
 from flagstaff.model import decode_document
 from flagstaff.stores import open_store
 from flagstaff.stores.base import Change, Disconnected, Reset, Store, WatchEvent, Write
@@ -19,6 +26,7 @@ from flagstaff.stores.postgres import PostgresStore
 from flagstaff.testing import EventRecorder
 from flagstaff.testing.conformance import StoreConformance, document
 from tests._support.er_checks import Follower, doc, store_runtime, wait_until
+from tests._support.netfault import FaultProxy
 from tests._support.network_faults import NetworkFaults, again_under_gevent, in_gevent_rerun
 from tests._support.pg_server import PgServer
 from tests._support.tcpproxy_er import TcpProxy
@@ -417,3 +425,30 @@ def test_forked_child_opens_its_own_connection(store: PostgresStore) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     record = store.get("f")  # the parent's connection still works
     assert record is not None and (record.raw, record.version) == (doc(2), 2)
+
+
+def test_put_many_lost_answer_before_and_after_commit(server: PgServer, namespace: str) -> None:
+    # Cut before COMMIT went out: the server rolls the transaction back, so nothing is written
+    # and the error says so; cut after it: the outcome is unknown, and it was in fact applied.
+    proxy = FaultProxy(server.address)
+    store = PostgresStore.from_url(server.url(namespace, host_port=proxy.address), store_runtime())
+    direct = PostgresStore.from_url(server.url(namespace), store_runtime())
+    try:
+        store.put("m", doc(0))
+        marker = uuid.uuid4().hex
+        fired = proxy.drop_reply_after(marker.encode())
+        with pytest.raises(StoreUnavailable) as info:
+            store.put_many([Write("m", doc(1), expect=1), Write("n", f'{{"d": "{marker}"}}')])
+        assert fired.is_set()
+        assert not isinstance(info.value, WriteOutcomeUnknown) and "nothing was written" in str(info.value)
+        assert direct.get("n") is None and direct.get("m") == store.get("m")
+        fired = proxy.drop_reply_after(b"COMMIT")
+        with pytest.raises(WriteOutcomeUnknown, match="outcome unknown"):
+            store.put_many([Write("m", doc(2), expect=1), Write("n", doc(3), expect=0)])
+        assert fired.is_set()
+        m, n = direct.get("m"), direct.get("n")
+        assert m is not None and n is not None and (m.raw, n.raw) == (doc(2), doc(3))
+    finally:
+        store.close()
+        direct.close()
+        proxy.close()

@@ -401,7 +401,14 @@ class PostgresStore:
             except (NotFoundError, ConflictError):
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed:  # before COMMIT went out: the server rolls it back
+                    raise StoreUnavailable(
+                        f"PostgreSQL unavailable at {self.url} (writing {len(writes)} flags): "
+                        f"{_first_line(exc)}; nothing was written"
+                    ) from exc
+                raise
+            conn.execute("COMMIT")  # a lost answer from here on: outcome unknown (see _write)
             return out
 
         return self._write(f"writing {len(writes)} flags", run)
