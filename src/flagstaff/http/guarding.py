@@ -39,7 +39,7 @@ from flagstaff.model import Flag, Switch, parse_text
 from flagstaff.snapshot import Snapshot
 from flagstaff.stores import Store
 
-__all__ = ["AUTHOR", "GuardCheck", "GuardLoop"]
+__all__ = ["AUTHOR", "GuardCheck", "GuardLoop", "guard_view"]
 
 log = logging.getLogger("flagstaff.http.guard")
 audit_log = logging.getLogger("flagstaff.audit")
@@ -219,3 +219,25 @@ class GuardLoop:
         if entry is None or entry.author is None or _MARK not in entry.author:
             return {"halted": False, "halt": None}
         return {"halted": True, "halt": {"at": entry.at, "version": entry.version, "author": entry.author}}
+
+
+def guard_view(loop: GuardLoop | None, name: str, document: Any) -> dict[str, Any] | None:
+    """What the flag page's guardrail panel shows (``templates/_guard.html``): the
+    guardrails the document lists (``declared``), the guard's :meth:`GuardLoop.status`
+    (``None`` without an event store) and the loop's interval. ``None`` when the
+    document lists no guardrails. Reads the store (blocking)."""
+    rails = document.get("guardrails") if isinstance(document, dict) else None
+    if not isinstance(rails, list) or not rails:
+        return None
+    declared = [
+        {"metric": r.get("metric"), "max_increase": r.get("max_increase"), "min_units": r.get("min_units", 100)}
+        for r in rails
+        if isinstance(r, dict)
+    ]
+    status = None
+    if loop is not None:
+        try:
+            status = loop.status(name)
+        except NotFoundError:  # deleted meanwhile: the page shows what it has
+            status = None
+    return {"declared": declared, "status": status, "interval": loop.interval if loop else None}

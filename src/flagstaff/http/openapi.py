@@ -387,6 +387,7 @@ _SCHEMAS: dict[str, Any] = {
                 },
             },
             "approximation": {"type": "string"},
+            "summary": {"type": "string", "description": "One line: N of M units seen ... would change: ..."},
         },
     },
     "GuardRequest": {
