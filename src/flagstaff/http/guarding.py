@@ -230,7 +230,11 @@ def guard_view(loop: GuardLoop | None, name: str, document: Any) -> dict[str, An
     if not isinstance(rails, list) or not rails:
         return None
     declared = [
-        {"metric": r.get("metric"), "max_increase": r.get("max_increase"), "min_units": r.get("min_units", 100)}
+        {
+            "metric": r.get("metric"),
+            "max_increase": r.get("max_increase"),
+            "min_units": r.get("min_units", 100),
+        }
         for r in rails
         if isinstance(r, dict)
     ]
