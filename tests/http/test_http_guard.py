@@ -8,6 +8,9 @@ guardrail of +2 points is breached beyond chance.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ from flagstaff.http.app import ServerState, Settings, create_app
 from flagstaff.http.openapi import document as openapi_document
 from flagstaff.http.tokens import Permission
 from flagstaff.model import parse_flag
+from flagstaff.stores import open_store
 from flagstaff.testing import wait_until
 from tests._support.http_server import ServerThread, make_token
 
@@ -199,3 +203,58 @@ def test_openapi_describes_both() -> None:
     assert paths["post"]["operationId"] == "checkFlagGuard"
     assert {"200", "404", "501"} <= set(paths["post"]["responses"])
     assert json.dumps(paths)  # plain JSON
+
+
+def test_flagstaff_serve_runs_the_guard_loop(tmp_path: Path) -> None:
+    """The command itself: ``serve --guard-interval 0.3`` halts the seeded flag once events
+    show the breach, and says so in the store's history."""
+    (tmp_path / "seed.json").write_text(json.dumps({"checkout": DOC}))
+    env = {k: v for k, v in os.environ.items() if k != "FLAGSTAFF_STORE"}
+    bad = subprocess.run(
+        [sys.executable, "-m", "flagstaff", "serve", "--guard-interval", "-1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "--guard-interval must be 0 (off) or more" in bad.stderr
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flagstaff",
+            "serve",
+            "--port",
+            "0",
+            "--seed",
+            "seed.json",
+            "--guard-interval",
+            "0.3",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("Serving ")
+        record(tmp_path / "flagstaff.db.events")  # beside the default store, flagstaff.db
+        store = open_store(f"sqlite:///{tmp_path / 'flagstaff.db'}")
+        try:
+
+            def halted() -> bool:
+                record_ = store.get("checkout")
+                return record_ is not None and json.loads(record_.raw).get("enabled") is False
+
+            wait_until(halted, timeout=30)
+            author = store.history("checkout")[0].author
+        finally:
+            store.close()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert author is not None and author.startswith("guard: errors +")
+    audit = [json.loads(line) for line in err.splitlines() if '"flagstaff.audit"' in line]
+    assert any(line["msg"].startswith("guard halted checkout: guard: errors +") for line in audit), err
