@@ -56,9 +56,13 @@
     });
   }
 
+  // Submit again, to flagstaff.js. Never from inside a submit event's dispatch: a form
+  // ignores requestSubmit() while it is firing its submit event.
   function pass(form) {
-    form.dataset.blastChecked = "1";
-    form.requestSubmit();
+    setTimeout(function () {
+      form.dataset.blastChecked = "1";
+      form.requestSubmit();
+    }, 0);
   }
 
   async function preview(form, submitter) {
