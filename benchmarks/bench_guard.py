@@ -46,9 +46,8 @@ def run(quick: bool) -> list[Row]:
         sink = SQLiteSink(Path(tmp) / "events.db")
         for i in range(FLAGS):
             sink.write([Event(EventKind.EXPOSURE, T0 + u, f"u{u}", f"flag_{i}") for u in range(n)])
-        sink.write(
-            [Event(EventKind.TRACK, T0 + n + u, f"u{u}", name="errors") for u in range(n) if rng.random() < 0.04]
-        )
+        erring = [u for u in range(n) if rng.random() < 0.04]
+        sink.write([Event(EventKind.TRACK, T0 + n + u, f"u{u}", name="errors") for u in erring])
         sink.close()
         guard = Guard(store, Path(tmp) / "events.db")
         times = []
