@@ -259,3 +259,26 @@ def test_flagstaff_serve_runs_the_guard_loop(tmp_path: Path) -> None:
     assert author is not None and author.startswith("guard: errors +")
     audit = [json.loads(line) for line in err.splitlines() if '"flagstaff.audit"' in line]
     assert any(line["msg"].startswith("guard halted checkout: guard: errors +") for line in audit), err
+
+
+NO_STATS = """
+import sys, tempfile
+sys.modules["numpy"] = None  # as a server installed without the stats extra sees it
+sys.modules["scipy"] = None
+from flagstaff.http.app import create_app
+d = tempfile.mkdtemp()
+app = create_app(f"sqlite:///{d}/f.db")
+state = app.state.flagstaff
+state.admin.set("x", {"percentage": 50, "guardrails": [{"metric": "errors", "max_increase": 0.02}]})
+open(f"{d}/f.db.events", "w").close()
+print(state.guard.check("x").error)
+state.close()
+"""
+
+
+def test_a_server_without_the_stats_extra_starts_and_says_what_the_guard_needs() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_STATS], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install 'flagstaff[stats]'" in proc.stdout

@@ -28,16 +28,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flagstaff.admin import Admin
 from flagstaff.document import is_segment_key
 from flagstaff.errors import FlagstaffError, NotFoundError
-from flagstaff.guard import Guard, GuardVerdict
 from flagstaff.http.metrics import Metrics
 from flagstaff.model import Flag, Switch, parse_text
 from flagstaff.snapshot import Snapshot
 from flagstaff.stores import Store
+
+if TYPE_CHECKING:  # flagstaff.guard needs the stats extra (numpy, scipy): imported when a flag is judged
+    from flagstaff.guard import GuardVerdict
 
 __all__ = ["AUTHOR", "GuardCheck", "GuardLoop", "guard_view"]
 
@@ -150,12 +152,14 @@ class GuardLoop:
             result = GuardCheck(name, now, enforced, error=empty)
             self._keep(result)
             return result
-        guard = Guard(admin or Admin(self.store, author=AUTHOR), self.events_db, alpha=self.alpha)
         try:
+            from flagstaff.guard import Guard  # the stats extra: a server without it judges nothing
+
+            guard = Guard(admin or Admin(self.store, author=AUTHOR), self.events_db, alpha=self.alpha)
             verdict = guard.enforce(name) if admin is not None else guard.check(name)
         except NotFoundError:
             raise
-        except (FlagstaffError, sqlite3.Error, OSError, ValueError) as exc:
+        except (FlagstaffError, sqlite3.Error, OSError, ValueError, ImportError) as exc:
             log.warning("guard check of %s failed: %s", name, exc, extra={"flag": name})
             self._metrics.inc("flagstaff_guard_errors_total")
             result = GuardCheck(name, now, enforced, error=f"{type(exc).__name__}: {exc}")
