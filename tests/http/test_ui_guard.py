@@ -161,3 +161,21 @@ def test_a_ramp_reads_as_its_steps_and_where_it_is_now() -> None:
     windowed = {**doc, "schedule": {"end": now + 7 * 86400}}
     both = flag_view(Record("ramped", json.dumps(windowed), 1), None, now=now, stale_days=30).schedule
     assert both is not None and both.startswith("scheduled until ") and "; ramps 1% at " in both
+
+
+def test_check_now_judges_without_halting(dashboard: Dashboard) -> None:
+    assert dashboard.api("PUT", "/flags/guarded", {"document": GUARDED}).status_code == 201
+    record_breach(_events(dashboard))
+    dashboard.login()
+    dashboard.open("/flags/guarded")
+    panel = dashboard.css("#guard-panel")
+    assert "Not checked yet." in panel.text and "every 60 s" in panel.text
+    assert "not judged yet" in dashboard.css("#guard-table").text
+    dashboard.css("#guard-check").send_keys(Keys.ENTER)
+    message = dashboard.wait(lambda d: (m := d.find_element(By.ID, "guard-msg")).text and m)
+    assert message.text == "Checked: a guardrail is breached."
+    row = dashboard.css("#guard-table tr[data-guardrail=errors]")
+    assert row.get_attribute("data-breached") == "yes"
+    assert "(a check only)" in dashboard.css("#guard-checked").text
+    assert dashboard.driver.switch_to.active_element == dashboard.css("#guard-check")
+    assert dashboard.record("guarded") == (1, GUARDED)  # judged, not halted
