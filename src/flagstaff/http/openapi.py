@@ -387,6 +387,64 @@ _SCHEMAS: dict[str, Any] = {
                 },
             },
             "approximation": {"type": "string"},
+            "summary": {"type": "string", "description": "One line: N of M units seen ... would change: ..."},
+        },
+    },
+    "GuardRequest": {
+        "type": "object",
+        "properties": {
+            "enforce": {
+                "type": "boolean",
+                "default": False,
+                "description": "Halt the flag when a guardrail is breached (written with your name).",
+            }
+        },
+        "additionalProperties": False,
+    },
+    "GuardState": {
+        "type": "object",
+        "description": "The newest guard check this server made (checked_at null: none yet), and whether "
+        "the flag is halted now (off, its newest history entry the guard's).",
+        "required": ["flag", "interval", "checked_at", "breached", "guardrails", "halted", "halt"],
+        "properties": {
+            "flag": {"type": "string"},
+            "interval": {"type": "number", "description": "Seconds between the loop's rounds (0: off)."},
+            "checked_at": _NUM_OR_NULL,
+            "enforced": {"type": "boolean", "nullable": True},
+            "error": _STR_OR_NULL,
+            "breached": {"type": "boolean"},
+            "switched": {"type": "integer", "description": "Units seen in both arms, left out."},
+            "halted_by_check": {"type": "boolean", "description": "This check turned the flag off."},
+            "guardrails": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "metric": {"type": "string"},
+                        "max_increase": {"type": "number"},
+                        "min_units": {"type": "integer"},
+                        "control_units": {"type": "integer"},
+                        "treatment_units": {"type": "integer"},
+                        "control_rate": {"type": "number"},
+                        "treatment_rate": {"type": "number"},
+                        "difference": {"type": "number"},
+                        "interval": {"type": "array", "items": _NUM_OR_NULL},
+                        "breached": {"type": "boolean"},
+                        "problem": _STR_OR_NULL,
+                        "evidence": {"type": "string"},
+                    },
+                },
+            },
+            "halted": {"type": "boolean"},
+            "halt": {
+                "type": "object",
+                "nullable": True,
+                "properties": {
+                    "at": {"type": "number"},
+                    "version": _INT_OR_NULL,
+                    "author": {"type": "string", "description": "guard: and the evidence"},
+                },
+            },
         },
     },
     "EvaluateRequest": {
@@ -662,6 +720,29 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("BlastRadius"), "The count."),
                     **_errors(400, *_AUTH, 404, 413, 422, 501, 503),
+                },
+            },
+        },
+        "/api/v1/flags/{name}/guard": {
+            "parameters": [_NAME],
+            "get": {
+                "operationId": "flagGuard",
+                "summary": "The guard's newest check of the flag's guardrails; whether it halted the flag.",
+                "responses": {
+                    "200": _json(_ref("GuardState"), "The guard's state."),
+                    **_errors(400, *_AUTH, 404, 501, 503),
+                },
+            },
+            "post": {
+                "operationId": "checkFlagGuard",
+                "summary": "Check the flag's guardrails now (write scope); enforce: halt it on a breach.",
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("GuardRequest")}},
+                },
+                "responses": {
+                    "200": _json(_ref("GuardState"), "The check."),
+                    **_errors(400, *_AUTH, 404, 413, 501, 503),
                 },
             },
         },

@@ -33,6 +33,7 @@ from flagstaff.client import Client, Options
 from flagstaff.document import MAX_DOCUMENT_BYTES
 from flagstaff.exposures import SQLiteSink
 from flagstaff.http.events import EventBroker
+from flagstaff.http.guarding import GuardLoop
 from flagstaff.http.metrics import Metrics
 from flagstaff.http.tokens import Permission, Principal, TokenStore
 from flagstaff.metrics import Sample, client_samples
@@ -73,6 +74,9 @@ class Settings:
     """The SQLite file ``POST /api/v1/ingest`` writes events to (:class:`flagstaff.exposures.SQLiteSink`).
     ``None``: beside a SQLite store's file (``flagstaff.db.events``), none for other stores;
     ``""``: none (the endpoint answers 501)."""
+    guard_interval: float = 60.0
+    """Seconds between the guard loop's rounds over every flag with guardrails
+    (:mod:`flagstaff.http.guarding`; needs an event store); 0: no loop."""
 
 
 class ServerState:
@@ -89,6 +93,8 @@ class ServerState:
     ) -> None:
         self.store = store
         self.settings = settings or Settings()
+        if not self.settings.guard_interval >= 0:  # checked before anything starts
+            raise ValueError("the guard interval must be 0 (off) or more seconds")
         self.open_mode = open_mode
         self.tokens = tokens
         self.secret = tokens.secret("session")
@@ -118,6 +124,16 @@ class ServerState:
         self.events_db = default_events_db(store.url) if events_db is None else events_db or None
         self._event_sink: SQLiteSink | None = None  # opened by the first ingest: no file until then
         self._event_sink_lock = threading.Lock()
+        self.guard: GuardLoop | None = None  # no event store: nothing to judge guardrails by
+        if self.events_db is not None:
+            self.guard = GuardLoop(
+                store,
+                self.events_db,
+                lambda: self.client.snapshot,
+                self.metrics,
+                interval=self.settings.guard_interval,
+            )
+            self.guard.start()
 
     def admin_for(self, principal: Principal, request_id: str) -> Admin:
         """An Admin whose writes are recorded as made by ``principal`` in this request.
@@ -162,6 +178,8 @@ class ServerState:
         if self._closed:
             return
         self._closed = True
+        if self.guard is not None:
+            self.guard.stop()
         for token_id in self._revoke_at_close:
             self.tokens.revoke(token_id)
         self.events.stop()

@@ -50,6 +50,7 @@ from starlette.staticfiles import StaticFiles
 
 from flagstaff.document import is_segment_key, printable_text, segment_key, segment_name
 from flagstaff.http import auth
+from flagstaff.http.guarding import guard_view
 from flagstaff.http.present import segment_users
 from flagstaff.http.state import ServerState, state_of
 from flagstaff.http.tokens import Permission
@@ -215,6 +216,7 @@ def flag_page(request: Request) -> Response:
         document_bytes=len(record.raw.encode("utf-8", "surrogateescape")),
         results=results,
         results_note=results_note,
+        guard=guard_view(state.guard, name, view.document),
     )
 
 

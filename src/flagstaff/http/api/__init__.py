@@ -9,6 +9,7 @@ One module per resource, each a handful of Starlette handlers:
 * :mod:`~flagstaff.http.api.events`: the server-sent event stream;
 * :mod:`~flagstaff.http.api.ingest`: exposures and metric events from other processes;
 * :mod:`~flagstaff.http.api.blast`: who a new document would move, before the write;
+* :mod:`~flagstaff.http.api.guard`: a flag's guardrails as the guard loop judged them, check now;
 * :mod:`~flagstaff.http.api.report`: an experiment's results (JSON or SVG);
 * :mod:`~flagstaff.http.api.tokens`: API tokens;
 * :mod:`~flagstaff.http.api.forcing`: signed QA forcing tokens;
@@ -36,6 +37,7 @@ from flagstaff.http.api import (
     events,
     flags,
     forcing,
+    guard,
     history,
     ingest,
     ops,
@@ -67,6 +69,8 @@ def routes() -> list[BaseRoute]:
         Route(f"{PREFIX}/flags/{{name}}/diff", history.diff, methods=["GET"]),
         Route(f"{PREFIX}/flags/{{name}}/rollback", history.rollback, methods=["POST"]),
         Route(f"{PREFIX}/flags/{{name}}/blast", blast.blast, methods=["POST"]),
+        Route(f"{PREFIX}/flags/{{name}}/guard", guard.get_guard, methods=["GET"]),
+        Route(f"{PREFIX}/flags/{{name}}/guard", guard.check_guard, methods=["POST"]),
         Route(f"{PREFIX}/flags/{{name}}/report", report.flag_report, methods=["GET"]),
         Route(f"{PREFIX}/segments", segments.list_segments, methods=["GET"]),
         Route(f"{PREFIX}/segments/{{name}}", segments.get_segment, methods=["GET"]),
