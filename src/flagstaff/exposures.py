@@ -78,6 +78,9 @@ __all__ = [
 log = logging.getLogger("flagstaff.exposures")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+# Decisions that expose nothing, even with Exposed.ALL: a failed evaluation, and a unit an
+# experiment left out (the guard would otherwise count it in the experiment's control arm).
+_NOT_EXPOSED = frozenset({Reason.ERROR, Reason.EXCLUDED, Reason.HOLDOUT})
 _MAX_TEXT = 1024  # longest flag, variant, key or event name kept (longer input is refused)
 
 
@@ -107,8 +110,9 @@ class Exposed(StrEnum):
     """Experiments' decisions only (treatment and control): what an analysis needs."""
     ALL = "all"
     """Also every other decision that depends on the unit (a percentage, a ramp, rules,
-    targets; not a flag on or off for everyone), with no variant for a plain flag: what
-    the blast radius and the guard read. ``RecorderOptions.skip`` names flags left out."""
+    targets; not a flag on or off for everyone, nor a unit an experiment excludes or holds
+    out, nor a failed evaluation), with no variant for a plain flag: what the blast
+    radius and the guard read. ``RecorderOptions.skip`` names flags left out."""
     NONE = "none"
     """No exposures (usage and tracked events only)."""
 
@@ -381,12 +385,12 @@ class Recorder:
         self, seen_key: tuple[str | None, str, str | None], decision: Decision, context: Context
     ) -> None:
         try:
-            if decision.reason is Reason.ERROR:
-                return  # a failed evaluation exposes nothing (and is not remembered: it is rare)
             seen = self._seen
             if len(seen) >= self._max_keys:
                 seen.popitem(last=False)  # forget the oldest
             seen[seen_key] = None
+            if decision.experiment_id is None and decision.reason in _NOT_EXPOSED:
+                return  # remembered all the same: its repeats stay on the fast path
             self._enqueue(
                 Event(
                     EventKind.EXPOSURE,
