@@ -28,10 +28,12 @@ import math
 import os
 import sqlite3
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
-__all__ = ["HOUR", "SCHEMA", "UPSERT", "FlagUsage", "Tally", "hour_of", "read_usage"]
+__all__ = ["HOUR", "SCHEMA", "UPSERT", "FlagUsage", "Tally", "UsageTable", "hour_of", "read_usage"]
 
 HOUR = 3600
 """Seconds per usage row."""
@@ -112,7 +114,29 @@ class FlagUsage:
     """The last time an evaluation was counted, at any time (epoch seconds); None: never."""
 
 
-def read_usage(path: str | os.PathLike[str], *, since: float) -> dict[str, FlagUsage] | None:
+@dataclass(frozen=True, slots=True)
+class UsageTable:
+    """What an event store says of flag usage (:func:`read_usage`)."""
+
+    flags: Mapping[str, FlagUsage]
+    """Per flag ever counted, its usage."""
+    since: float
+    """The start of the first hour counted in :attr:`FlagUsage.evaluations`."""
+    first: float | None
+    """The start of the oldest hour the store holds (None: none): a flag not seen since
+    then may still have been evaluated before."""
+
+    def evaluations(self, flag: str) -> int:
+        """``flag``'s evaluations since :attr:`since` (0 when never counted)."""
+        usage = self.flags.get(flag)
+        return 0 if usage is None else usage.evaluations
+
+    def last_seen(self, flag: str) -> float | None:
+        usage = self.flags.get(flag)
+        return None if usage is None else usage.last_seen
+
+
+def read_usage(path: str | os.PathLike[str], *, since: float) -> UsageTable | None:
     """Per flag, its evaluations in the hours from the one holding ``since`` on, and when it
     was last seen, from the event store at ``path`` (opened read-only). ``None`` when the
     file or its usage table does not exist (nothing was ever counted there). Raises
@@ -126,11 +150,14 @@ def read_usage(path: str | os.PathLike[str], *, since: float) -> dict[str, FlagU
         ).fetchone()
         if exists is None:
             return None
+        start = hour_of(since)
         rows = db.execute(
             "SELECT flag, SUM(CASE WHEN hour >= ? THEN count ELSE 0 END), MAX(last_seen)"
             " FROM flagstaff_usage GROUP BY flag",
-            (hour_of(since),),
+            (start,),
         ).fetchall()
+        (first,) = db.execute("SELECT MIN(hour) FROM flagstaff_usage").fetchone()
     finally:
         db.close()
-    return {flag: FlagUsage(flag, int(total or 0), last) for flag, total, last in rows}
+    flags = {flag: FlagUsage(flag, int(total or 0), last) for flag, total, last in rows}
+    return UsageTable(MappingProxyType(flags), float(start), None if first is None else float(first))

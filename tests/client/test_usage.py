@@ -195,11 +195,13 @@ def test_sqlite_adds_up_usage_per_flag_and_hour(tmp_path: Path) -> None:
         ("a", int(t0) + HOUR, 1, t0 + HOUR + 5),
         ("b", int(t0), 0, t0 + 20),
     ]
-    assert read_usage(path, since=t0 + HOUR + 100) == {
-        "a": FlagUsage("a", 1, t0 + HOUR + 5),
-        "b": FlagUsage("b", 0, t0 + 20),
-    }
-    assert read_usage(path, since=t0)["a"].evaluations == 9  # type: ignore[index]
+    table = read_usage(path, since=t0 + HOUR + 100)
+    assert table is not None
+    assert dict(table.flags) == {"a": FlagUsage("a", 1, t0 + HOUR + 5), "b": FlagUsage("b", 0, t0 + 20)}
+    assert (table.since, table.first) == (t0 + HOUR, t0)
+    assert (table.evaluations("a"), table.evaluations("zzz"), table.last_seen("zzz")) == (1, 0, None)
+    table = read_usage(path, since=t0)
+    assert table is not None and table.evaluations("a") == 9
 
 
 def test_read_usage_of_a_missing_file_or_table(tmp_path: Path) -> None:
@@ -218,8 +220,8 @@ def test_recorder_to_sqlite_end_to_end(store: MemoryStore, tmp_path: Path) -> No
             client.is_enabled("ramp", f"u{i}")
     recorder.close()
     found = read_usage(tmp_path / "events.db", since=time.time() - 86400)
-    assert found is not None and found["ramp"].evaluations == 25
-    assert abs((found["ramp"].last_seen or 0) - time.time()) < 30
+    assert found is not None and found.evaluations("ramp") == 25
+    assert abs((found.last_seen("ramp") or 0) - time.time()) < 30
 
 
 def test_usage_json_shape_and_validation(tmp_path: Path) -> None:
