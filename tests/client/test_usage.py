@@ -8,6 +8,7 @@ tests/http/test_http_usage.py.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from flagstaff import Context, Decision
+from flagstaff.blast import blast_radius
 from flagstaff.client import Client, Options
 from flagstaff.decision import Reason
 from flagstaff.errors import ClientError
@@ -303,3 +305,37 @@ def test_bad_recorder_options_are_refused() -> None:
     with pytest.raises(ClientError, match="skip"):
         RecorderOptions(skip="ramp")  # type: ignore[arg-type]
     assert RecorderOptions(skip={"a"}).skip == frozenset({"a"})  # type: ignore[arg-type]
+
+
+def test_plain_exposures_feed_the_blast_radius(store: MemoryStore, tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    recorder = Recorder(SQLiteSink(path), RecorderOptions(flags=Exposed.ALL))
+    with Client(store, Options(timeout=5, exposures=recorder)) as client:
+        on = sum(client.is_enabled("ramp", f"u{i}") for i in range(200))
+    recorder.close()
+    radius = blast_radius({"ramp": 50}, "ramp", 0, path)  # the ramp back to 0%
+    assert radius.units == 200  # every unit the ramp decided for, on or off
+    assert radius.on_to_off == on and radius.changed == on
+
+
+def test_a_forked_child_reports_only_what_it_counted(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    recorder = Recorder(SQLiteSink(path), RecorderOptions(usage=True, flags=Exposed.NONE))
+    tally = recorder.tally
+    assert tally is not None
+    for _ in range(5):
+        tally.count("x")  # counted by the parent before the fork: the parent's to report
+    pid = os.fork()
+    if pid == 0:  # the child: exits with 0 only if it reported its own 2
+        code = 1
+        try:
+            tally.count("x")
+            tally.count("x")
+            code = 0 if recorder.flush(10) and recorder.stats().written == 1 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    recorder.close()
+    found = read_usage(path, since=0)
+    assert found is not None and found.evaluations("x") == 7
