@@ -179,7 +179,8 @@ class Client:
         # Exposures of flags that are not experiments (Exposed.ALL): the flags left out; None: off.
         self._plain_skip = None if recorder is None else recorder.plain_skip
         # Evaluations per flag (flagstaff.usage), counted inline: one dict lookup, one C call.
-        self._usage = None if recorder is None or recorder.tally is None else recorder.tally.counts
+        self._tally = None if recorder is None else recorder.tally
+        self._usage = None if self._tally is None else self._tally.counts
         self._scope_observer = _scope_observer(recorder)
         if recorder is not None:
             recorder.follow_revision(lambda: follower._snapshot.revision)
@@ -221,7 +222,10 @@ class Client:
             return False
         usage = self._usage
         if usage is not None:
-            next(usage[name])
+            try:
+                next(usage[name])
+            except KeyError:  # the flag's first evaluation
+                self._tally.count(name)  # type: ignore[union-attr]
         constant = flag.constant
         if constant is not None:
             return constant.enabled
@@ -280,7 +284,10 @@ class Client:
             return unknown(name)
         usage = self._usage
         if usage is not None:
-            next(usage[name])
+            try:
+                next(usage[name])
+            except KeyError:  # the flag's first evaluation
+                self._tally.count(name)  # type: ignore[union-attr]
         constant = flag.constant
         if constant is not None:
             return constant
@@ -437,7 +444,10 @@ class Client:
             return None, unknown(name)
         usage = self._usage
         if usage is not None:
-            next(usage[name])
+            try:
+                next(usage[name])
+            except KeyError:  # the flag's first evaluation
+                self._tally.count(name)  # type: ignore[union-attr]
         if flag.constant is not None:
             return flag, flag.constant
         if type(context) is Context:
@@ -685,12 +695,12 @@ def _scope_observer(recorder: Recorder | None) -> Callable[[Decision, Context], 
     records a plain flag's exposure (Exposed.ALL); None when the recorder does neither."""
     if recorder is None or (recorder.tally is None and recorder.plain_skip is None):
         return None
-    usage = None if recorder.tally is None else recorder.tally.counts
+    tally = recorder.tally
     skip = recorder.plain_skip
 
     def observe(decision: Decision, context: Context) -> None:
-        if usage is not None:
-            next(usage[decision.flag])
+        if tally is not None:
+            tally.count(decision.flag)
         if skip is not None and decision.experiment_id is None and decision.flag not in skip:
             recorder.hook(decision, context)
 

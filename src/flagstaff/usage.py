@@ -11,9 +11,9 @@ adds them up in the table ``flagstaff_usage`` (one row per flag and hour, see
 ``flagstaff scan --usage``.
 
 Guarantees
-    * Counting never blocks and never raises; a count is lost only in the rare race of
-      two threads seeing a flag for the very first time together (one of the two new
-      counters wins).
+    * Counting never blocks, never raises and loses no count: a flag's first count makes
+      its counter with ``dict.setdefault`` (atomic), so two threads seeing a flag for the
+      first time together share one counter.
     * A take is attributed to the hour it is taken in, and its time is the flag's
       ``last_seen``: both are as precise as the recorder's cadence (its ``interval``,
       and a take at least every ``usage_interval`` and at each new hour).
@@ -27,7 +27,6 @@ import itertools
 import math
 import os
 import sqlite3
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,18 +71,25 @@ def _peek(counter: itertools.count[int]) -> int:
 class Tally:
     """Evaluations per flag, counted without a lock (see the module's guarantees).
 
-    The client counts into :attr:`counts` directly (``next(tally.counts[name])``); the
-    recorder's task calls :meth:`take`.
+    The client counts into :attr:`counts` directly (``next(tally.counts[name])``, and
+    :meth:`count` when that raises ``KeyError``: the flag's first count); the recorder's
+    task calls :meth:`take`.
     """
 
     def __init__(self) -> None:
-        self.counts: defaultdict[str, itertools.count[int]] = defaultdict(itertools.count)
+        # A plain dict, not a defaultdict: the interpreter's subscript fast path is for dict
+        # itself, and setdefault makes a first counter without losing a racing count.
+        self.counts: dict[str, itertools.count[int]] = {}
         """Per flag name, a counter of its evaluations; never replaced (the client holds it)."""
         self._taken: dict[str, int] = {}  # what each counter held at the last take
 
     def count(self, flag: str) -> None:
-        """Count one evaluation of ``flag`` (what the client does inline)."""
-        next(self.counts[flag])
+        """Count one evaluation of ``flag`` (the client does it inline, and calls this for a
+        flag's first)."""
+        counter = self.counts.get(flag)
+        if counter is None:
+            counter = self.counts.setdefault(flag, itertools.count())
+        next(counter)
 
     def take(self) -> dict[str, int]:
         """Per flag, the evaluations counted since the previous take (flags with none left
