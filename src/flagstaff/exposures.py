@@ -189,6 +189,9 @@ class Event:
         if kind is EventKind.TRACK and text["name"] is None:
             raise EventError(f"{where}name", "a track event has a name")
         if kind is EventKind.USAGE:
+            extra = [n for n in _NOT_USAGE if data.get(n) is not None]
+            if extra:
+                raise EventError(f"{where}{extra[0]}", "not a field of a usage event (flag, time, value)")
             if text["flag"] is None:
                 raise EventError(f"{where}flag", "a usage event names its flag")
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -207,6 +210,7 @@ class Event:
         )
 
 
+_NOT_USAGE = ("key", "variant", "experiment_id", "revision", "name", "attributes")
 _FIELDS = frozenset(
     {"kind", "time", "key", "flag", "variant", "experiment_id", "revision", "name", "value", "attributes"}
 )

@@ -233,6 +233,9 @@ def test_usage_json_shape_and_validation(tmp_path: Path) -> None:
     with pytest.raises(EventError) as info:
         Event.from_dict({"kind": "usage", "time": 1, "value": 3})
     assert info.value.path == "flag"
+    with pytest.raises(EventError) as info:
+        Event.from_dict({"kind": "usage", "time": 1, "flag": "x", "value": 3, "key": "u1"})
+    assert info.value.path == "key"
     for bad in (-1, 1.5, True, None):
         with pytest.raises(EventError) as info:
             Event.from_dict({"kind": "usage", "time": 1, "flag": "x", "value": bad})
