@@ -342,3 +342,24 @@ def test_a_forked_child_reports_only_what_it_counted(tmp_path: Path) -> None:
     recorder.close()
     found = read_usage(path, since=0)
     assert found is not None and found.evaluations("x") == 7
+
+
+def test_usage_is_reported_on_gevent() -> None:
+    pytest.importorskip("gevent")
+    from flagstaff.runtime import GeventRuntime
+
+    sink = ListSink()
+    options = RecorderOptions(usage=True, flags=Exposed.NONE, interval=0.01, usage_interval=0.02)
+    recorder = Recorder(sink, options, runtime=GeventRuntime())
+    assert recorder.tally is not None
+    for _ in range(3):
+        recorder.tally.count("x")
+    import gevent
+
+    deadline = time.monotonic() + 10
+    while usage_of(list(sink.events)) != {"x": 3} and time.monotonic() < deadline:
+        gevent.sleep(0.01)  # the recorder's greenlet takes the counts on its own meanwhile
+    assert usage_of(list(sink.events)) == {"x": 3}
+    recorder.tally.count("x")
+    recorder.close()
+    assert usage_of(sink.events) == {"x": 4} and sink.closed
