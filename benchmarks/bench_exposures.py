@@ -3,6 +3,9 @@
 * An experiment check through ``client.variant`` with a :class:`~flagstaff.exposures.Recorder`
   whose every exposure is already remembered (the deduplicated case, the common one) against
   the same check with no recorder, batches interleaved: the issue's target is <= +150 ns.
+  A batch is 1,000 checks and there are hundreds: on a shared, loaded machine some batches
+  of each client run undisturbed, so the figures are each client's fastest batch; the
+  "paired median" row is the median difference of the two batches of a round (load included).
 * A sink that raises on every write (slowly: the queue fills too), under 1M checks of
   distinct users (100k in quick mode): 0 exceptions reach the caller, and
   ``dropped + failed`` equals every exposure recorded or dropped (none lost uncounted).
@@ -78,12 +81,13 @@ def _hot_path_rows(store: MemoryStore, quick: bool) -> list[Row]:
         exposed = [c for c in users if plain.evaluate("exp", c).experiment_id is not None][:1000]
         for ctx in exposed:  # remembered: every later exposure is the deduplicated case
             recording.variant("exp", ctx)
-        batches, repeat = (7, 20) if quick else (21, 50)
+        batches, repeat = (100, 1) if quick else (600, 1)
         without, with_ = [], []
         for _ in range(batches):
             without.append(_time_variant(plain, exposed, repeat))
             with_.append(_time_variant(recording, exposed, repeat))
-        base, rec = statistics.median(without), statistics.median(with_)
+        base, rec = min(without), min(with_)
+        paired = statistics.median(w - b for w, b in zip(with_, without, strict=True))
         assert recorder.stats().recorded == len(exposed)
     finally:
         plain.close()
@@ -100,6 +104,7 @@ def _hot_path_rows(store: MemoryStore, quick: bool) -> list[Row]:
             None,
             "<= 150 ns",
         ),
+        Row(GROUP, "exposure recorded on the hot path: added (paired median)", paired, "ns/call", None, ""),
     ]
 
 
