@@ -249,22 +249,20 @@ class Client:
             remembered = self._remembered
             if remembered is not None:  # Recorder's hook, inlined (see Recorder.remembered)
                 uid = ctx.user_id
-                if (uid if uid is not None else ctx.cookie_id, decision.flag, decision.variant) in remembered:
+                key = (uid if uid is not None else ctx.cookie_id, decision.flag, decision.variant)
+                if key in remembered:
                     next(self._deduplicated)
                 else:
-                    self._recorder.hook(decision, ctx)  # type: ignore[union-attr]
+                    self._recorder.record_first(key, decision, ctx)  # type: ignore[union-attr]
             if self._on_exposure is not None:
                 report_exposure(self._on_exposure, decision, ctx)
         elif self._plain_skip is not None and decision.flag not in self._plain_skip:
             uid = ctx.user_id  # as above, for a flag that is not an experiment (Exposed.ALL)
-            if (
-                uid if uid is not None else ctx.cookie_id,
-                decision.flag,
-                decision.variant,
-            ) in self._remembered:  # type: ignore[operator]
+            key = (uid if uid is not None else ctx.cookie_id, decision.flag, decision.variant)
+            if key in self._remembered:  # type: ignore[operator]
                 next(self._deduplicated)
             else:
-                self._recorder.hook(decision, ctx)  # type: ignore[union-attr]
+                self._recorder.record_first(key, decision, ctx)  # type: ignore[union-attr]
         return decision.enabled
 
     def variant(self, name: str, context: ContextLike = None) -> str | None:
@@ -474,22 +472,20 @@ class Client:
             remembered = self._remembered
             if remembered is not None:  # as in is_enabled
                 uid = ctx.user_id
-                if (uid if uid is not None else ctx.cookie_id, decision.flag, decision.variant) in remembered:
+                key = (uid if uid is not None else ctx.cookie_id, decision.flag, decision.variant)
+                if key in remembered:
                     next(self._deduplicated)
                 else:
-                    self._recorder.hook(decision, ctx)  # type: ignore[union-attr]
+                    self._recorder.record_first(key, decision, ctx)  # type: ignore[union-attr]
             if self._on_exposure is not None:
                 report_exposure(self._on_exposure, decision, ctx)
         elif self._plain_skip is not None and decision.flag not in self._plain_skip:
             uid = ctx.user_id  # as in is_enabled
-            if (
-                uid if uid is not None else ctx.cookie_id,
-                decision.flag,
-                decision.variant,
-            ) in self._remembered:  # type: ignore[operator]
+            key = (uid if uid is not None else ctx.cookie_id, decision.flag, decision.variant)
+            if key in self._remembered:  # type: ignore[operator]
                 next(self._deduplicated)
             else:
-                self._recorder.hook(decision, ctx)  # type: ignore[union-attr]
+                self._recorder.record_first(key, decision, ctx)  # type: ignore[union-attr]
         return decision
 
     def _context(self, name: str, context: ContextLike) -> Context | Decision:
