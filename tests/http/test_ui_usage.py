@@ -12,6 +12,9 @@ from tests._support.browser import Dashboard, browser_fixture, dashboard_fixture
 
 
 def test_the_usage_column_shows_what_clients_counted(dashboard: Dashboard) -> None:
+    # Exposures only: the event store (and its usage table) exists, but no usage was reported.
+    exposure = {"kind": "exposure", "time": 1_800_000_000, "key": "u1", "flag": "new_checkout"}
+    assert dashboard.api("POST", "/ingest", {"events": [exposure]}).status_code == 200
     dashboard.login()
     assert dashboard.driver.find_elements(By.ID, "usage-head") == []  # no usage counted yet
     assert len(dashboard.row("dark_mode").find_elements(By.TAG_NAME, "td")) == 6

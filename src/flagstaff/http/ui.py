@@ -183,14 +183,15 @@ def dashboard(request: Request) -> HTMLResponse:
 
 def _usage(state: ServerState) -> UsageTable | None:
     """The last 24 hours of flag usage in the server's event store (None: no store, no
-    usage counted yet, or a store that cannot be read: the column is left out)."""
+    usage ever reported, or a store that cannot be read: the column is left out)."""
     if state.events_db is None:
         return None
     try:
-        return read_usage(state.events_db, since=time.time() - DAY)
+        usage = read_usage(state.events_db, since=time.time() - DAY)
     except sqlite3.Error as exc:
         log.warning("cannot read flag usage from %s: %s", state.events_db, exc)
         return None
+    return usage if usage is not None and usage.first is not None else None
 
 
 def _bad_documents(state: ServerState) -> list[tuple[str, str]]:
