@@ -322,11 +322,12 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Event": {
         "type": "object",
-        "description": "An exposure (flag, variant, experiment_id) or a metric event (name, value); "
+        "description": "An exposure (flag, variant, experiment_id), a metric event (name, value) "
+        "or a flag's usage (flag; value: evaluations counted up to time, its last seen); "
         "key is the bucketing key (user id, else cookie id).",
         "required": ["kind", "time"],
         "properties": {
-            "kind": {"type": "string", "enum": ["exposure", "track"]},
+            "kind": {"type": "string", "enum": ["exposure", "track", "usage"]},
             "time": {"type": "number", "description": "Epoch seconds (UTC)."},
             "key": _TEXT,
             "flag": _TEXT,
@@ -834,7 +835,8 @@ def _paths() -> dict[str, Any]:
         "/api/v1/ingest": {
             "post": {
                 "operationId": "ingest",
-                "summary": "Record exposures and metric events (write scope) in the server's event store; "
+                "summary": "Record exposures, metric events and flag usage (write scope) in the server's "
+                "event store; "
                 "all or none are written. The body may be gzip (Content-Encoding).",
                 "requestBody": _body(_ref("IngestRequest")),
                 "responses": {

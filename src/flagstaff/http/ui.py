@@ -35,6 +35,8 @@ Content-Security-Policy (scripts and styles from this server only, no framing).
 from __future__ import annotations
 
 import hashlib
+import logging
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -66,8 +68,11 @@ from flagstaff.http.views import (
     segment_view,
 )
 from flagstaff.stores.base import HistoryEntry, Record
+from flagstaff.usage import UsageTable, read_usage
 
 __all__ = ["routes"]
+
+log = logging.getLogger("flagstaff.http")
 
 _HERE = Path(__file__).parent
 _TEMPLATES = _HERE / "templates"
@@ -173,7 +178,21 @@ def dashboard(request: Request) -> HTMLResponse:
         owners=sorted({f.owner for f in flags if f.owner}),
         tags=sorted({t for f in flags for t in f.tags}),
         bad_documents=_bad_documents(state),
+        usage=_usage(state),
     )
+
+
+def _usage(state: ServerState) -> UsageTable | None:
+    """The last 24 hours of flag usage in the server's event store (None: no store, no
+    usage ever reported, or a store that cannot be read: the column is left out)."""
+    if state.events_db is None:
+        return None
+    try:
+        usage = read_usage(state.events_db, since=time.time() - DAY)
+    except sqlite3.Error as exc:
+        log.warning("cannot read flag usage from %s: %s", state.events_db, exc)
+        return None
+    return usage if usage is not None and usage.first is not None else None
 
 
 def _bad_documents(state: ServerState) -> list[tuple[str, str]]:
