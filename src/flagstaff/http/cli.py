@@ -75,7 +75,7 @@ def register(command: Command) -> None:
     p.add_argument("action", choices=("create", "list", "revoke"))
     p.add_argument("arg", nargs="?", metavar="NAME|ID", help="the new token's name, or the id to revoke")
     p.add_argument(
-        "--scope", choices=("read", "write", "admin"), default="read", help="(create) default read"
+        "--scope", choices=("read", "write", "approve", "admin"), default="read", help="(create) default read"
     )
     p.add_argument("--token-db", metavar="PATH", help="token database (default: beside a SQLite store)")
 

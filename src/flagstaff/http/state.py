@@ -21,7 +21,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -29,6 +29,7 @@ from starlette.requests import Request
 
 from flagstaff import forcing
 from flagstaff.admin import Admin
+from flagstaff.changes import ChangeStore, default_change_db
 from flagstaff.client import Client, Options
 from flagstaff.document import MAX_DOCUMENT_BYTES
 from flagstaff.exposures import SQLiteSink
@@ -73,6 +74,14 @@ class Settings:
     """The SQLite file ``POST /api/v1/ingest`` writes events to (:class:`flagstaff.exposures.SQLiteSink`).
     ``None``: beside a SQLite store's file (``flagstaff.db.events``), none for other stores;
     ``""``: none (the endpoint answers 501)."""
+    requires_approval: bool = False
+    """Flag and segment writes need an approved change request (``serve --requires-approval``;
+    docs/changes.md): direct writes are refused with 403, except the kill switch."""
+    changes_db: str | None = None
+    """The change request database (:class:`flagstaff.changes.ChangeStore`); ``None``: beside
+    the token database (``flagstaff.db.tokens`` -> ``flagstaff.db.changes``)."""
+    schedule_interval: float = 5.0
+    """Seconds between two looks for approved change requests whose ``apply_at`` has come."""
 
 
 class ServerState:
@@ -118,6 +127,12 @@ class ServerState:
         self.events_db = default_events_db(store.url) if events_db is None else events_db or None
         self._event_sink: SQLiteSink | None = None  # opened by the first ingest: no file until then
         self._event_sink_lock = threading.Lock()
+        self.changes = ChangeStore(self.settings.changes_db or default_change_db(tokens.path))
+        self._at_close: list[Callable[[], None]] = []
+
+    def at_close(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` first when the state closes (the app's scheduler stops this way)."""
+        self._at_close.append(fn)
 
     def admin_for(self, principal: Principal, request_id: str) -> Admin:
         """An Admin whose writes are recorded as made by ``principal`` in this request.
@@ -162,6 +177,9 @@ class ServerState:
         if self._closed:
             return
         self._closed = True
+        for fn in self._at_close:
+            fn()
+        self.changes.close()
         for token_id in self._revoke_at_close:
             self.tokens.revoke(token_id)
         self.events.stop()

@@ -11,6 +11,7 @@ One module per resource, each a handful of Starlette handlers:
 * :mod:`~flagstaff.http.api.blast`: who a new document would move, before the write;
 * :mod:`~flagstaff.http.api.report`: an experiment's results (JSON or SVG);
 * :mod:`~flagstaff.http.api.tokens`: API tokens;
+* :mod:`~flagstaff.http.api.changes`: change requests (propose, approve, apply);
 * :mod:`~flagstaff.http.api.forcing`: signed QA forcing tokens;
 * :mod:`~flagstaff.http.api.ops`: ``/healthz``, ``/metrics``, the OpenAPI document;
 * :mod:`~flagstaff.http.api._common`: what they share (errors, body, query, ``If-Match``, writes).
@@ -32,6 +33,7 @@ from starlette.routing import BaseRoute, Route
 
 from flagstaff.http.api import (
     blast,
+    changes,
     evaluate,
     events,
     flags,
@@ -81,4 +83,11 @@ def routes() -> list[BaseRoute]:
         Route(f"{PREFIX}/tokens", tokens.list_tokens, methods=["GET"]),
         Route(f"{PREFIX}/tokens", tokens.create_token, methods=["POST"]),
         Route(f"{PREFIX}/tokens/{{token_id}}", tokens.revoke_token, methods=["DELETE"]),
+        Route(f"{PREFIX}/change-requests", changes.list_requests, methods=["GET"]),
+        Route(f"{PREFIX}/change-requests", changes.propose, methods=["POST"]),
+        Route(f"{PREFIX}/change-requests/{{change_id}}", changes.get_request, methods=["GET"]),
+        Route(f"{PREFIX}/change-requests/{{change_id}}/approve", changes.approve_request, methods=["POST"]),
+        Route(f"{PREFIX}/change-requests/{{change_id}}/reject", changes.reject_request, methods=["POST"]),
+        Route(f"{PREFIX}/change-requests/{{change_id}}/cancel", changes.cancel_request, methods=["POST"]),
+        Route(f"{PREFIX}/change-requests/{{change_id}}/apply", changes.apply_request, methods=["POST"]),
     ]
