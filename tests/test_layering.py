@@ -77,6 +77,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "client",
             "aio",
             "metrics",
+            "changes",
         ),
     ),
     ("analysis", ("stats", "plots", "blast", "guard", "report")),

@@ -71,6 +71,11 @@ def register(command: Command) -> None:
     p.add_argument(
         "--stale-days", type=float, default=30.0, help="temporary flags unchanged this long are stale"
     )
+    p.add_argument(
+        "--requires-approval",
+        action="store_true",
+        help="flag writes need an approved change request (docs/changes.md); the kill switch still works",
+    )
     p = command("token", cmd_token, "API tokens: create NAME --scope S, list, revoke ID")
     p.add_argument("action", choices=("create", "list", "revoke"))
     p.add_argument("arg", nargs="?", metavar="NAME|ID", help="the new token's name, or the id to revoke")
@@ -237,7 +242,11 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
 
     documents = read_flag_set(args.seed) if args.seed else None
     sock = _bind(args.host, args.port)
-    settings = Settings(stale_days=args.stale_days, login_link_seconds=args.login_link_seconds)
+    settings = Settings(
+        stale_days=args.stale_days,
+        login_link_seconds=args.login_link_seconds,
+        requires_approval=args.requires_approval,
+    )
     try:
         app = create_app(
             args.store, open_mode=args.insecure_no_auth, token_db=args.token_db, settings=settings
