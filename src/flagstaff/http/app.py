@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from flagstaff.errors import StoreError
-from flagstaff.http import api, auth, ui
+from flagstaff.http import api, auth, changes_ui, ui
 from flagstaff.http.auth import RateLimited
 from flagstaff.http.scheduler import Scheduler
 from flagstaff.http.state import ServerState, Settings, access_log, log, state_of
@@ -70,7 +70,7 @@ def create_app(
         yield
         state.close()
 
-    routes: list[BaseRoute] = [*api.routes(), *auth.routes(), *ui.routes()]
+    routes: list[BaseRoute] = [*api.routes(), *auth.routes(), *changes_ui.routes(), *ui.routes()]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
