@@ -44,6 +44,7 @@ __all__ = [
     "ChangeRequestError",
     "ChangeStore",
     "ChangeStoreUnavailable",
+    "NoSuchChangeRequest",
     "Proposal",
     "SelfApproval",
     "Status",
@@ -85,6 +86,14 @@ class WrongStatus(ChangeRequestError):
     def __init__(self, message: str, status: Status) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NoSuchChangeRequest(NotFoundError):
+    """There is no change request with this number."""
+
+    def __init__(self, change_id: int) -> None:
+        super().__init__(f"change request #{change_id}")
+        self.args = (f"no change request #{change_id}",)
 
 
 class ChangeStoreUnavailable(StoreUnavailable):
@@ -223,7 +232,7 @@ class ChangeStore:
         """The request ``change_id`` (:class:`~flagstaff.errors.NotFoundError` if there is none)."""
         row = self._run(f"SELECT {_COLUMNS} FROM change_requests WHERE id = ?", (change_id,)).fetchone()
         if row is None:
-            raise NotFoundError(f"change request #{change_id}")
+            raise NoSuchChangeRequest(change_id)
         return _request(row)
 
     def list(
