@@ -104,6 +104,7 @@ EXTENSIONS: tuple[str, ...] = (
     "flagstaff.cli.guard",
     "flagstaff.cli.report",
     "flagstaff.cli.changes",
+    "flagstaff.cli.client_keys",
 )
 
 

@@ -855,7 +855,7 @@ def _document() -> dict[str, Any]:
             "description": "Feature flags: read, change (validated, compare-and-set, audited), evaluate.",
         },
         "security": [{"bearer": []}],
-        "paths": {**_paths(), **_change_request_paths()},
+        "paths": {**_paths(), **_change_request_paths(), **_client_paths()},
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "fst_… tokens"}
@@ -1017,4 +1017,128 @@ def _change_request_paths() -> dict[str, Any]:
             503,
             504,
         ),
+    }
+
+
+# --------------------------------------------------------------------------- client-side evaluation
+
+_CLIENT_KEY = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "created_at": {"type": "number"},
+        "revoked_at": _NUM_OR_NULL,
+        "active": {"type": "boolean"},
+        "key": {"type": "string", "description": "(create only) the fsc_… key, shown once."},
+    },
+    "required": ["id", "name", "created_at", "active"],
+}
+_CLIENT_ANSWER = {
+    "type": "object",
+    "properties": {
+        "flags": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {"enabled": {"type": "boolean"}, "variant": _STR_OR_NULL, "value": _ANY},
+                "required": ["enabled", "variant", "value"],
+            },
+        }
+    },
+    "required": ["flags"],
+}
+
+
+def _client_paths() -> dict[str, Any]:
+    public: list[dict[str, Any]] = []  # a public client key (fsc_…), not an API token
+    etag = {
+        "ETag": {
+            "description": "A hash of the answer: send it as If-None-Match.",
+            "schema": {"type": "string"},
+        }
+    }
+    answers = {
+        "200": _json(_CLIENT_ANSWER, "The client-visible flags' decisions.", etag),
+        "304": {"description": "Not modified (If-None-Match matched)."},
+        **_errors(400, 401, 413, 429, 503),
+    }
+    summary = (
+        "Decisions (enabled, variant, value) of the flags with client_visible: true, for a context; "
+        "Authorization: Bearer fsc_… (a public client key). Limited per key and per address."
+    )
+    return {
+        "/api/v1/client/evaluate": {
+            "get": {
+                "operationId": "clientEvaluateGet",
+                "summary": summary,
+                "security": public,
+                "parameters": [
+                    {
+                        "name": "context",
+                        "in": "query",
+                        "required": False,
+                        "description": "The context, as JSON.",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": answers,
+            },
+            "post": {
+                "operationId": "clientEvaluate",
+                "summary": summary,
+                "security": public,
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "properties": {"context": {"type": "object", "nullable": True}},
+                        "additionalProperties": False,
+                    }
+                ),
+                "responses": answers,
+            },
+            "options": {
+                "operationId": "clientEvaluatePreflight",
+                "summary": "CORS preflight: allowed for the origins of serve --client-origins.",
+                "security": public,
+                "responses": {"204": {"description": "The CORS headers (none for an origin not allowed)."}},
+            },
+        },
+        "/api/v1/client-keys": {
+            "get": {
+                "operationId": "listClientKeys",
+                "summary": "Client keys (never the keys themselves). Admin scope.",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"client_keys": {"type": "array", "items": _CLIENT_KEY}},
+                        },
+                        "Client keys.",
+                    ),
+                    **_errors(400, *_AUTH, 503),
+                },
+            },
+            "post": {
+                "operationId": "createClientKey",
+                "summary": "A new public client key; it is in the answer, once. Admin scope.",
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "properties": {"name": {"type": "string", "minLength": 1, "pattern": "\\S"}},
+                        "required": ["name"],
+                        "additionalProperties": False,
+                    }
+                ),
+                "responses": {"201": _json(_CLIENT_KEY, "Created."), **_errors(400, *_AUTH, 413, 503)},
+            },
+        },
+        "/api/v1/client-keys/{key_id}": {
+            "parameters": [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "delete": {
+                "operationId": "revokeClientKey",
+                "summary": "Revoke a client key: it stops working at once. Admin scope.",
+                "responses": {"200": _json(_CLIENT_KEY, "Revoked."), **_errors(400, *_AUTH, 404, 503)},
+            },
+        },
     }

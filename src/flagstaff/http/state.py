@@ -33,6 +33,7 @@ from flagstaff.changes import ChangeStore, default_change_db
 from flagstaff.client import Client, Options
 from flagstaff.document import MAX_DOCUMENT_BYTES
 from flagstaff.exposures import SQLiteSink
+from flagstaff.http.clientside import ClientKeyStore, ClientSide, TokenBuckets
 from flagstaff.http.events import EventBroker
 from flagstaff.http.metrics import Metrics
 from flagstaff.http.tokens import Permission, Principal, TokenStore
@@ -82,6 +83,8 @@ class Settings:
     the token database (``flagstaff.db.tokens`` -> ``flagstaff.db.changes``)."""
     schedule_interval: float = 5.0
     """Seconds between two looks for approved change requests whose ``apply_at`` has come."""
+    clientside: ClientSide = field(default_factory=ClientSide)
+    """Client-side evaluation (``/api/v1/client/evaluate``): CORS origins and rate limits."""
 
 
 class ServerState:
@@ -129,6 +132,10 @@ class ServerState:
         self._event_sink_lock = threading.Lock()
         self.changes = ChangeStore(self.settings.changes_db or default_change_db(tokens.path))
         self._at_close: list[Callable[[], None]] = []
+        client = self.settings.clientside
+        self.client_keys = ClientKeyStore(tokens.path)  # public client keys: their own table
+        self.client_key_buckets = TokenBuckets(client.key_rate, client.key_burst)
+        self.client_address_buckets = TokenBuckets(client.address_rate, client.address_burst)
 
     def at_close(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` first when the state closes (the app's scheduler stops this way)."""
@@ -180,6 +187,7 @@ class ServerState:
         for fn in self._at_close:
             fn()
         self.changes.close()
+        self.client_keys.close()
         for token_id in self._revoke_at_close:
             self.tokens.revoke(token_id)
         self.events.stop()

@@ -12,6 +12,7 @@ One module per resource, each a handful of Starlette handlers:
 * :mod:`~flagstaff.http.api.report`: an experiment's results (JSON or SVG);
 * :mod:`~flagstaff.http.api.tokens`: API tokens;
 * :mod:`~flagstaff.http.api.changes`: change requests (propose, approve, apply);
+* :mod:`~flagstaff.http.api.client`: client-side evaluation with public client keys, and those keys;
 * :mod:`~flagstaff.http.api.forcing`: signed QA forcing tokens;
 * :mod:`~flagstaff.http.api.ops`: ``/healthz``, ``/metrics``, the OpenAPI document;
 * :mod:`~flagstaff.http.api._common`: what they share (errors, body, query, ``If-Match``, writes).
@@ -34,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 from flagstaff.http.api import (
     blast,
     changes,
+    client,
     evaluate,
     events,
     flags,
@@ -90,4 +92,8 @@ def routes() -> list[BaseRoute]:
         Route(f"{PREFIX}/change-requests/{{change_id}}/reject", changes.reject_request, methods=["POST"]),
         Route(f"{PREFIX}/change-requests/{{change_id}}/cancel", changes.cancel_request, methods=["POST"]),
         Route(f"{PREFIX}/change-requests/{{change_id}}/apply", changes.apply_request, methods=["POST"]),
+        Route(f"{PREFIX}/client/evaluate", client.client_evaluate, methods=["GET", "POST", "OPTIONS"]),
+        Route(f"{PREFIX}/client-keys", client.list_client_keys, methods=["GET"]),
+        Route(f"{PREFIX}/client-keys", client.create_client_key, methods=["POST"]),
+        Route(f"{PREFIX}/client-keys/{{key_id}}", client.revoke_client_key, methods=["DELETE"]),
     ]
