@@ -33,10 +33,10 @@ from typing import Any
 
 from flagstaff.admin import Admin
 from flagstaff.changes import ChangeRequest, ChangeRequestError, WrongStatus
-from flagstaff.document import decode_document, encode_document
+from flagstaff.document import encode_document
 from flagstaff.errors import ConflictError, StoreUnavailable, ValidationError
 from flagstaff.http.api._common import write
-from flagstaff.http.present import json_changes
+from flagstaff.http.present import document_or_text, json_changes
 from flagstaff.http.state import ServerState, audit_log
 
 __all__ = ["Scheduler", "StaleProposal", "apply_change", "base_document", "change_author", "stale_details"]
@@ -71,10 +71,10 @@ def base_document(state: ServerState, change: ChangeRequest) -> Any:
         return None
     record = state.store.get(name)
     if record is not None and record.version == version:
-        return decode_document(record.raw)
+        return document_or_text(record.raw)
     for entry in state.store.history(name, limit=_HISTORY_DEPTH):
         if entry.version == version and entry.after is not None:
-            return decode_document(entry.after)
+            return document_or_text(entry.after)
     return None
 
 
@@ -87,7 +87,7 @@ def stale_details(state: ServerState, change: ChangeRequest) -> dict[str, Any]:
     record = state.store.get(change.flag)
     current_version = 0 if record is None else record.version
     base = base_document(state, change)
-    current = None if record is None else decode_document(record.raw)
+    current = None if record is None else document_or_text(record.raw)
     since = [
         {"version": e.version, "author": e.author, "at": e.at}
         for e in state.store.history(change.flag, limit=_HISTORY_DEPTH)

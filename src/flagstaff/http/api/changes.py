@@ -33,10 +33,9 @@ from flagstaff.changes import (
     Status,
     WrongStatus,
 )
-from flagstaff.document import decode_document
 from flagstaff.http.api._common import PREFIX, ApiError, call, fields, if_match, query, read_json, request_id
 from flagstaff.http.auth import require
-from flagstaff.http.present import json_changes
+from flagstaff.http.present import document_or_text, json_changes
 from flagstaff.http.scheduler import StaleProposal, apply_change, base_document
 from flagstaff.http.state import ServerState, audit_log, state_of
 from flagstaff.http.tokens import Permission, Principal
@@ -67,7 +66,7 @@ def parse_apply_at(value: Any) -> float | None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value) or value < 0:
-            raise ApiError(400, "'apply_at' must be a time in the future, not a negative or infinite number")
+            raise ApiError(400, "'apply_at' epoch seconds must be a finite number, 0 or more")
         return float(value)
     if isinstance(value, str):
         try:
@@ -87,7 +86,7 @@ def change_view(state: ServerState, change: ChangeRequest) -> dict[str, Any]:
     out = change.to_dict()
     record = state.store.get(change.flag)
     current_version = 0 if record is None else record.version
-    current = None if record is None else decode_document(record.raw)
+    current = None if record is None else document_or_text(record.raw)
     out["current_version"] = current_version
     out["stale"] = change.open and current_version != change.base_version
     # What the proposal changes against the version it was made on (kept in history).
@@ -110,7 +109,8 @@ async def _answer(request: Request, fn: Any, *args: Any, status: int = 200, **kw
         raise ApiError(409, str(exc), code="wrong_status", request_status=exc.status.value) from None
     except ChangeRequestError as exc:
         raise ApiError(400, str(exc)) from None
-    return JSONResponse(await call(change_view, state, change), status)
+    headers = {"Location": f"{PREFIX}/change-requests/{change.id}"} if status == 201 else None
+    return JSONResponse(await call(change_view, state, change), status, headers=headers)
 
 
 def _change_id(request: Request) -> int:
@@ -180,9 +180,7 @@ async def propose(request: Request) -> Response:
         _audit("proposed", change, principal.name)
         return change
 
-    response = await _answer(request, work, status=201)
-    response.headers["Location"] = f"{PREFIX}/change-requests/{decode_document(bytes(response.body))['id']}"
-    return response
+    return await _answer(request, work, status=201)
 
 
 async def _body(request: Request, *optional: str) -> dict[str, Any]:
