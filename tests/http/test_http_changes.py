@@ -274,3 +274,40 @@ def test_store_transitions_race_once(tmp_path: Path) -> None:
         store.close()
     assert default_change_db("/var/lib/flagstaff.db.tokens") == "/var/lib/flagstaff.db.changes"
     assert default_change_db(":memory:") == ":memory:"
+
+
+def test_a_scheduled_change_on_a_moved_flag_fails_without_writing(
+    state: ServerState, alice: TestClient, bob: TestClient
+) -> None:
+    change = propose(alice, {"percentage": 90, "users": ["qa"]}, apply_at=time.time() + 0.5)
+    bob.post(f"{CR}/{change['id']}/approve").raise_for_status()
+    assert bob.patch("/api/v1/flags/checkout", json={"op": "kill"}).status_code == 200
+    deadline = time.monotonic() + 20
+    while state.changes.get(change["id"]).status is Status.APPROVED:
+        assert time.monotonic() < deadline, "the scheduler did not look at the change"
+        time.sleep(0.05)
+    failed = state.changes.get(change["id"])
+    assert failed.status is Status.FAILED and failed.closed_by == "scheduler"
+    record = state.store.get("checkout")
+    assert record is not None and record.version == 2 and json.loads(record.raw)["enabled"] is False
+
+
+def test_the_flag_page_offers_a_proposal_only_when_approval_is_required(
+    app: Starlette, tmp_path: Path
+) -> None:
+    page = client(app, Permission.WRITE, "w").get("/flags/checkout", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and 'id="propose-panel"' in page.text
+    assert "Change requests" in page.text  # the header's link
+    plain = create_app(f"sqlite:///{tmp_path}/plain.db")
+    try:
+        plain.state.flagstaff.admin.set("checkout", 10)
+        other = client(plain, Permission.WRITE, "w").get("/flags/checkout", headers={"Accept": "text/html"})
+        assert other.status_code == 200 and 'id="propose-panel"' not in other.text
+        listing = client(plain, Permission.READ, "r").get("/change-requests", headers={"Accept": "text/html"})
+        assert listing.status_code == 200 and "No change requests" in listing.text
+        missing = client(plain, Permission.READ, "r").get(
+            "/change-requests/42", headers={"Accept": "text/html"}
+        )
+        assert missing.status_code == 404
+    finally:
+        plain.state.flagstaff.close()
