@@ -211,18 +211,30 @@ class ChangeStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        try:
-            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-            if path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise ChangeStoreUnavailable(f"cannot open the change request database {path}: {exc}") from None
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    def _connection(self) -> sqlite3.Connection:
+        # Opened at first use, not at start: a server whose change database cannot be created
+        # (a read-only directory) still serves everything else, and answers 503 for requests.
+        if self._closed:
+            raise ChangeStoreUnavailable(f"the change request database {self.path} is closed")
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+            try:
+                if self.path != ":memory:":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+            except sqlite3.Error:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
 
     def _run(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
         try:
             with self._lock:
-                return self._conn.execute(sql, params)
+                return self._connection().execute(sql, params)
         except sqlite3.Error as exc:
             raise ChangeStoreUnavailable(f"the change request database {self.path}: {exc}") from None
 
@@ -346,7 +358,9 @@ class ChangeStore:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
 
     # -- helpers -------------------------------------------------------------------
 

@@ -311,3 +311,17 @@ def test_the_flag_page_offers_a_proposal_only_when_approval_is_required(
         assert missing.status_code == 404
     finally:
         plain.state.flagstaff.close()
+
+
+def test_a_change_database_that_cannot_be_opened_is_503_and_nothing_else_breaks(tmp_path: Path) -> None:
+    settings = Settings(changes_db=str(tmp_path / "missing" / "dir" / "x.changes"), schedule_interval=0.05)
+    app = create_app(f"sqlite:///{tmp_path}/flags.db", settings=settings)
+    try:
+        writer = client(app, Permission.WRITE, "w")
+        assert writer.post("/api/v1/flags", json={"name": "f", "document": "on"}).status_code == 201
+        refused = writer.post(CR, json={"flag": "f", "document": "off"})
+        assert refused.status_code == 503 and "change request database" in refused.json()["error"]
+        assert writer.get(CR).status_code == 503
+        time.sleep(0.2)  # the scheduler meets the same error and carries on
+    finally:
+        app.state.flagstaff.close()

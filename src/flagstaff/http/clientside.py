@@ -115,16 +115,28 @@ class ClientKeyStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        try:
-            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-            self._conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open the client key table in {path}: {exc}") from None
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    def _connection(self) -> sqlite3.Connection:
+        # Opened at first use: a token database that cannot take the new table (read-only)
+        # leaves the rest of the server working; client evaluation then answers 503.
+        if self._closed:
+            raise StoreUnavailable(f"the client key table in {self.path} is closed")
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+            try:
+                conn.executescript(_SCHEMA)
+            except sqlite3.Error:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
 
     def _run(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
         try:
             with self._lock:
-                return self._conn.execute(sql, params)
+                return self._connection().execute(sql, params)
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as exc:
@@ -177,7 +189,9 @@ class ClientKeyStore:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
 
 
 class TokenBuckets:
