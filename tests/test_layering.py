@@ -78,6 +78,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "aio",
             "metrics",
             "usage",
+            "changes",
         ),
     ),
     ("analysis", ("stats", "plots", "blast", "guard", "report")),

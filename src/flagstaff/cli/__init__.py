@@ -104,6 +104,8 @@ EXTENSIONS: tuple[str, ...] = (
     "flagstaff.cli.blast",
     "flagstaff.cli.guard",
     "flagstaff.cli.report",
+    "flagstaff.cli.changes",
+    "flagstaff.cli.client_keys",
 )
 
 

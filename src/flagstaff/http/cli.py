@@ -79,11 +79,23 @@ def register(command: Command) -> None:
         help="check and enforce every flag's guardrails from the event store every S seconds "
         "(default 60; 0: off)",
     )
+    p.add_argument(
+        "--requires-approval",
+        action="store_true",
+        help="flag writes need an approved change request (docs/changes.md); the kill switch still works",
+    )
+    p.add_argument(
+        "--client-origins",
+        metavar="ORIGINS",
+        default="",
+        help="origins (comma-separated, or '*') whose pages may call /api/v1/client/evaluate "
+        "(docs/clientside.md)",
+    )
     p = command("token", cmd_token, "API tokens: create NAME --scope S, list, revoke ID")
     p.add_argument("action", choices=("create", "list", "revoke"))
     p.add_argument("arg", nargs="?", metavar="NAME|ID", help="the new token's name, or the id to revoke")
     p.add_argument(
-        "--scope", choices=("read", "write", "admin"), default="read", help="(create) default read"
+        "--scope", choices=("read", "write", "approve", "admin"), default="read", help="(create) default read"
     )
     p.add_argument("--token-db", metavar="PATH", help="token database (default: beside a SQLite store)")
 
@@ -247,10 +259,18 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
 
     documents = read_flag_set(args.seed) if args.seed else None
     sock = _bind(args.host, args.port)
+    from flagstaff.http.clientside import ClientSide
+
+    try:
+        clientside = ClientSide(origins=tuple(o.strip() for o in args.client_origins.split(",") if o.strip()))
+    except ValueError as exc:
+        raise _usage(f"--client-origins: {exc}") from None
     settings = Settings(
         stale_days=args.stale_days,
         login_link_seconds=args.login_link_seconds,
         guard_interval=args.guard_interval,
+        requires_approval=args.requires_approval,
+        clientside=clientside,
     )
     try:
         app = create_app(

@@ -10,6 +10,8 @@ Three pages, each rendered by Jinja2 from the store as it is now:
   experiment editor, the JSON document, and its history with diffs and rollback;
 * ``/changes``: recent changes to every flag and segment;
 * ``/segments``: every segment with its description and how many flags use it;
+* ``/change-requests`` and ``/change-requests/{id}``: proposals awaiting approval
+  (:mod:`flagstaff.http.changes_ui`);
 * ``/segments/{name}``: one segment: its JSON document (edited with the same
   checks as a flag's), the flags that use it, its history, and delete (refused,
   with the flags listed, while any uses it).
@@ -70,7 +72,7 @@ from flagstaff.http.views import (
 from flagstaff.stores.base import HistoryEntry, Record
 from flagstaff.usage import UsageTable, read_usage
 
-__all__ = ["routes"]
+__all__ = ["render", "routes"]
 
 log = logging.getLogger("flagstaff.http")
 
@@ -133,10 +135,17 @@ def _render(request: Request, template: str, status: int = 200, **context: Any) 
         principal_scope=principal.scope.label,
         can_write=principal.scope >= Permission.WRITE,
         can_logout=principal.via == "session",
+        requires_approval=state_of(request).settings.requires_approval,
         **context,
     )
     headers = {"Cache-Control": "no-store", "Content-Security-Policy": _CSP, "Referrer-Policy": "same-origin"}
     return HTMLResponse(html, status, headers=headers)
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A dashboard page from ``template``, for page modules beside this one
+    (:mod:`flagstaff.http.changes_ui`): the layout's context, headers and access check included."""
+    return _render(request, template, status, **context)
 
 
 def _last_changes(state: ServerState, names: Iterable[str]) -> dict[str, HistoryEntry]:
