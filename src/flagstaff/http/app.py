@@ -33,8 +33,9 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from flagstaff.errors import StoreError
-from flagstaff.http import api, auth, ui
+from flagstaff.http import api, auth, changes_ui, ui
 from flagstaff.http.auth import RateLimited
+from flagstaff.http.scheduler import Scheduler
 from flagstaff.http.state import ServerState, Settings, access_log, log, state_of
 from flagstaff.http.tokens import Principal, TokenStore, default_token_db
 from flagstaff.stores import Store, open_store
@@ -60,13 +61,16 @@ def create_app(
     the_store = open_store(store) if isinstance(store, str) else store
     tokens = TokenStore(token_db or default_token_db(the_store.url))
     state = ServerState(the_store, tokens=tokens, open_mode=open_mode, settings=settings, owns_store=owns)
+    scheduler = Scheduler(state, state.settings.schedule_interval)  # change requests' apply_at
+    state.at_close(scheduler.stop)
+    scheduler.start()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         state.close()
 
-    routes: list[BaseRoute] = [*api.routes(), *auth.routes(), *ui.routes()]
+    routes: list[BaseRoute] = [*api.routes(), *auth.routes(), *changes_ui.routes(), *ui.routes()]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -105,8 +105,9 @@ class Permission(IntEnum):
     """
 
     READ = 1  # read flags, history, evaluate, the event stream
-    WRITE = 2  # create, change, roll back and delete flags
-    ADMIN = 3  # manage tokens
+    WRITE = 2  # create, change, roll back and delete flags; propose and apply change requests
+    APPROVE = 3  # approve or reject others' change requests (docs/changes.md)
+    ADMIN = 4  # manage tokens
 
     @property
     def label(self) -> str:
@@ -117,7 +118,7 @@ class Permission(IntEnum):
         try:
             return cls[text.upper()]
         except KeyError:
-            raise TokenError(f"unknown scope {text!r}: use read, write or admin") from None
+            raise TokenError(f"unknown scope {text!r}: use read, write, approve or admin") from None
 
 
 @dataclass(frozen=True, slots=True)
