@@ -1,7 +1,8 @@
 """Who is asking, and may they: bearer tokens, the dashboard's session, CSRF, rate limits.
 
 * API clients send ``Authorization: Bearer fst_…``. Token scopes are ordered
-  read < write < admin (:class:`~flagstaff.http.tokens.Permission`).
+  read < write < approve < admin (:class:`~flagstaff.http.roles.Permission`, the one
+  place the levels are defined).
 * The dashboard logs in with a token once (``GET /login?token=…``, the link
   ``flagstaff serve --login-link`` prints, or the form ``POST /login``) and then
   carries the cookie ``flagstaff_session``: HttpOnly, SameSite=Strict, a random

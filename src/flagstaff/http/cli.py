@@ -18,6 +18,7 @@ from typing import Any
 from flagstaff.admin import Admin, validate_documents
 from flagstaff.document import is_segment_key
 from flagstaff.errors import ConflictError
+from flagstaff.http.roles import RoleError
 from flagstaff.http.tokens import Permission, TokenError, TokenStore, default_token_db
 from flagstaff.stores import Store
 
@@ -75,7 +76,7 @@ def register(command: Command) -> None:
     p.add_argument("action", choices=("create", "list", "revoke"))
     p.add_argument("arg", nargs="?", metavar="NAME|ID", help="the new token's name, or the id to revoke")
     p.add_argument(
-        "--scope", choices=("read", "write", "admin"), default="read", help="(create) default read"
+        "--scope", choices=("read", "write", "approve", "admin"), default="read", help="(create) default read"
     )
     p.add_argument("--token-db", metavar="PATH", help="token database (default: beside a SQLite store)")
 
@@ -142,7 +143,7 @@ def cmd_token(args: argparse.Namespace, out: Any) -> int:
                 out.emit(info.to_dict())
             else:
                 out.line(f"revoked token {info.id} ({info.name!r}); it stops working at once")
-    except TokenError as exc:
+    except (TokenError, RoleError) as exc:
         raise _usage(str(exc)) from None
     except sqlite3.Error as exc:
         raise _token_db_error(path, exc) from None

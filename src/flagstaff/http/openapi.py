@@ -429,7 +429,7 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "string"},
             "name": {"type": "string"},
-            "scope": {"type": "string", "enum": ["read", "write", "admin"]},
+            "scope": {"type": "string", "enum": ["read", "write", "approve", "admin"]},
             "created_at": {"type": "number"},
             "revoked_at": _NUM_OR_NULL,
             "last_used": _NUM_OR_NULL,
@@ -443,7 +443,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "name": {"type": "string", "minLength": 1, "pattern": "\\S"},
-            "scope": {"type": "string", "enum": ["read", "write", "admin"]},
+            "scope": {"type": "string", "enum": ["read", "write", "approve", "admin"]},
         },
         "required": ["name", "scope"],
         "additionalProperties": False,

@@ -32,10 +32,10 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from enum import IntEnum
 from urllib.parse import urlsplit
 
 from flagstaff.errors import FlagstaffError, StoreUnavailable
+from flagstaff.http.roles import Permission
 
 __all__ = [
     "Permission",
@@ -94,30 +94,6 @@ class TokenError(FlagstaffError):
 
 class TokenStoreUnavailable(StoreUnavailable):
     """The token database cannot be written (disk full, I/O error, locked)."""
-
-
-class Permission(IntEnum):
-    """What a token may do; each permission includes the ones below it.
-
-    Stored, listed and given on the command line as the token's *scope*
-    (``--scope write``); the class is named for what it is, so that "scope"
-    in the Python API means only the request view (:class:`flagstaff.Scope`).
-    """
-
-    READ = 1  # read flags, history, evaluate, the event stream
-    WRITE = 2  # create, change, roll back and delete flags
-    ADMIN = 3  # manage tokens
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @classmethod
-    def parse(cls, text: str) -> Permission:
-        try:
-            return cls[text.upper()]
-        except KeyError:
-            raise TokenError(f"unknown scope {text!r}: use read, write or admin") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from flagstaff.http.api._common import ApiError, fields, query, read_json
 from flagstaff.http.auth import require
+from flagstaff.http.roles import RoleError
 from flagstaff.http.state import state_of
 from flagstaff.http.tokens import Permission, TokenError
 
@@ -34,7 +35,7 @@ async def create_token(request: Request) -> Response:
     try:
         permission = Permission.parse(body["scope"])
         info, secret = state_of(request).tokens.create(body["name"], permission)
-    except TokenError as exc:
+    except (TokenError, RoleError) as exc:
         raise ApiError(400, str(exc)) from None
     return JSONResponse({**info.to_dict(), "token": secret}, 201)
 
