@@ -21,7 +21,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -34,7 +34,15 @@ from starlette.types import Scope as ASGIScope
 
 from flagstaff.errors import StoreError
 from flagstaff.http import api, auth, ui
+from flagstaff.http.api import envs as envs_api
 from flagstaff.http.auth import RateLimited
+from flagstaff.http.environments import (
+    DEFAULT,
+    EnvironmentError_,
+    EnvironmentRouter,
+    Environments,
+    check_name,
+)
 from flagstaff.http.state import ServerState, Settings, access_log, log, state_of
 from flagstaff.http.tokens import Principal, TokenStore, default_token_db
 from flagstaff.stores import Store, open_store
@@ -43,7 +51,7 @@ __all__ = ["JsonFormatter", "ServerState", "Settings", "create_app"]
 
 
 def create_app(
-    store: Store | str,
+    store: Store | str | Mapping[str, Store | str],
     *,
     open_mode: bool = False,
     token_db: str | None = None,
@@ -51,29 +59,59 @@ def create_app(
 ) -> Starlette:
     """The flagstaff server app over ``store`` (a Store, or a URL to open).
 
+    ``store`` may also be a mapping of environment name -> Store or URL (see
+    :mod:`flagstaff.http.environments`): the first is the default environment, served
+    at the usual URLs, and every one under ``/envs/NAME`` and ``/api/v1/envs/NAME``.
     ``open_mode`` lets local requests in as admin without a token
     (``flagstaff serve --insecure-no-auth``; see :func:`~flagstaff.http.auth.insecure_local`
     for what counts as local); ``token_db`` is the token database's path
-    (default: beside a SQLite store, see :func:`~flagstaff.http.tokens.default_token_db`).
+    (default: beside the default environment's SQLite store, see
+    :func:`~flagstaff.http.tokens.default_token_db`).
     """
-    owns = isinstance(store, str)
-    the_store = open_store(store) if isinstance(store, str) else store
-    tokens = TokenStore(token_db or default_token_db(the_store.url))
-    state = ServerState(the_store, tokens=tokens, open_mode=open_mode, settings=settings, owns_store=owns)
+    given = dict(store) if isinstance(store, Mapping) else {DEFAULT: store}
+    if not given:
+        raise EnvironmentError_("create_app needs at least one environment")
+    for name in given:
+        check_name(name)
+    states: dict[str, ServerState] = {}
+    tokens: TokenStore | None = None
+    try:
+        for name, each in given.items():
+            the_store = open_store(each) if isinstance(each, str) else each
+            if tokens is None:
+                tokens = TokenStore(token_db or default_token_db(the_store.url))
+            state = ServerState(
+                the_store,
+                tokens=tokens,
+                open_mode=open_mode,
+                settings=settings,
+                owns_store=isinstance(each, str),
+            )
+            if states:  # one rate limiter for all: guessing is not N times faster with N environments
+                state.limiter = next(iter(states.values())).limiter
+            states[name] = state
+    except BaseException:
+        for opened in states.values():
+            opened.close()
+        raise
+    environments = Environments(states)
+    state = states[environments.default]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        state.close()
+        environments.close()
 
-    routes: list[BaseRoute] = [*api.routes(), *auth.routes(), *ui.routes()]
+    routes: list[BaseRoute] = [*api.routes(), *envs_api.routes(), *auth.routes(), *ui.routes()]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, StoreError: _store_error},  # type: ignore[dict-item]
     )
     app.state.flagstaff = state
+    app.state.environments = environments
     app.add_middleware(RequestContext, state=state)
+    app.add_middleware(EnvironmentRouter, environments=environments)  # outermost: before everything
     return app
 
 

@@ -30,6 +30,7 @@ into a redirect to ``/login`` by the app's error handler.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import html
@@ -43,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from flagstaff.http.environments import BASE_KEY, DEFAULT, ENV_KEY
 from flagstaff.http.state import ServerState, state_of
 from flagstaff.http.tokens import Permission, Principal
 
@@ -84,11 +86,21 @@ def require(request: Request, permission: Permission = Permission.READ) -> Princ
     if principal is None:
         principal = authenticate(request)
         request.state.principal = principal
-    if principal.scope < permission:
-        raise HTTPException(
-            403, f"this needs a {permission.label} token; {principal.name!r} has {principal.scope.label}"
-        )
-    return principal
+    env = request.scope.get(ENV_KEY)
+    if not isinstance(env, str) or principal.grants is None:  # one level everywhere (the common case)
+        level: Permission | None = principal.scope
+    else:
+        level = principal.level_in(env)
+    where = "" if env in (None, DEFAULT) else f" in environment {env!r}"
+    if level is None:
+        raise HTTPException(403, f"{principal.name!r} has no access{where}")
+    if level < permission:
+        if principal.via == "user":
+            message = f"this needs the {permission.role} role; {principal.name!r} is {level.role}{where}"
+        else:
+            message = f"this needs a {permission.label} token; {principal.name!r} has {level.label}{where}"
+        raise HTTPException(403, message)
+    return principal if level == principal.scope else dataclasses.replace(principal, scope=level)
 
 
 def authenticate(request: Request) -> Principal:
@@ -207,6 +219,12 @@ def _root(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/") + "/"
 
 
+def _base(request: Request) -> str:
+    """The app's own root (before an environment's ``/envs/NAME``): the session cookie's path,
+    so one log-in serves every environment."""
+    return str(request.scope.get(BASE_KEY, request.scope.get("root_path", ""))).rstrip("/") + "/"
+
+
 _LOGIN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>flagstaff: log in</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
@@ -255,7 +273,7 @@ async def _log_in(request: Request, token: str) -> Response:
         COOKIE,
         session,
         max_age=SESSION_SECONDS,
-        path=_root(request),
+        path=_base(request),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -298,7 +316,7 @@ async def logout(request: Request) -> Response:
         # Revoked server-side: a copy of the cookie kept anywhere stops working too.
         await run_in_threadpool(state_of(request).tokens.end_session, cookie)
     response = RedirectResponse(_root(request) + "login", status_code=303)
-    response.delete_cookie(COOKIE, path=_root(request), httponly=True, samesite="strict")
+    response.delete_cookie(COOKIE, path=_base(request), httponly=True, samesite="strict")
     return response
 
 

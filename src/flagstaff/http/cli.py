@@ -18,6 +18,13 @@ from typing import Any
 from flagstaff.admin import Admin, validate_documents
 from flagstaff.document import is_segment_key
 from flagstaff.errors import ConflictError
+from flagstaff.http.environments import (
+    EnvironmentError_,
+    check_name,
+    checked,
+    load_environments,
+    parse_environment,
+)
 from flagstaff.http.roles import RoleError
 from flagstaff.http.tokens import Permission, TokenError, TokenStore, default_token_db
 from flagstaff.stores import Store
@@ -62,6 +69,19 @@ def register(command: Command) -> None:
         metavar="S",
         help="how long the --login-link can be used, once (default 600)",
     )
+    p.add_argument(
+        "--env",
+        action="append",
+        metavar="NAME=URL",
+        dest="envs",
+        help="serve environment NAME over store URL (repeatable; the first is the default, "
+        "served at the usual URLs; others under /envs/NAME and /api/v1/envs/NAME)",
+    )
+    p.add_argument(
+        "--environments",
+        metavar="FILE",
+        help='environments from a JSON file: {"production": "URL", "staging": "URL"} (first: default)',
+    )
     p.add_argument("--seed", metavar="FILE", help="create the flags in FILE that do not exist yet")
     p.add_argument("--login-link", action="store_true", help="print a dashboard link with a new admin token")
     p.add_argument("--token-db", metavar="PATH", help="token database (default: beside a SQLite store)")
@@ -79,6 +99,13 @@ def register(command: Command) -> None:
         "--scope", choices=("read", "write", "approve", "admin"), default="read", help="(create) default read"
     )
     p.add_argument("--token-db", metavar="PATH", help="token database (default: beside a SQLite store)")
+    p.add_argument(
+        "--env",
+        action="append",
+        metavar="NAME",
+        dest="envs",
+        help="(create) limit the token to environment NAME (repeatable; default: every environment)",
+    )
 
 
 def _port(text: str) -> int:
@@ -119,7 +146,8 @@ def cmd_token(args: argparse.Namespace, out: Any) -> int:
         if args.action == "create":
             if not args.arg:
                 raise _usage("token create needs a NAME (who or what will use the token)")
-            info, secret = tokens.create(args.arg, Permission.parse(args.scope))
+            envs = [check_name(e) for e in args.envs] if args.envs else None
+            info, secret = tokens.create(args.arg, Permission.parse(args.scope), environments=envs)
             if out.json:
                 out.emit({**info.to_dict(), "token": secret})
             else:
@@ -133,8 +161,8 @@ def cmd_token(args: argparse.Namespace, out: Any) -> int:
                 out.emit([t.to_dict() for t in listed])
             else:
                 rows = [[t.id, t.name, t.scope.label, _when(t.created_at), _when(t.revoked_at),
-                         _when(t.last_used)] for t in listed]  # fmt: skip
-                out.table(["id", "name", "scope", "created", "revoked", "last used"], rows)
+                         _when(t.last_used), ",".join(t.environments or ("*",))] for t in listed]  # fmt: skip
+                out.table(["id", "name", "scope", "created", "revoked", "last used", "environments"], rows)
         else:
             if not args.arg:
                 raise _usage("token revoke needs the token's ID (see: flagstaff token list)")
@@ -143,7 +171,7 @@ def cmd_token(args: argparse.Namespace, out: Any) -> int:
                 out.emit(info.to_dict())
             else:
                 out.line(f"revoked token {info.id} ({info.name!r}); it stops working at once")
-    except (TokenError, RoleError) as exc:
+    except (TokenError, RoleError, EnvironmentError_) as exc:
         raise _usage(str(exc)) from None
     except sqlite3.Error as exc:
         raise _token_db_error(path, exc) from None
@@ -237,15 +265,18 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
     from flagstaff.cli._files import read_flag_set
 
     documents = read_flag_set(args.seed) if args.seed else None
+    stores = _environments(args)
+    default_url = args.store if isinstance(stores, str) else next(iter(stores.values()))
     sock = _bind(args.host, args.port)
     settings = Settings(stale_days=args.stale_days, login_link_seconds=args.login_link_seconds)
     try:
-        app = create_app(
-            args.store, open_mode=args.insecure_no_auth, token_db=args.token_db, settings=settings
-        )
+        app = create_app(stores, open_mode=args.insecure_no_auth, token_db=args.token_db, settings=settings)
     except sqlite3.Error as exc:
         sock.close()
-        raise _token_db_error(args.token_db or default_token_db(args.store), exc) from None
+        raise _token_db_error(args.token_db or default_token_db(default_url), exc) from None
+    except BaseException:
+        sock.close()
+        raise
     state = app.state.flagstaff
     try:
         if documents is not None:
@@ -278,6 +309,18 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
         state.close()
         sock.close()
     return 0
+
+
+def _environments(args: argparse.Namespace) -> str | dict[str, str]:
+    """The store URL, or the environments ``--env``/``--environments`` name (in order)."""
+    try:
+        envs = load_environments(args.environments) if args.environments else []
+        envs += [parse_environment(text) for text in args.envs or ()]
+        if not envs:
+            return str(args.store)
+        return {e.name: e.url for e in checked(envs)}
+    except EnvironmentError_ as exc:
+        raise _usage(str(exc)) from None
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -261,6 +261,10 @@ class RateLimiter:
 
 
 def state_of(request: Request) -> ServerState:
-    """The state of the app serving ``request``."""
-    state: ServerState = request.app.state.flagstaff
+    """The state of the environment serving ``request`` (the app's own state outside
+    :class:`~flagstaff.http.environments.EnvironmentRouter`)."""
+    # "flagstaff_state" is flagstaff.http.environments.STATE_KEY (that module imports this one).
+    state: ServerState | None = request.scope.get("flagstaff_state")
+    if state is None:
+        state = request.app.state.flagstaff
     return state

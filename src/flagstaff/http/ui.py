@@ -49,7 +49,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from flagstaff.document import is_segment_key, printable_text, segment_key, segment_name
-from flagstaff.http import auth
+from flagstaff.http import auth, environments
 from flagstaff.http.present import segment_users
 from flagstaff.http.state import ServerState, state_of
 from flagstaff.http.tokens import Permission
@@ -126,11 +126,20 @@ def _render(request: Request, template: str, status: int = 200, **context: Any) 
         principal_name=principal.name,
         principal_scope=principal.scope.label,
         can_write=principal.scope >= Permission.WRITE,
-        can_logout=principal.via == "session",
+        can_logout=principal.via in ("session", "user"),
+        environments=_switcher(request),
         **context,
     )
     headers = {"Cache-Control": "no-store", "Content-Security-Policy": _CSP, "Referrer-Policy": "same-origin"}
     return HTMLResponse(html, status, headers=headers)
+
+
+def _switcher(request: Request) -> list[dict[str, Any]]:
+    """The header's environment links: those the caller may read (none with one environment)."""
+    raw = request.state.principal
+    envs = environments.environments_of(request)
+    readable = {name: raw.level_in(name) is not None for name in envs.names}
+    return environments.switcher(request, readable)
 
 
 def _last_changes(state: ServerState, names: Iterable[str]) -> dict[str, HistoryEntry]:
