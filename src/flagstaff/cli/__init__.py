@@ -103,6 +103,7 @@ EXTENSIONS: tuple[str, ...] = (
     "flagstaff.cli.blast",
     "flagstaff.cli.guard",
     "flagstaff.cli.report",
+    "flagstaff.http.cli_teams",
 )
 
 

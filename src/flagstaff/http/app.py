@@ -45,6 +45,7 @@ from flagstaff.http.environments import (
 )
 from flagstaff.http.state import ServerState, Settings, access_log, log, state_of
 from flagstaff.http.tokens import Principal, TokenStore, default_token_db
+from flagstaff.http.users import UserStore, default_user_db
 from flagstaff.stores import Store, open_store
 
 __all__ = ["JsonFormatter", "ServerState", "Settings", "create_app"]
@@ -75,17 +76,20 @@ def create_app(
         check_name(name)
     states: dict[str, ServerState] = {}
     tokens: TokenStore | None = None
+    users: UserStore | None = None
     try:
         for name, each in given.items():
             the_store = open_store(each) if isinstance(each, str) else each
             if tokens is None:
                 tokens = TokenStore(token_db or default_token_db(the_store.url))
+                users = UserStore(default_user_db(tokens.path))
             state = ServerState(
                 the_store,
                 tokens=tokens,
                 open_mode=open_mode,
                 settings=settings,
                 owns_store=isinstance(each, str),
+                users=users,
             )
             if states:  # one rate limiter for all: guessing is not N times faster with N environments
                 state.limiter = next(iter(states.values())).limiter

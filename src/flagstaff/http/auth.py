@@ -47,8 +47,9 @@ from starlette.routing import BaseRoute, Route
 from flagstaff.http.environments import BASE_KEY, DEFAULT, ENV_KEY
 from flagstaff.http.state import ServerState, state_of
 from flagstaff.http.tokens import Permission, Principal
+from flagstaff.http.users import SESSION_PREFIX
 
-__all__ = ["COOKIE", "Principal", "csrf_token", "insecure_local", "require", "routes"]
+__all__ = ["COOKIE", "Principal", "csrf_token", "insecure_local", "require", "routes", "session_response"]
 
 COOKIE = "flagstaff_session"
 SESSION_SECONDS = 12 * 3600
@@ -122,6 +123,13 @@ def authenticate(request: Request) -> Principal:
         state.tokens.touch(info.id)
         return Principal.of(info, "bearer")
     assert cookie is not None
+    if cookie.startswith(SESSION_PREFIX):  # a user's session (flagstaff.http.users)
+        user = state.users.session(cookie) if state.users is not None else None
+        if user is None:
+            _failed(state, address, "the session has expired or was revoked: log in again")
+        if request.method in UNSAFE:
+            _check_csrf(request, state, cookie)
+        return user.principal()
     info = state.tokens.session(cookie)
     if info is None:
         _failed(state, address, "the session has expired or was revoked: log in again")
@@ -229,12 +237,20 @@ _LOGIN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>flagstaff: log in</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
 <body><main><h1>flagstaff</h1>{message}
-<form method="post" action="{action}">
-<label for="token">API token</label>
-<input id="token" name="token" type="password" autocomplete="current-password" required>
+<form method="post" action="{action}" id="password-login">
+<label for="username">User name</label>
+<input id="username" name="username" autocomplete="username" required>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Log in</button>
 </form>
-<p>Create a token with <code>flagstaff token create NAME --scope write</code>.</p>
+{sso}<form method="post" action="{action}" id="token-login">
+<label for="token">Or an API token</label>
+<input id="token" name="token" type="password" autocomplete="off" required>
+<button type="submit">Log in with the token</button>
+</form>
+<p>Create a user with <code>flagstaff user add NAME --role editor</code>,
+or a token with <code>flagstaff token create NAME --scope write</code>.</p>
 </main></body></html>
 """
 
@@ -253,7 +269,15 @@ LOGIN_HEADERS = {
 def _login_page(request: Request, message: str = "", status: int = 200) -> HTMLResponse:
     note = f'<p role="alert">{html.escape(message)}</p>' if message else ""
     action = html.escape(str(request.scope.get("root_path", "")) + "/login")
-    return HTMLResponse(_LOGIN_PAGE.format(message=note, action=action), status, headers=LOGIN_HEADERS)
+    sso_url = getattr(request.app.state, "sso_login_url", None)
+    sso = (
+        f'<p><a id="sso-login" href="{html.escape(_base(request) + sso_url.lstrip("/"))}">'
+        "Log in with single sign-on</a></p>\n"
+        if sso_url
+        else ""
+    )
+    page = _LOGIN_PAGE.format(message=note, action=action, sso=sso)
+    return HTMLResponse(page, status, headers=LOGIN_HEADERS)
 
 
 async def _log_in(request: Request, token: str) -> Response:
@@ -268,6 +292,12 @@ async def _log_in(request: Request, token: str) -> Response:
             return page
         return _login_page(request, "That token is not valid (unknown, used, expired or revoked).", 401)
     session = await run_in_threadpool(state.tokens.open_session, info.id, SESSION_SECONDS)
+    return session_response(request, session)
+
+
+def session_response(request: Request, session: str) -> Response:
+    """The answer to a successful log-in: the session cookie (for every environment), and
+    a redirect to the pages (of the environment the log-in was made in)."""
     response = RedirectResponse(_root(request), status_code=303, headers=LOGIN_HEADERS)
     response.set_cookie(
         COOKIE,
@@ -296,7 +326,28 @@ async def login_post(request: Request) -> Response:
     if len(body) > 4096:
         raise HTTPException(413, "login form too large")
     fields = parse_qs(body.decode("utf-8", "replace"))
+    if "username" in fields or "password" in fields:
+        name = (fields.get("username") or [""])[0].strip()
+        return await _log_in_user(request, name, (fields.get("password") or [""])[0])
     return await _log_in(request, (fields.get("token") or [""])[0])
+
+
+async def _log_in_user(request: Request, name: str, password: str) -> Response:
+    state = state_of(request)
+    address = client_address(request)
+    user = None
+    if state.users is not None and name and password:
+        user = await run_in_threadpool(state.users.check_password, name, password)
+    if user is None:
+        if _note_failure(state, address):
+            await state.limiter.wait()
+            page = _login_page(request, "Too many failed attempts; try again later.", 429)
+            page.headers["Retry-After"] = str(int(max(state.limiter.blocked(address), 1.0)) + 1)
+            return page
+        return _login_page(request, "Unknown user name or wrong password.", 401)
+    assert state.users is not None
+    session = await run_in_threadpool(state.users.open_session, user.name, SESSION_SECONDS)
+    return session_response(request, session)
 
 
 async def logout(request: Request) -> Response:
@@ -314,7 +365,11 @@ async def logout(request: Request) -> Response:
         if not hmac.compare_digest(sent, _csrf_for(state_of(request), cookie)):
             raise HTTPException(403, "missing or wrong CSRF token")
         # Revoked server-side: a copy of the cookie kept anywhere stops working too.
-        await run_in_threadpool(state_of(request).tokens.end_session, cookie)
+        state = state_of(request)
+        if cookie.startswith(SESSION_PREFIX) and state.users is not None:
+            await run_in_threadpool(state.users.end_session, cookie)
+        else:
+            await run_in_threadpool(state.tokens.end_session, cookie)
     response = RedirectResponse(_root(request) + "login", status_code=303)
     response.delete_cookie(COOKIE, path=_base(request), httponly=True, samesite="strict")
     return response

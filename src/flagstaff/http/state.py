@@ -35,6 +35,7 @@ from flagstaff.exposures import SQLiteSink
 from flagstaff.http.events import EventBroker
 from flagstaff.http.metrics import Metrics
 from flagstaff.http.tokens import Permission, Principal, TokenStore
+from flagstaff.http.users import UserStore
 from flagstaff.metrics import Sample, client_samples
 from flagstaff.stores import Store
 
@@ -86,8 +87,10 @@ class ServerState:
         open_mode: bool = False,
         settings: Settings | None = None,
         owns_store: bool = False,
+        users: UserStore | None = None,
     ) -> None:
         self.store = store
+        self.users = users  # people who log in with a password (flagstaff.http.users); shared by environments
         self.settings = settings or Settings()
         self.open_mode = open_mode
         self.tokens = tokens
@@ -167,6 +170,8 @@ class ServerState:
         self.events.stop()
         self.client.close()
         self.tokens.close()
+        if self.users is not None:
+            self.users.close()
         with self._event_sink_lock:
             if self._event_sink is not None:
                 self._event_sink.close()
