@@ -49,7 +49,16 @@ from flagstaff.http.state import ServerState, state_of
 from flagstaff.http.tokens import Permission, Principal
 from flagstaff.http.users import SESSION_PREFIX
 
-__all__ = ["COOKIE", "Principal", "csrf_token", "insecure_local", "require", "routes", "session_response"]
+__all__ = [
+    "COOKIE",
+    "Principal",
+    "csrf_token",
+    "identify",
+    "insecure_local",
+    "require",
+    "routes",
+    "session_response",
+]
 
 COOKIE = "flagstaff_session"
 SESSION_SECONDS = 12 * 3600
@@ -83,10 +92,7 @@ def require(request: Request, permission: Permission = Permission.READ) -> Princ
     or a cookie-authenticated unsafe request without a valid CSRF token or from
     another origin) or 429 (too many failed attempts from this address).
     """
-    principal: Principal | None = getattr(request.state, "principal", None)
-    if principal is None:
-        principal = authenticate(request)
-        request.state.principal = principal
+    principal = identify(request)
     env = request.scope.get(ENV_KEY)
     if not isinstance(env, str) or principal.grants is None:  # one level everywhere (the common case)
         level: Permission | None = principal.scope
@@ -102,6 +108,16 @@ def require(request: Request, permission: Permission = Permission.READ) -> Princ
             message = f"this needs a {permission.label} token; {principal.name!r} has {level.label}{where}"
         raise HTTPException(403, message)
     return principal if level == principal.scope else dataclasses.replace(principal, scope=level)
+
+
+def identify(request: Request) -> Principal:
+    """The caller with its levels in every environment (401/429 as :func:`require`), whatever
+    its level in the request's environment: for answers about all of them (``GET /api/v1/envs``)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
+        principal = authenticate(request)
+        request.state.principal = principal
+    return principal
 
 
 def authenticate(request: Request) -> Principal:

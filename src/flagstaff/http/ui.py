@@ -136,7 +136,7 @@ def _render(request: Request, template: str, status: int = 200, **context: Any) 
 
 def _switcher(request: Request) -> list[dict[str, Any]]:
     """The header's environment links: those the caller may read (none with one environment)."""
-    raw = request.state.principal
+    raw = auth.identify(request)
     envs = environments.environments_of(request)
     readable = {name: raw.level_in(name) is not None for name in envs.names}
     return environments.switcher(request, readable)

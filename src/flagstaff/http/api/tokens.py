@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from flagstaff.http.api._common import ApiError, fields, query, read_json
-from flagstaff.http.auth import require
+from flagstaff.http.auth import identify, require
 from flagstaff.http.environments import environments_of
 from flagstaff.http.roles import RoleError
 from flagstaff.http.state import state_of
@@ -30,7 +30,7 @@ async def list_tokens(request: Request) -> Response:
 async def create_token(request: Request) -> Response:
     query(request)
     require(request, Permission.ADMIN)
-    principal = request.state.principal  # its levels in every environment
+    principal = identify(request)  # its levels in every environment
     body = fields(await read_json(request), ("name", "scope"), ("environments",))
     if not isinstance(body["name"], str) or not isinstance(body["scope"], str):
         raise ApiError(400, "'name' and 'scope' must be strings")
