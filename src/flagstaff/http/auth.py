@@ -293,7 +293,12 @@ def _login_page(request: Request, message: str = "", status: int = 200) -> HTMLR
         else ""
     )
     page = _LOGIN_PAGE.format(message=note, action=action, sso=sso)
-    return HTMLResponse(page, status, headers=LOGIN_HEADERS)
+    headers = LOGIN_HEADERS
+    if "token" not in request.query_params:
+        # No secret in this page's URL: "same-origin" lets the browser send the real Origin with
+        # the form's POST (under "no-referrer" Chromium sends "Origin: null", which is refused).
+        headers = {**LOGIN_HEADERS, "Referrer-Policy": "same-origin"}
+    return HTMLResponse(page, status, headers=headers)
 
 
 async def _log_in(request: Request, token: str) -> Response:

@@ -33,7 +33,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flagstaff.errors import FlagstaffError
-from flagstaff.http.environments import EnvironmentError_, check_name
 from flagstaff.http.roles import Permission
 from flagstaff.http.tokens import Principal, TokenStoreUnavailable, hash_token
 
@@ -238,13 +237,9 @@ class UserStore:
 
     def set_role(self, name: str, environment: str, role: Permission | None) -> User:
         """Give ``name`` ``role`` in ``environment`` (``"*"``: every one not named); ``None`` takes it away.
-        Effective at the user's next request (sessions read the roles each time)."""
+        Effective at the user's next request (sessions read the roles each time). The caller checks
+        the environment's name (:func:`flagstaff.http.environments.check_name`; the CLI does)."""
         self._need(name)
-        if environment != "*":
-            try:
-                check_name(environment)
-            except EnvironmentError_ as exc:
-                raise UserError(str(exc)) from None
         if role is None:
             self._write(("DELETE FROM roles WHERE name = ? AND environment = ?", (name, environment)))
         else:

@@ -35,8 +35,8 @@ async def create_token(request: Request) -> Response:
     if not isinstance(body["name"], str) or not isinstance(body["scope"], str):
         raise ApiError(400, "'name' and 'scope' must be strings")
     envs = body.get("environments")
-    if envs is not None and (not isinstance(envs, list) or not all(isinstance(e, str) for e in envs)):
-        raise ApiError(400, "'environments' must be a list of environment names")
+    if "environments" in body and (not isinstance(envs, list) or not all(isinstance(e, str) for e in envs)):
+        raise ApiError(400, "'environments' must be a list of environment names (leave it out: every one)")
     known = environments_of(request).names
     unknown = [e for e in envs or () if e not in known]
     if unknown:
