@@ -52,9 +52,11 @@ from flagstaff.http.users import SESSION_PREFIX
 __all__ = [
     "COOKIE",
     "Principal",
+    "base_path",
     "csrf_token",
     "identify",
     "insecure_local",
+    "login_page",
     "require",
     "routes",
     "session_response",
@@ -243,7 +245,7 @@ def _root(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/") + "/"
 
 
-def _base(request: Request) -> str:
+def base_path(request: Request) -> str:
     """The app's own root (before an environment's ``/envs/NAME``): the session cookie's path,
     so one log-in serves every environment."""
     return str(request.scope.get(BASE_KEY, request.scope.get("root_path", ""))).rstrip("/") + "/"
@@ -282,12 +284,17 @@ LOGIN_HEADERS = {
 }
 
 
+def login_page(request: Request, message: str = "", status: int = 200) -> HTMLResponse:
+    """The login page (forms for a password and a token, and the single sign-on link if enabled)."""
+    return _login_page(request, message, status)
+
+
 def _login_page(request: Request, message: str = "", status: int = 200) -> HTMLResponse:
     note = f'<p role="alert">{html.escape(message)}</p>' if message else ""
     action = html.escape(str(request.scope.get("root_path", "")) + "/login")
     sso_url = getattr(request.app.state, "sso_login_url", None)
     sso = (
-        f'<p><a id="sso-login" href="{html.escape(_base(request) + sso_url.lstrip("/"))}">'
+        f'<p><a id="sso-login" href="{html.escape(base_path(request) + sso_url.lstrip("/"))}">'
         "Log in with single sign-on</a></p>\n"
         if sso_url
         else ""
@@ -324,7 +331,7 @@ def session_response(request: Request, session: str) -> Response:
         COOKIE,
         session,
         max_age=SESSION_SECONDS,
-        path=_base(request),
+        path=base_path(request),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -392,7 +399,7 @@ async def logout(request: Request) -> Response:
         else:
             await run_in_threadpool(state.tokens.end_session, cookie)
     response = RedirectResponse(_root(request) + "login", status_code=303)
-    response.delete_cookie(COOKIE, path=_base(request), httponly=True, samesite="strict")
+    response.delete_cookie(COOKIE, path=base_path(request), httponly=True, samesite="strict")
     return response
 
 

@@ -82,6 +82,23 @@ def register(command: Command) -> None:
         metavar="FILE",
         help='environments from a JSON file: {"production": "URL", "staging": "URL"} (first: default)',
     )
+    p.add_argument(
+        "--oidc-issuer", metavar="URL", help="single sign-on: the OpenID Connect provider (sso extra)"
+    )
+    p.add_argument("--oidc-client-id", metavar="ID", help="single sign-on: this server's client id")
+    p.add_argument(
+        "--oidc-client-secret",
+        metavar="SECRET",
+        help="single sign-on: the client secret (default $FLAGSTAFF_OIDC_CLIENT_SECRET; prefer it: "
+        "arguments are visible to other users of the host)",
+    )
+    p.add_argument("--oidc-username-claim", default="email", metavar="CLAIM", help="default email")
+    p.add_argument(
+        "--oidc-default-role",
+        metavar="ROLE",
+        help="the role, in every environment, of a user signing in for the first time (default: none)",
+    )
+    p.add_argument("--oidc-redirect-url", metavar="URL", help="the callback URL registered with the provider")
     p.add_argument("--seed", metavar="FILE", help="create the flags in FILE that do not exist yet")
     p.add_argument("--login-link", action="store_true", help="print a dashboard link with a new admin token")
     p.add_argument("--token-db", metavar="PATH", help="token database (default: beside a SQLite store)")
@@ -279,6 +296,7 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
         raise
     state = app.state.flagstaff
     try:
+        _enable_sso(app, args)
         if documents is not None:
             created = seed(state.store, documents, args.author)
             log.info("seeded %d new flag(s) from %s", len(created), args.seed, extra={"flags": created})
@@ -309,6 +327,34 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
         state.close()
         sock.close()
     return 0
+
+
+def _enable_sso(app: Any, args: argparse.Namespace) -> None:
+    """Single sign-on if ``--oidc-issuer`` is given (the sso extra)."""
+    if not args.oidc_issuer:
+        return
+    import os
+
+    try:
+        from flagstaff.http.oidc import OIDCConfig, SSOError, enable
+    except ImportError as exc:
+        raise _usage(
+            f"--oidc-issuer needs the sso extra ({exc.name}): pip install 'flagstaff[sso]'"
+        ) from None
+    secret = args.oidc_client_secret or os.environ.get("FLAGSTAFF_OIDC_CLIENT_SECRET", "")
+    try:
+        role = Permission.parse(args.oidc_default_role) if args.oidc_default_role else None
+        config = OIDCConfig(
+            args.oidc_issuer,
+            args.oidc_client_id or "",
+            secret,
+            username_claim=args.oidc_username_claim,
+            default_role=role,
+            redirect_url=args.oidc_redirect_url,
+        )
+    except (SSOError, RoleError) as exc:
+        raise _usage(str(exc)) from None
+    enable(app, config)
 
 
 def _environments(args: argparse.Namespace) -> str | dict[str, str]:

@@ -22,6 +22,7 @@ token database, a write that cannot be made raises
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import re
@@ -136,6 +137,9 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got, expected)
 
 
+# The stored "password" of a single sign-on user: not a hash, so verify_password never accepts it.
+_NO_PASSWORD = "!sso"
+
 # Checked against when the name is unknown, so that a miss costs what a wrong password costs.
 _DUMMY = hash_password("not a password", salt=b"\0" * 16)
 
@@ -194,6 +198,26 @@ class UserStore:
             )  # fmt: skip
         except sqlite3.IntegrityError:
             raise UserError(f"there is already a user named {name!r}") from None
+        return self._need(name)
+
+    def external(self, name: str, role: Permission | None) -> User:
+        """A user who signs in through single sign-on (:mod:`flagstaff.http.oidc`): created at the
+        first sign-in with no password (the form never admits it) and ``role`` in every
+        environment (``None``: no role until an admin gives one); later sign-ins change nothing."""
+        user = self.get(name)
+        if user is not None:
+            return user
+        if not _NAME.match(name):
+            raise UserError(f"the single sign-on name {name!r} cannot name a user here")
+        now = time.time()
+        grants = [] if role is None else [("INSERT INTO roles (name, environment, role) VALUES (?, ?, ?)",
+                                           (name, "*", role.role))]  # fmt: skip
+        with contextlib.suppress(sqlite3.IntegrityError):  # signed in twice at once: the other one did
+            self._write(
+                ("INSERT INTO users (name, password, created_at, changed_at) VALUES (?, ?, ?, ?)",
+                 (name, _NO_PASSWORD, now, now)),
+                *grants,
+            )  # fmt: skip
         return self._need(name)
 
     def get(self, name: str) -> User | None:
