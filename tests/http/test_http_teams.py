@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,21 @@ def test_the_default_environment_keeps_the_usual_urls_and_others_are_under_envs(
     bare = client.get("/envs/staging", follow_redirects=False)
     assert bare.status_code == 307 and bare.headers["location"] == "/envs/staging/"
     assert client.get("/envs/staging/healthz").json()["flags"] == 2
+
+
+def test_environments_can_be_namespaces_of_one_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/flags.db"
+    app = create_app({"production": url, "staging": url + "?namespace=staging"})
+    envs = app.state.environments
+    try:
+        client = TestClient(app, headers=token(app, Permission.WRITE))
+        assert client.put("/api/v1/envs/staging/flags/f", json={"document": "on"}).status_code == 201
+        assert client.get("/api/v1/flags/f").status_code == 404
+        assert client.get("/api/v1/envs/staging/flags/f").status_code == 200
+        events = [s.events_db for s in envs.states.values()]
+        assert events == [f"{tmp_path}/flags.db.events", f"{tmp_path}/flags.db.staging.events"]
+    finally:
+        envs.close()
 
 
 def test_listing_environments_gives_the_callers_level_in_each(app: Starlette) -> None:
@@ -367,3 +383,25 @@ def test_permission_levels_have_one_order_and_two_vocabularies() -> None:
     assert [p.label for p in Permission] == ["read", "write", "approve", "admin"]
     assert [p.role for p in Permission] == ["viewer", "editor", "approver", "admin"]
     assert Permission.parse("Approver") is Permission.parse("approve")
+
+
+def test_promote_counts_the_blast_radius_in_the_destination(tmp_path: Path) -> None:
+    from flagstaff.exposures import Event, EventKind, SQLiteSink
+    from flagstaff.testing import wait_until
+
+    app = create_app({"production": f"sqlite:///{tmp_path}/p.db", "staging": f"sqlite:///{tmp_path}/s.db"})
+    envs = app.state.environments
+    try:
+        production = envs.states["production"]
+        production.admin.set("checkout", {"percentage": 0})
+        envs.states["staging"].admin.set("checkout", {"percentage": 100})
+        sink = SQLiteSink(f"{tmp_path}/p.db.events")
+        sink.write([Event(EventKind.EXPOSURE, time.time() - 60, f"u{i}", "checkout") for i in range(200)])
+        sink.close()
+        wait_until(lambda: production.client.snapshot.get("checkout") is not None)
+        client = TestClient(app, headers=token(app, Permission.WRITE))
+        plan = client.post("/api/v1/envs/staging/flags/checkout/promote?to=production&dry_run=true").json()
+        assert plan["blast"]["units"] == 200 and plan["blast"]["off_to_on"] == 200
+        assert plan["blast_note"] is None
+    finally:
+        envs.close()

@@ -93,6 +93,11 @@ def create_app(
             )
             if states:  # one rate limiter for all: guessing is not N times faster with N environments
                 state.limiter = next(iter(states.values())).limiter
+            taken = {other.events_db for other in states.values()}
+            if state.events_db is not None and state.events_db in taken:
+                # Environments in one SQLite file (?namespace=) would share its .events file: each
+                # gets its own, so that ingest, reports and blast radius never mix environments.
+                state.events_db = f"{state.events_db.removesuffix('.events')}.{name}.events"
             states[name] = state
     except BaseException:
         for opened in states.values():
