@@ -405,3 +405,55 @@ def test_promote_counts_the_blast_radius_in_the_destination(tmp_path: Path) -> N
         assert plan["blast_note"] is None
     finally:
         envs.close()
+
+
+def test_flagstaff_serve_with_environments(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx2
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLAGSTAFF_")}
+    (tmp_path / "envs.json").write_text(json.dumps({"production": "sqlite:///prod.db"}))
+    out = io.StringIO()
+    assert main(["--store", f"sqlite:///{tmp_path}/prod.db", "token", "create", "ci", "--scope", "write",
+                 "--env", "staging", "--json"], stdout=out) == 0  # fmt: skip
+    secret = json.loads(out.getvalue())["token"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flagstaff", "--store", "sqlite:///prod.db", "serve", "--port", "0",
+         "--environments", "envs.json", "--env", "staging=sqlite:///staging.db"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        base = line.split()[1]
+        headers = {"Authorization": f"Bearer {secret}"}
+        with httpx2.Client(base_url=base, headers=headers, timeout=10) as client:
+            listed = client.get("/api/v1/envs").json()["environments"]
+            assert [(e["name"], e["scope"]) for e in listed] == [("production", None), ("staging", "write")]
+            assert client.put("/api/v1/envs/staging/flags/f", json={"document": "on"}).status_code == 201
+            assert client.get("/api/v1/flags/f").status_code == 403
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert "Environments: production (default)" in err
+    store = open_store(f"sqlite:///{tmp_path}/staging.db")
+    try:
+        assert store.get("f") is not None
+    finally:
+        store.close()
+
+
+def test_environments_under_a_host_app_prefix(app: Starlette) -> None:
+    from starlette.routing import Mount
+
+    host = Starlette(routes=[Mount("/flags", app=app)])
+    client = TestClient(host, headers=token(app, Permission.READ))
+    assert client.get("/flags/api/v1/envs/staging/flags/search").json()["document"] == "on"
+    assert client.get("/flags/envs/staging/api/v1/flags/search").status_code == 200
+    page = client.get("/flags/envs/staging/", headers={"Accept": "text/html"})
+    assert 'href="/flags/envs/staging/"' in page.text and 'href="/flags/" data-env="production"' in page.text

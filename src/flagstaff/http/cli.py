@@ -313,6 +313,10 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
         else:
             mode = "INSECURE: no token needed from this host" if args.insecure_no_auth else "tokens required"
             out.line(f"Serving {base} (API under {base}/api/v1; {mode})")
+        envs = app.state.environments
+        if len(envs) > 1:
+            others = ", ".join(f"{n} at {base}/envs/{n}/" for n in envs.names[1:])
+            out.note(f"Environments: {envs.default} (default) at {base}/, {others}")
         out.stdout.flush()
         served = uvicorn_options(
             forwarded_allow_ips=args.forwarded_allow_ips, header_timeout=args.header_timeout
