@@ -213,3 +213,25 @@ def test_configuration_is_checked() -> None:
         OIDCConfig("not a url", CLIENT_ID, CLIENT_SECRET)
     with pytest.raises(SSOError, match="client secret"):
         OIDCConfig("https://idp.example", CLIENT_ID, "")
+
+
+def test_without_the_sso_extra_enable_names_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    probe = f"""
+import sys
+sys.modules["joserfc"] = None
+from flagstaff.http.app import create_app
+from flagstaff.http.oidc import OIDCConfig, enable
+app = create_app("sqlite:///{tmp_path}/x.db")
+try:
+    enable(app, OIDCConfig("https://idp.example", "id", "secret"))
+except ModuleNotFoundError as exc:
+    print(exc)
+app.state.environments.close()
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "pip install 'flagstaff[sso]'" in proc.stdout, proc.stderr

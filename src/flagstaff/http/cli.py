@@ -358,7 +358,10 @@ def _enable_sso(app: Any, args: argparse.Namespace) -> None:
         )
     except (SSOError, RoleError) as exc:
         raise _usage(str(exc)) from None
-    enable(app, config)
+    try:
+        enable(app, config)
+    except ModuleNotFoundError as exc:
+        raise _usage(str(exc)) from None
 
 
 def _environments(args: argparse.Namespace) -> str | dict[str, str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import importlib
 import json
 import secrets
 import threading
@@ -39,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from flagstaff._extras import missing_extra
 from flagstaff.errors import FlagstaffError
 from flagstaff.http import auth
 from flagstaff.http.roles import Permission
@@ -307,7 +309,14 @@ def enable(app: Starlette, config: OIDCConfig) -> None:
     """Add single sign-on through ``config``'s provider to a :func:`~flagstaff.http.app.create_app` app.
 
     Nothing is fetched here: the provider's discovery document is read at the first sign-on.
+    Without the ``sso`` extra, a ModuleNotFoundError naming it, here rather than at the first sign-on.
     """
+    # joserfc first: Authlib imports it, so a missing joserfc would otherwise surface inside authlib.
+    for package, probe in (("joserfc", "joserfc.jwt"), ("authlib", "authlib.integrations.httpx_client")):
+        try:
+            importlib.import_module(probe)
+        except ModuleNotFoundError as exc:
+            raise missing_extra(exc, package, "sso", __name__) from None
     app.state.oidc = Provider(config)
     app.state.sso_login_url = LOGIN_PATH
     # Before the dashboard's catch-all pages (and the static mount): routes match in order.
