@@ -311,10 +311,10 @@ def enable(app: Starlette, config: OIDCConfig) -> None:
     Nothing is fetched here: the provider's discovery document is read at the first sign-on.
     Without the ``sso`` extra, a ModuleNotFoundError naming it, here rather than at the first sign-on.
     """
-    # joserfc first: Authlib imports it, so a missing joserfc would otherwise surface inside authlib.
-    for package, probe in (("joserfc", "joserfc.jwt"), ("authlib", "authlib.integrations.httpx_client")):
+    # Authlib last: it imports the other two, which would otherwise be reported as missing inside it.
+    for package in ("joserfc", "httpx", "authlib"):
         try:
-            importlib.import_module(probe)
+            importlib.import_module(package)
         except ModuleNotFoundError as exc:
             raise missing_extra(exc, package, "sso", __name__) from None
     app.state.oidc = Provider(config)
