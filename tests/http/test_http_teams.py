@@ -20,7 +20,7 @@ from flagstaff.http import auth
 from flagstaff.http.app import Settings, create_app
 from flagstaff.http.environments import (
     Environment,
-    EnvironmentError_,
+    EnvironmentConfigError,
     load_environments,
     parse_environment,
     split_env_path,
@@ -361,16 +361,16 @@ def test_cli_user_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_environment_options_and_files(tmp_path: Path) -> None:
     assert parse_environment("staging=sqlite:///s.db") == Environment("staging", "sqlite:///s.db")
     for bad in ("staging", "Staging=x", "=x", "a="):
-        with pytest.raises(EnvironmentError_):
+        with pytest.raises(EnvironmentConfigError):
             parse_environment(bad)
     path = tmp_path / "envs.json"
     path.write_text('[{"name": "dev", "url": "memory://"}, {"name": "prod", "url": "memory://"}]')
     assert [e.name for e in load_environments(str(path))] == ["dev", "prod"]
     path.write_text('{"dev": "memory://", "dev2": 3}')
-    with pytest.raises(EnvironmentError_, match="dev2"):
+    with pytest.raises(EnvironmentConfigError, match="dev2"):
         load_environments(str(path))
     path.write_text("[1]")
-    with pytest.raises(EnvironmentError_, match="expected an object"):
+    with pytest.raises(EnvironmentConfigError, match="expected an object"):
         load_environments(str(path))
     assert split_env_path("/api/v1/envs/qa/flags/x") == ("qa", "/api/v1/flags/x")
     assert split_env_path("/envs/qa/flags/x") == ("qa", "/flags/x")

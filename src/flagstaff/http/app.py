@@ -38,7 +38,7 @@ from flagstaff.http.api import envs as envs_api
 from flagstaff.http.auth import RateLimited
 from flagstaff.http.environments import (
     DEFAULT,
-    EnvironmentError_,
+    EnvironmentConfigError,
     EnvironmentRouter,
     Environments,
     check_name,
@@ -71,7 +71,7 @@ def create_app(
     """
     given = dict(store) if isinstance(store, Mapping) else {DEFAULT: store}
     if not given:
-        raise EnvironmentError_("create_app needs at least one environment")
+        raise EnvironmentConfigError("create_app needs at least one environment")
     for name in given:
         check_name(name)
     states: dict[str, ServerState] = {}

@@ -19,7 +19,7 @@ from flagstaff.admin import Admin, validate_documents
 from flagstaff.document import is_segment_key
 from flagstaff.errors import ConflictError
 from flagstaff.http.environments import (
-    EnvironmentError_,
+    EnvironmentConfigError,
     check_name,
     checked,
     load_environments,
@@ -188,7 +188,7 @@ def cmd_token(args: argparse.Namespace, out: Any) -> int:
                 out.emit(info.to_dict())
             else:
                 out.line(f"revoked token {info.id} ({info.name!r}); it stops working at once")
-    except (TokenError, RoleError, EnvironmentError_) as exc:
+    except (TokenError, RoleError, EnvironmentConfigError) as exc:
         raise _usage(str(exc)) from None
     except sqlite3.Error as exc:
         raise _token_db_error(path, exc) from None
@@ -372,7 +372,7 @@ def _environments(args: argparse.Namespace) -> str | dict[str, str]:
         if not envs:
             return str(args.store)
         return {e.name: e.url for e in checked(envs)}
-    except EnvironmentError_ as exc:
+    except EnvironmentConfigError as exc:
         raise _usage(str(exc)) from None
 
 

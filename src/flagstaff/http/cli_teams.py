@@ -29,7 +29,7 @@ from flagstaff.cli._output import Failed, Out, UsageError
 from flagstaff.cli._registry import Commands
 from flagstaff.errors import StoreUnavailable
 from flagstaff.http.environments import (
-    EnvironmentError_,
+    EnvironmentConfigError,
     check_name,
     load_environments,
     parse_environment,
@@ -99,7 +99,7 @@ def cmd_user(args: argparse.Namespace, out: Out) -> int:
         raise StoreUnavailable(f"cannot use the user database {path}: {exc}") from None
     try:
         return _user_action(args, out, users)
-    except (UserError, RoleError, EnvironmentError_) as exc:
+    except (UserError, RoleError, EnvironmentConfigError) as exc:
         raise UsageError(str(exc)) from None
     finally:
         users.close()
@@ -175,7 +175,7 @@ def cmd_promote(args: argparse.Namespace, out: Out) -> int:
 
     try:
         urls = _urls(args)
-    except EnvironmentError_ as exc:
+    except EnvironmentConfigError as exc:
         raise UsageError(str(exc)) from None
     source_env, source_url = _where(args.source, urls)
     target_env, target_url = _where(args.target, urls)

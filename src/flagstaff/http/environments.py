@@ -52,7 +52,7 @@ __all__ = [
     "ENV_KEY",
     "STATE_KEY",
     "Environment",
-    "EnvironmentError_",
+    "EnvironmentConfigError",
     "EnvironmentRouter",
     "Environments",
     "check_name",
@@ -79,7 +79,7 @@ BASE_KEY = "flagstaff_base"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
-class EnvironmentError_(FlagstaffError, ValueError):  # noqa: N801 (EnvironmentError is a builtin)
+class EnvironmentConfigError(FlagstaffError, ValueError):
     """An environment option, file or name is malformed, or names an unknown environment."""
 
 
@@ -94,7 +94,7 @@ class Environment:
 def check_name(name: str) -> str:
     """``name`` if it may name an environment (lower case letters, digits, ``-``, ``_``; 1 to 32)."""
     if not _NAME.match(name):
-        raise EnvironmentError_(
+        raise EnvironmentConfigError(
             f"bad environment name {name!r}: use 1 to 32 lower-case letters, digits, '-' or '_'"
         )
     return name
@@ -104,7 +104,9 @@ def parse_environment(text: str) -> Environment:
     """``NAME=URL`` (the ``--env`` option) as an :class:`Environment`."""
     name, sep, url = text.partition("=")
     if not sep or not url.strip():
-        raise EnvironmentError_(f"--env takes NAME=URL (e.g. staging=sqlite:///staging.db), not {text!r}")
+        raise EnvironmentConfigError(
+            f"--env takes NAME=URL (e.g. staging=sqlite:///staging.db), not {text!r}"
+        )
     return Environment(check_name(name.strip()), url.strip())
 
 
@@ -117,22 +119,22 @@ def load_environments(path: str) -> list[Environment]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise EnvironmentError_(f"cannot read the environments file {path}: {exc.strerror}") from None
+        raise EnvironmentConfigError(f"cannot read the environments file {path}: {exc.strerror}") from None
     except ValueError as exc:
-        raise EnvironmentError_(f"the environments file {path} is not JSON: {exc}") from None
+        raise EnvironmentConfigError(f"the environments file {path} is not JSON: {exc}") from None
     pairs: list[tuple[Any, Any]]
     if isinstance(data, dict):
         pairs = list(data.items())
     elif isinstance(data, list) and all(isinstance(i, dict) and set(i) == {"name", "url"} for i in data):
         pairs = [(i["name"], i["url"]) for i in data]
     else:
-        raise EnvironmentError_(
+        raise EnvironmentConfigError(
             f"{path}: expected an object of name -> store URL, or a list of {{name, url}} objects"
         )
     out = []
     for name, url in pairs:
         if not isinstance(name, str) or not isinstance(url, str) or not url.strip():
-            raise EnvironmentError_(f"{path}: environment {name!r} needs a store URL (a string)")
+            raise EnvironmentConfigError(f"{path}: environment {name!r} needs a store URL (a string)")
         out.append(Environment(check_name(name), url.strip()))
     return checked(out)
 
@@ -140,11 +142,11 @@ def load_environments(path: str) -> list[Environment]:
 def checked(environments: list[Environment]) -> list[Environment]:
     """``environments`` if there is at least one and no name is given twice."""
     if not environments:
-        raise EnvironmentError_("no environment given")
+        raise EnvironmentConfigError("no environment given")
     seen: set[str] = set()
     for env in environments:
         if env.name in seen:
-            raise EnvironmentError_(f"environment {env.name!r} is given twice")
+            raise EnvironmentConfigError(f"environment {env.name!r} is given twice")
         seen.add(env.name)
     return environments
 
@@ -171,7 +173,7 @@ class Environments:
 
     def __init__(self, states: Mapping[str, ServerState]) -> None:
         if not states:
-            raise EnvironmentError_("no environment given")
+            raise EnvironmentConfigError("no environment given")
         self.states = dict(states)
         self.default = next(iter(self.states))
 
