@@ -148,6 +148,10 @@ def test_an_editor_cannot_mint_tokens_and_an_admin_only_within_its_environments(
     minted = TestClient(app, headers={"Authorization": f"Bearer {made.json()['token']}"})
     assert minted.get("/api/v1/flags").status_code == 403
     assert minted.get("/api/v1/envs/staging/flags").status_code == 200
+    ci_id = made.json()["id"]
+    everyone_id = app.state.flagstaff.tokens.create("everyone", Permission.READ)[0].id
+    assert staging_admin.delete(f"/api/v1/envs/staging/tokens/{everyone_id}").status_code == 403
+    assert staging_admin.delete(f"/api/v1/envs/staging/tokens/{ci_id}").status_code == 200
     bad = staging_admin.post(
         "/api/v1/envs/staging/tokens", json={"name": "x", "scope": "read", "environments": ["qa"]}
     )
@@ -274,7 +278,7 @@ def test_roles_per_environment_are_enforced_and_history_names_the_person(app: St
         == 403
     )
     page = editor.get("/envs/staging/")
-    assert "ed (write)" in page.text and 'aria-label="Environment"' in page.text
+    assert "ed (editor)" in page.text and 'aria-label="Environment"' in page.text
 
 
 def test_a_role_change_or_removal_takes_effect_at_the_next_request(app: Starlette) -> None:

@@ -69,7 +69,7 @@ def test_password_login_switch_environments_and_roles_per_environment(teams: Das
     switcher = d.css("nav.envs")
     assert [a.text for a in switcher.find_elements(By.TAG_NAME, "a")] == ["production", "staging"]
     assert d.css("nav.envs a[aria-current]").text == "production"
-    assert "ed (read)" in d.css(".who").text
+    assert "ed (viewer)" in d.css(".who").text
     # A viewer in production: the flags, and no kill switch.
     assert "dark_mode" in d.visible_rows()
     assert d.driver.find_elements(By.CSS_SELECTOR, "button[data-action=kill]") == []
@@ -78,7 +78,7 @@ def test_password_login_switch_environments_and_roles_per_environment(teams: Das
     d.wait(lambda drv: drv.current_url.endswith("/envs/staging/"))
     d.wait_live()
     assert d.css("nav.envs a[aria-current]").text == "staging"
-    assert "ed (write)" in d.css(".who").text
+    assert "ed (editor)" in d.css(".who").text
     # An editor in staging: kill there, through the staging API, and only staging changes.
     d.row("beta_dashboard").find_element(By.CSS_SELECTOR, "button[data-action=kill]").click()
     d.confirm("Kill beta_dashboard?")

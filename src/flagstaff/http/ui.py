@@ -124,7 +124,7 @@ def _render(request: Request, template: str, status: int = 200, **context: Any) 
         events_url=f"{root}/api/v1/events",
         static_url=static_url,
         principal_name=principal.name,
-        principal_scope=principal.scope.label,
+        principal_scope=principal.scope.role if principal.via == "user" else principal.scope.label,
         can_write=principal.scope >= Permission.WRITE,
         can_logout=principal.via in ("session", "user"),
         environments=_switcher(request),

@@ -65,8 +65,17 @@ async def create_token(request: Request) -> Response:
 async def revoke_token(request: Request) -> Response:
     query(request)
     require(request, Permission.ADMIN)
+    principal = identify(request)
+    tokens = state_of(request).tokens
+    token_id = request.path_params["token_id"]
+    target = tokens.get(token_id)
+    if target is not None:  # an admin of staging does not revoke what production relies on
+        for env in target.environments or environments_of(request).names:
+            level = principal.level_in(env)
+            if level is None or level < Permission.ADMIN:
+                raise ApiError(403, f"revoking token {token_id} needs admin in {env!r}")
     try:
-        info = state_of(request).tokens.revoke(request.path_params["token_id"])
+        info = tokens.revoke(token_id)
     except TokenError as exc:
         raise ApiError(404, str(exc)) from None
     return JSONResponse(info.to_dict())
