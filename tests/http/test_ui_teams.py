@@ -98,3 +98,32 @@ def test_password_login_switch_environments_and_roles_per_environment(teams: Das
     d.wait(lambda drv: drv.find_element(By.CSS_SELECTOR, "nav.envs a[aria-current]").text == "production")
     assert d.badge("beta_dashboard") == "Partial"
     assert d.driver.find_elements(By.CSS_SELECTOR, "button[data-action=kill]") == []
+
+
+def test_promote_from_the_flag_page_refuses_a_stale_destination(teams: Dashboard) -> None:
+    d = teams
+    staging = d.app.state.environments.states["staging"]
+    production = d.app.state.environments.states["production"]
+    staging.admin.set("dark_mode", {"percentage": 40})
+    d.driver.get(f"{d.url}/login?token={d.token}")
+    d.open("/envs/staging/flags/dark_mode")
+    d.wait(lambda drv: drv.find_elements(By.ID, "promote"))
+    d.css("#promote button[type=submit]").click()
+    diff = d.wait(lambda drv: drv.find_element(By.ID, "promote-diff").text or None)
+    assert '+  "percentage": 40' in diff
+    assert d.css("#promote-summary").text.startswith("staging version")
+
+    # Someone changes production after the diff was shown: the promotion is refused, and the new
+    # difference (with their change) replaces the old one.
+    production.admin.set("dark_mode", {"percentage": 5})
+    before = production.store.get("dark_mode")
+    d.css("#promote-confirm").click()
+    d.wait(lambda drv: "Changed since you looked" in drv.find_element(By.ID, "promote-msg").text)
+    assert '-  "percentage": 5' in d.css("#promote-diff").text
+    assert production.store.get("dark_mode") == before
+
+    # Promoting again, from the new diff, goes through.
+    d.css("#promote-confirm").click()
+    d.wait(lambda drv: "Promoted to production" in drv.find_element(By.ID, "promote-msg").text)
+    record = production.store.get("dark_mode")
+    assert record is not None and json.loads(record.raw) == {"percentage": 40}
