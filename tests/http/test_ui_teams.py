@@ -111,7 +111,8 @@ def test_promote_from_the_flag_page_refuses_a_stale_destination(teams: Dashboard
     d.css("#promote button[type=submit]").click()
     diff = d.wait(lambda drv: drv.find_element(By.ID, "promote-diff").text or None)
     assert '+  "percentage": 40' in diff
-    assert d.css("#promote-summary").text.startswith("staging version")
+    summary = d.css("#promote-summary").text
+    assert summary.startswith("staging version 2") and "blast radius: nothing ingested" in summary
 
     # Someone changes production after the diff was shown: the promotion is refused, and the new
     # difference (with their change) replaces the old one.

@@ -35,7 +35,12 @@
   function show(next) {
     plan = next;
     const where = plan.target_version ? "version " + plan.target_version : "no such flag yet";
-    summary.textContent = plan.from + " version " + plan.source_version + " \u2192 " + plan.to + " (" + where + ")";
+    let radius = plan.blast_note ? " \u00b7 blast radius: " + plan.blast_note : "";
+    if (plan.blast) {
+      radius = " \u00b7 " + plan.blast.changed + " of " + plan.blast.units + " units seen in the last 7 days would change";
+    }
+    summary.textContent =
+      plan.from + " version " + plan.source_version + " \u2192 " + plan.to + " (" + where + ")" + radius;
     diff.textContent = "";
     for (const line of plan.diff) {
       const span = document.createElement("span");
