@@ -275,6 +275,9 @@ class Flag:
     reads the time from ``ctx.time``, which the evaluator sets."""
     guardrails: tuple[Guardrail, ...] = ()
     """``guardrails``, for :mod:`flagstaff.guard`."""
+    client_visible: bool = False
+    """``client_visible``: browsers and mobile apps may see this flag's decisions, through a
+    public client key (``/api/v1/client/evaluate``, docs/clientside.md). Default false."""
 
     @property
     def value(self) -> Any:
@@ -658,6 +661,7 @@ class _Builder:
             denies=extras.deny is not None and switch is not Switch.OFF,
             ramp=extras.ramp,
             guardrails=extras.guardrails,
+            client_visible=meta.get("client_visible", False),
         )
 
     # -- pieces ----------------------------------------------------------------
@@ -685,6 +689,11 @@ class _Builder:
                 meta["kind"] = Kind(doc["kind"])
             except ValueError:
                 self.problem("kind", "must be 'temporary' or 'permanent'")
+        if "client_visible" in doc:
+            if isinstance(doc["client_visible"], bool):
+                meta["client_visible"] = doc["client_visible"]
+            else:
+                self.problem("client_visible", "must be true or false")
         if "tags" in doc:
             tags = doc["tags"]
             if isinstance(tags, list) and all(isinstance(t, str) for t in tags):

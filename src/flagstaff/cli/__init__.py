@@ -55,6 +55,7 @@ from typing import Any, NoReturn, TextIO
 from flagstaff.admin import NothingToEnable, default_author
 from flagstaff.cli._output import EXIT, Failed, Out, UsageError
 from flagstaff.cli._registry import Commands, Handler
+from flagstaff.cli.blast import add_set_options
 from flagstaff.cli.demo import cmd_demo
 from flagstaff.cli.flags import (
     cmd_add_user,
@@ -103,6 +104,8 @@ EXTENSIONS: tuple[str, ...] = (
     "flagstaff.cli.blast",
     "flagstaff.cli.guard",
     "flagstaff.cli.report",
+    "flagstaff.cli.changes",
+    "flagstaff.cli.client_keys",
     "flagstaff.http.cli_teams",
 )
 
@@ -144,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("document", help="JSON, on/off, a percentage, or @FILE")
     p.add_argument("--expect", type=int, metavar="VERSION", help="only if the flag is at VERSION (0: new)")
+    add_set_options(p)  # --blast[=DAYS] --yes --events PATH (flagstaff.cli.blast)
     p = command("enable", cmd_enable, "remove a flag's kill switch")
     p.add_argument("name")
     p.add_argument("--all", action="store_true", help="turn the flag on for everyone")

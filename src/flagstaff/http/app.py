@@ -32,8 +32,9 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
 
+from flagstaff.changes import ChangeStore, default_change_db
 from flagstaff.errors import StoreError
-from flagstaff.http import api, auth, ui
+from flagstaff.http import api, auth, changes_ui, ui
 from flagstaff.http.api import envs as envs_api
 from flagstaff.http.auth import RateLimited
 from flagstaff.http.environments import (
@@ -43,6 +44,7 @@ from flagstaff.http.environments import (
     Environments,
     check_name,
 )
+from flagstaff.http.scheduler import Scheduler
 from flagstaff.http.state import ServerState, Settings, access_log, log, state_of
 from flagstaff.http.tokens import Principal, TokenStore, default_token_db
 from flagstaff.http.users import UserStore, default_user_db
@@ -93,6 +95,14 @@ def create_app(
             )
             if states:  # one rate limiter for all: guessing is not N times faster with N environments
                 state.limiter = next(iter(states.values())).limiter
+            if states:  # change requests belong to one environment: each its own database
+                state.changes.close()
+                base = (
+                    settings.changes_db if settings and settings.changes_db else None
+                ) or default_change_db(tokens.path)
+                state.changes = ChangeStore(
+                    f"{base.removesuffix('.changes')}.{name}.changes" if base != ":memory:" else base
+                )
             taken = {other.events_db for other in states.values()}
             if state.events_db is not None and state.events_db in taken:
                 # Environments in one SQLite file (?namespace=) would share its .events file: each
@@ -105,13 +115,23 @@ def create_app(
         raise
     environments = Environments(states)
     state = states[environments.default]
+    for each_state in states.values():
+        scheduler = Scheduler(each_state, each_state.settings.schedule_interval)  # change requests' apply_at
+        each_state.at_close(scheduler.stop)
+        scheduler.start()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         environments.close()
 
-    routes: list[BaseRoute] = [*api.routes(), *envs_api.routes(), *auth.routes(), *ui.routes()]
+    routes: list[BaseRoute] = [
+        *api.routes(),
+        *envs_api.routes(),
+        *auth.routes(),
+        *changes_ui.routes(),
+        *ui.routes(),
+    ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

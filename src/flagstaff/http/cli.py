@@ -109,6 +109,26 @@ def register(command: Command) -> None:
     p.add_argument(
         "--stale-days", type=float, default=30.0, help="temporary flags unchanged this long are stale"
     )
+    p.add_argument(
+        "--guard-interval",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="check and enforce every flag's guardrails from the event store every S seconds "
+        "(default 60; 0: off)",
+    )
+    p.add_argument(
+        "--requires-approval",
+        action="store_true",
+        help="flag writes need an approved change request (docs/changes.md); the kill switch still works",
+    )
+    p.add_argument(
+        "--client-origins",
+        metavar="ORIGINS",
+        default="",
+        help="origins (comma-separated, or '*') whose pages may call /api/v1/client/evaluate "
+        "(docs/clientside.md)",
+    )
     p = command("token", cmd_token, "API tokens: create NAME --scope S, list, revoke ID")
     p.add_argument("action", choices=("create", "list", "revoke"))
     p.add_argument("arg", nargs="?", metavar="NAME|ID", help="the new token's name, or the id to revoke")
@@ -278,6 +298,8 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
         raise _usage("--insecure-no-auth cannot be combined with --forwarded-allow-ips (a proxy in front)")
     if not args.header_timeout > 0 or not args.login_link_seconds > 0:
         raise _usage("--header-timeout and --login-link-seconds must be positive")
+    if not args.guard_interval >= 0:
+        raise _usage("--guard-interval must be 0 (off) or more seconds")
     _configure_logging(args.log_format, JsonFormatter, "debug" if args.debug else args.log_level)
     from flagstaff.cli._files import read_flag_set
 
@@ -285,7 +307,19 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
     stores = _environments(args)
     default_url = args.store if isinstance(stores, str) else next(iter(stores.values()))
     sock = _bind(args.host, args.port)
-    settings = Settings(stale_days=args.stale_days, login_link_seconds=args.login_link_seconds)
+    from flagstaff.http.clientside import ClientSide
+
+    try:
+        clientside = ClientSide(origins=tuple(o.strip() for o in args.client_origins.split(",") if o.strip()))
+    except ValueError as exc:
+        raise _usage(f"--client-origins: {exc}") from None
+    settings = Settings(
+        stale_days=args.stale_days,
+        login_link_seconds=args.login_link_seconds,
+        guard_interval=args.guard_interval,
+        requires_approval=args.requires_approval,
+        clientside=clientside,
+    )
     try:
         app = create_app(stores, open_mode=args.insecure_no_auth, token_db=args.token_db, settings=settings)
     except sqlite3.Error as exc:

@@ -10,6 +10,8 @@ Three pages, each rendered by Jinja2 from the store as it is now:
   experiment editor, the JSON document, and its history with diffs and rollback;
 * ``/changes``: recent changes to every flag and segment;
 * ``/segments``: every segment with its description and how many flags use it;
+* ``/change-requests`` and ``/change-requests/{id}``: proposals awaiting approval
+  (:mod:`flagstaff.http.changes_ui`);
 * ``/segments/{name}``: one segment: its JSON document (edited with the same
   checks as a flag's), the flags that use it, its history, and delete (refused,
   with the flags listed, while any uses it).
@@ -35,6 +37,8 @@ Content-Security-Policy (scripts and styles from this server only, no framing).
 from __future__ import annotations
 
 import hashlib
+import logging
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -50,6 +54,7 @@ from starlette.staticfiles import StaticFiles
 
 from flagstaff.document import is_segment_key, printable_text, segment_key, segment_name
 from flagstaff.http import auth, environments
+from flagstaff.http.guarding import guard_view
 from flagstaff.http.present import segment_users
 from flagstaff.http.state import ServerState, state_of
 from flagstaff.http.tokens import Permission
@@ -65,8 +70,11 @@ from flagstaff.http.views import (
     segment_view,
 )
 from flagstaff.stores.base import HistoryEntry, Record
+from flagstaff.usage import UsageTable, read_usage
 
-__all__ = ["routes"]
+__all__ = ["render", "routes"]
+
+log = logging.getLogger("flagstaff.http")
 
 _HERE = Path(__file__).parent
 _TEMPLATES = _HERE / "templates"
@@ -128,10 +136,17 @@ def _render(request: Request, template: str, status: int = 200, **context: Any) 
         can_write=principal.scope >= Permission.WRITE,
         can_logout=principal.via in ("session", "user"),
         environments=_switcher(request),
+        requires_approval=state_of(request).settings.requires_approval,
         **context,
     )
     headers = {"Cache-Control": "no-store", "Content-Security-Policy": _CSP, "Referrer-Policy": "same-origin"}
     return HTMLResponse(html, status, headers=headers)
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A dashboard page from ``template``, for page modules beside this one
+    (:mod:`flagstaff.http.changes_ui`): the layout's context, headers and access check included."""
+    return _render(request, template, status, **context)
 
 
 def _switcher(request: Request) -> list[dict[str, Any]]:
@@ -181,7 +196,21 @@ def dashboard(request: Request) -> HTMLResponse:
         owners=sorted({f.owner for f in flags if f.owner}),
         tags=sorted({t for f in flags for t in f.tags}),
         bad_documents=_bad_documents(state),
+        usage=_usage(state),
     )
+
+
+def _usage(state: ServerState) -> UsageTable | None:
+    """The last 24 hours of flag usage in the server's event store (None: no store, no
+    usage ever reported, or a store that cannot be read: the column is left out)."""
+    if state.events_db is None:
+        return None
+    try:
+        usage = read_usage(state.events_db, since=time.time() - DAY)
+    except sqlite3.Error as exc:
+        log.warning("cannot read flag usage from %s: %s", state.events_db, exc)
+        return None
+    return usage if usage is not None and usage.first is not None else None
 
 
 def _bad_documents(state: ServerState) -> list[tuple[str, str]]:
@@ -224,6 +253,7 @@ def flag_page(request: Request) -> Response:
         document_bytes=len(record.raw.encode("utf-8", "surrogateescape")),
         results=results,
         results_note=results_note,
+        guard=guard_view(state.guard, name, view.document),
     )
 
 

@@ -66,6 +66,7 @@ log = logging.getLogger("flagstaff.stores.etcd")
 _TRIM_EVERY = 50  # writes between two history trims (each trim is two requests)
 _CAS_ATTEMPTS = 32
 _PROBE_INTERVAL = 2.0
+_LOAD_PAGE = 1000  # keys per request when listing a namespace (load)
 _HISTORY_ROOT = "/.flagstaff/history"  # + the prefix: "/.flagstaff/history/flags/<time>-<hex>"
 _SEEN_LIMIT = 10_000  # flags whose last known state a store remembers for its next write
 _UNKNOWN: Any = object()
@@ -144,25 +145,60 @@ class EtcdStore:
     def load(self) -> StoreState:
         # One transaction, so three ranges at one revision: the flags before and after the
         # ".flagstaff/" meta range (names cannot start with ".", but keys written by others may).
+        # Paged (as Kubernetes' reflector lists etcd): a 10,000-key range is one reply etcd
+        # builds whole before its first byte, and twenty processes reloading at once on a busy
+        # machine waited longer than the request timeout for it, failed, backed off and tried
+        # again (20-30 s to resync). Each page is quick; later pages read at the first page's
+        # revision, so the whole listing is still one consistent state.
+        ends = (b64(self._meta), prefix_end(self._root))
         reply = self._gw.call(
             "kv/txn",
             {
                 "success": [
-                    {"request_range": {"key": b64(self._root), "range_end": b64(self._meta)}},
-                    {"request_range": {"key": prefix_end(self._meta), "range_end": prefix_end(self._root)}},
+                    {
+                        "request_range": {
+                            "key": b64(self._root),
+                            "range_end": ends[0],
+                            "limit": str(_LOAD_PAGE),
+                        }
+                    },
+                    {
+                        "request_range": {
+                            "key": prefix_end(self._meta),
+                            "range_end": ends[1],
+                            "limit": str(_LOAD_PAGE),
+                        }
+                    },
                     {"request_range": {"key": b64(self._marker), "count_only": True}},
                 ]
             },
         )
+        revision = _revision(reply)
         responses = reply.get("responses", [])
         records: dict[str, Record] = {}
-        for response in responses[:2]:
-            for raw_kv in response.get("response_range", {}).get("kvs", []):
-                record = self._record(KeyValue.parse(raw_kv))
-                if record is not None:
-                    records[record.name] = record
+        for end, response in zip(ends, responses[:2], strict=True):
+            page = response.get("response_range", {})
+            while True:
+                last: str | None = None
+                for raw_kv in page.get("kvs", []):
+                    kv = KeyValue.parse(raw_kv)
+                    last = kv.key
+                    record = self._record(kv)
+                    if record is not None:
+                        records[record.name] = record
+                if not page.get("more") or last is None:
+                    break
+                page = self._gw.call(
+                    "kv/range",
+                    {
+                        "key": b64(last + "\0"),
+                        "range_end": end,
+                        "limit": str(_LOAD_PAGE),
+                        "revision": str(revision),
+                    },
+                )
         initialized = int(responses[2].get("response_range", {}).get("count", 0)) > 0
-        return StoreState(_revision(reply), MappingProxyType(records), initialized)
+        return StoreState(revision, MappingProxyType(records), initialized)
 
     def get(self, name: str) -> Record | None:
         kv = self._get(self._key(name))

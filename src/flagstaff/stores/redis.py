@@ -6,6 +6,7 @@ Layout (``NAME`` defaults to ``flagstaff``)::
     NAME:versions     hash   flag name -> version (int)
     NAME:revision     string the store revision, +1 per change
     NAME:initialized  string the marker written with every change through flagstaff
+    NAME:sums         hash   flag name -> SHA-1 of the text flagstaff wrote (hand edits)
     NAME:history      list   newest first, capped at HISTORY_LIMIT entries (JSON)
     NAME:changes      channel: one JSON notice per change,
                       {"n": name, "r": revision, "p": previous revision, "v": version,
@@ -22,7 +23,17 @@ unseen one second later is replayed from the history list when that holds
 every missed change, else (history trimmed, a write made out of band, a
 counter that went down because the store was wiped) the watch delivers
 :class:`Reset`. No change stays missed for more than about
-two seconds. A store that is wiped (``FLUSHALL``) reads as empty and
+two seconds.
+
+A value changed by hand (``HSET NAME:flags f '...'``, ``HDEL``) bumps no revision
+and publishes no notice. Every write through flagstaff also records the text's
+SHA-1 in ``NAME:sums``; a watch runs one server-side script every
+``CONTENT_INTERVAL`` seconds that lists the flags whose text no longer matches its
+sum, and delivers :class:`Reset` when that list changes, so a hand edit is seen
+within that bound. Where the server has keyspace notifications on for hashes
+(``notify-keyspace-events Kh``), the watch also listens to ``NAME:flags``' own
+keyspace channel and runs the check as soon as the key changes: a hand edit is
+then seen as fast as a notice. A store that is wiped (``FLUSHALL``) reads as empty and
 uninitialized; its next write restarts the revision from the clock (in
 microseconds) so revisions never go backwards across a wipe.
 """
@@ -30,6 +41,7 @@ microseconds) so revisions never go backwards across a wipe.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -72,6 +84,30 @@ __all__ = ["HISTORY_LIMIT", "RedisStore"]
 log = logging.getLogger("flagstaff.stores.redis")
 
 RECONCILE_INTERVAL = 1.0  # seconds between two checks of the revision counter
+CONTENT_INTERVAL = 10.0  # seconds between two checks for values written by hand (see module doc)
+# The flags whose text differs from the sum flagstaff recorded (or that have no sum, or a sum
+# but no text: added or removed by hand), with the text's SHA-1 ("" when removed), and the
+# revision, in one atomic step. Only differences travel back, whatever the namespace's size.
+_CONTENT_SCRIPT = """
+local flags = redis.call('HGETALL', KEYS[1])
+local sums = redis.call('HGETALL', KEYS[2])
+local known = {}
+for i = 1, #sums, 2 do known[sums[i]] = sums[i + 1] end
+local out = {}
+for i = 1, #flags, 2 do
+  local sum = redis.sha1hex(flags[i + 1])
+  if known[flags[i]] ~= sum then
+    out[#out + 1] = flags[i]
+    out[#out + 1] = sum
+  end
+  known[flags[i]] = nil
+end
+for name, _ in pairs(known) do
+  out[#out + 1] = name
+  out[#out + 1] = ''
+end
+return {redis.call('GET', KEYS[3]) or '0', out}
+"""
 _SILENCE_LIMIT = 3.0  # seconds without any reply (not even a PONG) on the pub/sub connection
 _CAS_ATTEMPTS = 64
 
@@ -91,7 +127,11 @@ class RedisStore:
         self._revision = f"{prefix}:revision"
         self._marker = f"{prefix}:initialized"
         self._history = f"{prefix}:history"
+        self._sums = f"{prefix}:sums"
         self._channel = f"{prefix}:changes"
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+        self._keyspace = f"__keyspace@{db}__:{self._flags}"
+        self._content_script = client.register_script(_CONTENT_SCRIPT)
         self._lock = self._runtime.lock()
         self._watches: list[_RedisWatch] = []
         self._closed = False
@@ -152,6 +192,7 @@ class RedisStore:
             return [
                 ("HSET", self._flags, name, raw),
                 ("HSET", self._versions, name, actual + 1),
+                ("HSET", self._sums, name, _sum(raw)),
                 *self._log_ops(name, actual + 1, (revision, prev), author, old, raw),
             ]
 
@@ -164,6 +205,7 @@ class RedisStore:
             return [
                 ("HDEL", self._flags, name),
                 ("HDEL", self._versions, name),
+                ("HDEL", self._sums, name),
                 *self._log_ops(name, None, (revision, prev), author, old, None),
             ]
 
@@ -289,6 +331,13 @@ class RedisStore:
             w.stop()
         self._client.close()
 
+    def _hand_edits(self) -> dict[str, str]:
+        """Flags whose text is not what flagstaff last wrote: name -> SHA-1 of the text now
+        ("" when the text is gone). See the module doc."""
+        with _errors():
+            _, out = self._content_script(keys=[self._flags, self._sums, self._revision])
+        return {str(out[i]): str(out[i + 1]) for i in range(0, len(out), 2)}
+
     def _current_revision(self) -> int:
         with _errors():
             return int(self._client.get(self._revision) or 0)
@@ -304,6 +353,8 @@ class _RedisWatch:
         self._last = since  # the newest revision delivered (or covered by a Reset)
         self._contact = time.time()  # when Redis last answered on the pub/sub connection
         self._lost = False  # Disconnected delivered: a Reset is owed once subscribed again
+        self._edits: dict[str, str] | None = None  # hand edits known at the last content check
+        self._content_checks = True  # off if the server refuses scripts
         self._stop = self._runtime.event()
         self._task = self._runtime.spawn(self._run, name="flagstaff-redis-watch")
 
@@ -330,12 +381,14 @@ class _RedisWatch:
 
     def _follow(self, pubsub: Any, backoff: Backoff) -> None:
         store = self._store
-        pubsub.subscribe(store._channel)
+        pubsub.subscribe(store._channel, store._keyspace)
         deadline = time.monotonic() + 3.0
-        while True:  # wait for the confirmation: only then can no notice slip by unseen
+        confirmed = 0
+        while confirmed < 2:  # wait for the confirmations: only then can no notice slip by unseen
             message = pubsub.get_message(timeout=0.5)
             if message is not None and message.get("type") == "subscribe":
-                break
+                confirmed += 1
+                continue
             if self._stop.is_set():
                 return
             if time.monotonic() > deadline:
@@ -349,16 +402,26 @@ class _RedisWatch:
             self._lost = False
             self._queue.push(Reset("reconnected to Redis"))
         self._check(current, "subscribed")
-        last_heard = last_check = time.monotonic()
+        self._edits = None  # a new baseline: the subscriber's next load reads any hand edit
+        self._check_content()
+        last_heard = last_check = last_content = time.monotonic()
+        content_due = False  # the flags key changed (keyspace notification): check when quiet
         suspect = 0  # a revision the counter showed that no notice has delivered yet
         while not self._stop.is_set():
             message = pubsub.get_message(timeout=0.25)
             now = time.monotonic()
             if message is not None:
                 if message.get("type") == "message":
-                    self._on_notice(message.get("data"))  # delivers inline: time in it is not silence
+                    if message.get("channel") == store._keyspace:
+                        content_due = True
+                    else:
+                        self._on_notice(message.get("data"))  # delivers inline: not silence
                 now = last_heard = time.monotonic()
                 self._contact = time.time()
+            if (content_due and message is None) or now - last_content >= CONTENT_INTERVAL:
+                content_due = False
+                last_content = now
+                self._check_content()
             if now - last_check >= RECONCILE_INTERVAL:
                 last_check = now
                 current = store._current_revision()
@@ -370,6 +433,30 @@ class _RedisWatch:
                 pubsub.ping()
             if now - last_heard > _SILENCE_LIMIT:
                 raise StoreUnavailable("the Redis pub/sub connection went silent")
+
+    def _check_content(self) -> None:
+        """Reset when the set of flags edited by hand changed since the last check."""
+        if not self._content_checks:
+            return
+        try:
+            edits = self._store._hand_edits()
+        except StoreError as exc:
+            if isinstance(exc.__cause__, redis.ResponseError):  # scripting disabled, say
+                log.warning(
+                    "Redis store %s: cannot check for values edited by hand: %s", self._store.url, exc
+                )
+                self._content_checks = False
+                return
+            raise
+        if self._edits is not None and edits.items() - self._edits.items():
+            names = sorted(name for name, _ in edits.items() - self._edits.items())
+            log.warning(
+                "Redis store %s: flags changed without flagstaff (by hand?): %s",
+                self._store.url,
+                ", ".join(names[:10]),
+            )
+            self._queue.push(Reset(f"flags changed in Redis without flagstaff: {', '.join(names[:10])}"))
+        self._edits = edits
 
     def _check(self, current: int, why: str) -> None:
         """Catch up when the counter is not where the notices left us: replay, else Reset."""
@@ -450,6 +537,11 @@ class _RedisWatch:
         self._stop.set()
         self._queue.stop()
         self._task.join(1.0)
+
+
+def _sum(raw: str) -> str:
+    """What ``redis.sha1hex`` gives for the stored bytes of ``raw``."""
+    return hashlib.sha1(raw.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
 
 
 def _change(entry: dict[str, Any]) -> Change:
