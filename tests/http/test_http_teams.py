@@ -461,3 +461,22 @@ def test_environments_under_a_host_app_prefix(app: Starlette) -> None:
     assert client.get("/flags/envs/staging/api/v1/flags/search").status_code == 200
     page = client.get("/flags/envs/staging/", headers={"Accept": "text/html"})
     assert 'href="/flags/envs/staging/"' in page.text and 'href="/flags/" data-env="production"' in page.text
+
+
+def test_change_requests_four_eyes_between_users_in_an_environment(app: Starlette) -> None:
+    users(app).add("ann", PASSWORD, {"staging": Role.EDITOR})
+    users(app).add("bob", PASSWORD, {"staging": Role.APPROVER})
+    ann, ann_headers = log_in(app, "ann")
+    bob, bob_headers = log_in(app, "bob")
+    base = "/api/v1/envs/staging/change-requests"
+    proposed = ann.post(base, json={"flag": "search", "document": "off"}, headers=ann_headers)
+    assert proposed.status_code == 201, proposed.text
+    change_id = proposed.json()["id"]
+    assert ann.post(f"{base}/{change_id}/approve", json={}, headers=ann_headers).status_code == 403
+    approved = bob.post(f"{base}/{change_id}/approve", json={}, headers=bob_headers)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["approver_name"] == "bob"
+    # Change requests belong to their environment: production has none.
+    assert bob.get("/api/v1/change-requests").status_code == 403  # bob has no role in production
+    admin = TestClient(app, headers=token(app, Permission.ADMIN))
+    assert admin.get("/api/v1/change-requests").json()["change_requests"] == []
