@@ -5,8 +5,9 @@ Four levels, each including the ones below::
     VIEWER (read) < EDITOR (write) < APPROVER (approve) < ADMIN (admin)
 
 * viewer: read flags, segments, history; evaluate; follow the event stream;
-* editor: create, change, roll back, delete and promote flags and segments;
-* approver: what an editor may, and approve others' change requests;
+* editor: create, change, roll back, delete and promote flags and segments; propose and
+  apply change requests;
+* approver: what an editor may, and approve or reject others' change requests (docs/changes.md);
 * admin: what an approver may, and manage tokens and users.
 
 One enum, :class:`Permission`, with two spellings of each level: tokens are
@@ -38,8 +39,8 @@ class Permission(IntEnum):
     """What a token or a user may do; each level includes the ones below it."""
 
     READ = 1  # read flags, history, evaluate, the event stream
-    WRITE = 2  # create, change, roll back, promote and delete flags
-    APPROVE = 3  # approve change requests (flagstaff.http change requests)
+    WRITE = 2  # create, change, roll back, promote and delete flags; propose and apply change requests
+    APPROVE = 3  # approve or reject others' change requests (docs/changes.md)
     ADMIN = 4  # manage tokens and users
 
     # The same levels under their role names (aliases: Permission.VIEWER is Permission.READ).
