@@ -242,7 +242,12 @@ class EnvironmentRouter:
             await _answer(send, 307, [(b"location", f"{base}/envs/{name}/".encode())], b"")
         else:
             root = f"{base}/envs/{name}"
-            scope = {**scope, "root_path": root, "path": root + rest, "raw_path": (root + rest).encode()}
+            scope = {**scope, "root_path": root, "path": root + rest}
+            # raw_path (the path as sent, still percent-encoded) gets the same prefix rewrite.
+            raw = scope.get("raw_path")
+            sent = f"{base}/api/v1/envs/{name}".encode()
+            if isinstance(raw, bytes) and raw.startswith(sent):
+                scope["raw_path"] = f"{root}/api/v1".encode() + raw[len(sent) :]
             scope[ENV_KEY] = name
             scope[STATE_KEY] = state
             await self.app(scope, receive, send)
