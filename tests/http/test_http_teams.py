@@ -480,3 +480,20 @@ def test_change_requests_four_eyes_between_users_in_an_environment(app: Starlett
     assert bob.get("/api/v1/change-requests").status_code == 403  # bob has no role in production
     admin = TestClient(app, headers=token(app, Permission.ADMIN))
     assert admin.get("/api/v1/change-requests").json()["change_requests"] == []
+
+
+def test_password_guesses_count_against_the_rate_limits(tmp_path: Path) -> None:
+    app = create_app(f"sqlite:///{tmp_path}/flags.db", settings=Settings(auth_failures=3, auth_penalty=0.01))
+    try:
+        users(app).add("ann", PASSWORD, {"*": Role.VIEWER})
+        browser = TestClient(app)
+        answers = [
+            browser.post("/login", data={"username": "ann", "password": f"guess number {i}"}).status_code
+            for i in range(5)
+        ]
+        assert answers[:3] == [401, 401, 401] and answers[3:] == [429, 429]
+        # The right password is never refused, limits or not.
+        ok = browser.post("/login", data={"username": "ann", "password": PASSWORD}, follow_redirects=False)
+        assert ok.status_code == 303
+    finally:
+        app.state.environments.close()
