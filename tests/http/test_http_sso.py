@@ -235,3 +235,18 @@ app.state.environments.close()
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
     )
     assert "pip install 'flagstaff[sso]'" in proc.stdout, proc.stderr
+
+
+def test_serve_refuses_an_incomplete_sso_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from flagstaff.cli import main
+
+    monkeypatch.delenv("FLAGSTAFF_OIDC_CLIENT_SECRET", raising=False)
+    monkeypatch.setenv("FLAGSTAFF_OIDC_ISSUER", "https://idp.example")
+    err = io.StringIO()
+    args = ["--store", f"sqlite:///{tmp_path}/x.db", "serve", "--port", "0", "--oidc-client-id", "id"]
+    assert main(args, stdout=io.StringIO(), stderr=err) == 2
+    assert "client secret" in err.getvalue()

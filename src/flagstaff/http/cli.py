@@ -83,9 +83,15 @@ def register(command: Command) -> None:
         help='environments from a JSON file: {"production": "URL", "staging": "URL"} (first: default)',
     )
     p.add_argument(
-        "--oidc-issuer", metavar="URL", help="single sign-on: the OpenID Connect provider (sso extra)"
+        "--oidc-issuer",
+        metavar="URL",
+        help="single sign-on: the OpenID Connect provider (sso extra; default $FLAGSTAFF_OIDC_ISSUER)",
     )
-    p.add_argument("--oidc-client-id", metavar="ID", help="single sign-on: this server's client id")
+    p.add_argument(
+        "--oidc-client-id",
+        metavar="ID",
+        help="single sign-on: the client id (default $FLAGSTAFF_OIDC_CLIENT_ID)",
+    )
     p.add_argument(
         "--oidc-client-secret",
         metavar="SECRET",
@@ -368,23 +374,21 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
 
 
 def _enable_sso(app: Any, args: argparse.Namespace) -> None:
-    """Single sign-on if ``--oidc-issuer`` is given (the sso extra)."""
-    if not args.oidc_issuer:
-        return
+    """Single sign-on if ``--oidc-issuer`` (or ``$FLAGSTAFF_OIDC_ISSUER``) is given (the sso extra)."""
     import os
 
-    try:
-        from flagstaff.http.oidc import OIDCConfig, SSOError, enable
-    except ImportError as exc:
-        raise _usage(
-            f"--oidc-issuer needs the sso extra ({exc.name}): pip install 'flagstaff[sso]'"
-        ) from None
+    issuer = args.oidc_issuer or os.environ.get("FLAGSTAFF_OIDC_ISSUER")
+    if not issuer:
+        return
+    from flagstaff.http.oidc import OIDCConfig, SSOError, enable
+
+    client_id = args.oidc_client_id or os.environ.get("FLAGSTAFF_OIDC_CLIENT_ID", "")
     secret = args.oidc_client_secret or os.environ.get("FLAGSTAFF_OIDC_CLIENT_SECRET", "")
     try:
         role = Permission.parse(args.oidc_default_role) if args.oidc_default_role else None
         config = OIDCConfig(
-            args.oidc_issuer,
-            args.oidc_client_id or "",
+            issuer,
+            client_id,
             secret,
             username_claim=args.oidc_username_claim,
             default_role=role,
