@@ -497,3 +497,13 @@ def test_password_guesses_count_against_the_rate_limits(tmp_path: Path) -> None:
         assert ok.status_code == 303
     finally:
         app.state.environments.close()
+
+
+def test_a_page_of_an_environment_without_access_says_so_in_html(app: Starlette) -> None:
+    users(app).add("sam", PASSWORD, {"staging": Role.VIEWER})
+    browser, _ = log_in(app, "sam")
+    page = browser.get("/", headers={"Accept": "text/html"})
+    assert page.status_code == 403 and page.headers["content-type"].startswith("text/html")
+    assert "has no access" in page.text and 'name="password"' in page.text
+    assert browser.get("/envs/staging/", headers={"Accept": "text/html"}).status_code == 200
+    assert browser.get("/api/v1/flags").json()["error"].startswith("'sam' has no access")

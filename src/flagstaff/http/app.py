@@ -158,6 +158,10 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 401 and request.method == "GET" and "text/html" in accept and not api_path:
         root = str(request.scope.get("root_path", "")).rstrip("/")
         return RedirectResponse(f"{root}/login", status_code=303)
+    if exc.status_code == 403 and request.method == "GET" and "text/html" in accept and not api_path:
+        # A page this person may not see (no role in this environment): say so, and offer to
+        # log in as someone who may, rather than a JSON error in the browser.
+        return auth.login_page(request, f"{exc.detail}. Log in as someone who may see this page.", 403)
     body: dict[str, Any] = {"error": exc.detail}
     extra = getattr(exc, "body", None)
     if isinstance(extra, dict):
