@@ -518,6 +518,11 @@ CREATE TABLE IF NOT EXISTS flagstaff_exposures (
 CREATE INDEX IF NOT EXISTS flagstaff_exposures_flag ON flagstaff_exposures (flag, time);
 CREATE INDEX IF NOT EXISTS flagstaff_exposures_experiment ON flagstaff_exposures (experiment_id, time);
 CREATE INDEX IF NOT EXISTS flagstaff_exposures_time ON flagstaff_exposures (time);
+-- Covering indexes for flagstaff.report (and guard): a flag's exposures, or a name's events,
+-- read in key order from the index alone (no table lookups, no sort). Added by IF NOT EXISTS,
+-- so opening a store written by an older version migrates it (one index build).
+CREATE INDEX IF NOT EXISTS flagstaff_exposures_units
+    ON flagstaff_exposures (flag, key, time, variant, experiment_id);
 CREATE TABLE IF NOT EXISTS flagstaff_events (
     id INTEGER PRIMARY KEY,
     time REAL NOT NULL,
@@ -528,6 +533,7 @@ CREATE TABLE IF NOT EXISTS flagstaff_events (
 );
 CREATE INDEX IF NOT EXISTS flagstaff_events_name ON flagstaff_events (name, time);
 CREATE INDEX IF NOT EXISTS flagstaff_events_key ON flagstaff_events (key);
+CREATE INDEX IF NOT EXISTS flagstaff_events_units ON flagstaff_events (name, key, time, value);
 """
 
 
