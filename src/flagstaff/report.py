@@ -24,6 +24,7 @@ weights when given (the CLI and the API read them from the flag), else against a
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import math
 import os
 import re
@@ -34,7 +35,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flagstaff.plots import counts_svg, interval_svg
+from flagstaff._extras import missing_extra
+from flagstaff.plots import COLOURS, counts_svg, interval_svg
 from flagstaff.stats import AnalysisError, MetricData, MetricKind, Report, VariantStats, report
 
 __all__ = [
@@ -237,7 +239,7 @@ def _build(db: sqlite3.Connection, query: Query, weights: Mapping[str, float] | 
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     covered = _EXPOSURES_INDEX in indexes and _EVENTS_INDEX in indexes
     db.executescript(_UNITS)
-    where, params = "", {"flag": flag}
+    where, params = "", dict[str, Any](flag=flag)
     if query.experiment_id is not None:
         where += " AND experiment_id = :experiment_id"
         params["experiment_id"] = query.experiment_id
@@ -263,7 +265,9 @@ def _build(db: sqlite3.Connection, query: Query, weights: Mapping[str, float] | 
         raise NoExposures(f"no exposures of {flag!r} in the event store")
     names = _order(list(counted), weights, query.control)
     if len(names) < 2:
-        raise AnalysisError(f"{flag!r}: a report needs a control and a treatment; exposures show only {names}")
+        raise AnalysisError(
+            f"{flag!r}: a report needs a control and a treatment; exposures show only {names}"
+        )
     units = {n: counted.get(n, 0) for n in names}
     daily = {n: tuple(days.get(n, ())) for n in names}
     specs = query.metrics or tuple(
@@ -386,6 +390,74 @@ def _side(param: str, valued: bool) -> str:
     return f"TOTAL(CASE WHEN e.name = {param} AND e.time >= v.first THEN {what} END)"
 
 
+def _stamp(path: str | os.PathLike[str]) -> tuple[int, ...]:
+    """What changes whenever the store's content does: the file's identity (a replaced file)
+    and both tables' lowest and highest row id (rows added, or old rows deleted). Four
+    lookups at the ends of the row-id B-trees: microseconds at any size."""
+    info = os.stat(path)
+    db = _connect(path)
+    try:
+        row = db.execute(
+            "SELECT (SELECT MIN(id) FROM flagstaff_exposures), (SELECT MAX(id) FROM flagstaff_exposures),"
+            " (SELECT MIN(id) FROM flagstaff_events), (SELECT MAX(id) FROM flagstaff_events)"
+        ).fetchone()
+    finally:
+        db.close()
+    return (info.st_dev, info.st_ino, *(-1 if v is None else int(v) for v in row))
+
+
+class ReportCache:
+    """Reports kept in memory, so that an unchanged store answers a repeated report at once.
+
+    A bounded LRU (``size`` reports at most, the least recently used forgotten first) keyed
+    on the store's path, the :class:`Query` and the weights, each report kept with a stamp of
+    the store read on every call (row ids at both ends of both tables, the file's identity):
+    any event written since, or a replaced file, is a miss and a fresh report that replaces
+    the stale one. The stamp is
+    read before the report is computed, so a cached report is never older than its key says
+    (an event landing in between only costs one more computation). Errors are not cached.
+    Safe from any thread; two threads missing the same key at once both compute it.
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = max(1, size)
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        self._reports: OrderedDict[tuple[Any, ...], tuple[tuple[int, ...], ExperimentReport]] = OrderedDict()
+
+    def get(
+        self, path: str | os.PathLike[str], query: Query, weights: Mapping[str, float] | None = None
+    ) -> ExperimentReport:
+        """The report :func:`build` would give for ``query``: from memory when the store has
+        not changed since it was computed. Raises what :func:`build` raises."""
+        if not os.path.exists(path):
+            raise NoExposures(f"nothing recorded yet: no event store at {os.fspath(path)!r}")
+        key = (os.path.realpath(path), query, None if weights is None else tuple(weights.items()))
+        stamp = _stamp(path)
+        with self._lock:
+            found = self._reports.get(key)
+            if found is not None and found[0] == stamp:
+                self._reports.move_to_end(key)
+                self.hits += 1
+                return found[1]
+            self.misses += 1
+        result = build(path, query, weights=weights)
+        with self._lock:
+            self._reports[key] = (stamp, result)  # replaces the stale report of the same query
+            self._reports.move_to_end(key)
+            while len(self._reports) > self.size:
+                self._reports.popitem(last=False)
+        return result
+
+    def clear(self) -> None:
+        with self._lock:
+            self._reports.clear()
+
+    def __len__(self) -> int:
+        return len(self._reports)
+
+
 def report_dict(r: ExperimentReport) -> dict[str, Any]:
     """The JSON shape of a report (``flagstaff report --json`` and the API)."""
     s = r.result.srm
@@ -461,3 +533,46 @@ def figure_svg(r: ExperimentReport) -> str:
         width = max(width, w)
     head = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {y}" width="{width}" height="{y}">'
     return "\n".join([head, *body, "</svg>"]) + "\n"
+
+
+PNG_WIDTH = 7.0  # inches, at PNG_DPI: 700 pixels wide
+PNG_DPI = 100
+
+
+def figure_png(r: ExperimentReport) -> bytes:
+    """The same figure as :func:`figure_svg` drawn by matplotlib as PNG bytes (the ``plots``
+    extra): one panel per metric's lift intervals, then the units first exposed per day.
+    700 pixels wide and ``200 + 160 x (metrics + 1)`` high (a fixed size, no tight bbox)."""
+    try:
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]
+
+        matplotlib.use("Agg")  # no display: render to memory
+        from matplotlib import pyplot  # type: ignore[import-not-found, unused-ignore]
+    except ModuleNotFoundError as exc:
+        raise missing_extra(exc, "matplotlib", "plots", __name__) from None
+    metrics = r.result.metrics
+    panels = len(metrics) + 1
+    fig, axes = pyplot.subplots(panels, 1, figsize=(PNG_WIDTH, 2 + 1.6 * panels), dpi=PNG_DPI, squeeze=False)
+    try:
+        for ax, m in zip(axes[:, 0], metrics, strict=False):
+            comps = m.comparisons
+            for i, c in enumerate(comps):
+                low, high = c.lift_interval
+                colour = COLOURS[c.verdict.value]
+                ax.plot([low * 100, high * 100], [i, i], linewidth=6, color=colour, alpha=0.75)
+                ax.plot([c.lift * 100], [i], "|", color=colour, markersize=14)
+            ax.axvline(0, color="black", linewidth=1)
+            ax.set_yticks(range(len(comps)), [c.variant for c in comps])
+            ax.set_ylim(-0.5, max(len(comps), 1) - 0.5)
+            ax.set_title(f"{m.name}: relative lift (%) vs {r.control}")
+        ax = axes[-1, 0]
+        for variant, points in r.daily.items():
+            ax.plot([d for d, _ in points], [n for _, n in points], marker="o", label=variant)
+        ax.set_title(f"{r.flag}: units first exposed per day")
+        ax.legend(loc="upper right")
+        fig.tight_layout()
+        out = io.BytesIO()
+        fig.savefig(out, format="png", dpi=PNG_DPI)
+    finally:
+        pyplot.close(fig)
+    return out.getvalue()
