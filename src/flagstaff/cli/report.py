@@ -82,7 +82,7 @@ def default_events(store_url: str) -> str | None:
 
 
 def cmd_report(args: argparse.Namespace, out: Out) -> int:
-    from flagstaff.report import NoExposures, Query, build, parse_time, report_dict
+    from flagstaff.report import NoExposures, Query, build, report_dict
     from flagstaff.stats import AnalysisError, render_text
 
     events = args.events or default_events(args.store)
@@ -94,8 +94,8 @@ def cmd_report(args: argparse.Namespace, out: Out) -> int:
             tuple(args.metric),
             args.control,
             experiment_id=args.experiment_id,
-            since=None if args.since is None else parse_time(args.since),
-            until=None if args.until is None else parse_time(args.until),
+            since=_time(args.since, "--since"),
+            until=_time(args.until, "--until"),
             cuped_days=args.cuped_days,
         )
     except AnalysisError as exc:
@@ -129,6 +129,16 @@ def cmd_report(args: argparse.Namespace, out: Out) -> int:
         if plot is not None:
             out.note(f"flagstaff: wrote {plot}")
     return EXIT.OK
+
+
+def _time(text: str | None, option: str) -> float | None:
+    from flagstaff.report import parse_time
+    from flagstaff.stats import AnalysisError
+
+    try:
+        return None if text is None else parse_time(text)
+    except AnalysisError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def _write_plot(result: ExperimentReport, path: Path) -> None:

@@ -629,7 +629,8 @@ def _paths() -> dict[str, Any]:
                     {
                         "name": "since",
                         "in": "query",
-                        "description": "Only units first exposed at or after this time (epoch seconds or ISO 8601).",
+                        "description": "Only units first exposed at or after this time "
+                        "(epoch seconds or ISO 8601).",
                         "schema": {"type": "string"},
                     },
                     {
@@ -641,7 +642,8 @@ def _paths() -> dict[str, Any]:
                     {
                         "name": "cuped_days",
                         "in": "query",
-                        "description": "CUPED with each unit's metric in this many days before its first exposure.",
+                        "description": "CUPED with each unit's metric in this many days "
+                        "before its first exposure.",
                         "schema": {"type": "number", "exclusiveMinimum": 0},
                     },
                     {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "svg"]}},

@@ -61,7 +61,7 @@ def report_cache() -> ReportCache:
 
 def _query(name: str, params: Mapping[str, str]) -> Query:
     """The :class:`~flagstaff.report.Query` of the request's parameters; 400 for a bad value."""
-    from flagstaff.report import Query, parse_time
+    from flagstaff.report import Query
     from flagstaff.stats import AnalysisError
 
     def number(label: str, kind: type[int] | type[float]) -> float | None:
@@ -82,12 +82,24 @@ def _query(name: str, params: Mapping[str, str]) -> Query:
             tuple(m.strip() for m in params.get("metric", "").split(",") if m.strip()),
             params.get("control"),
             experiment_id=None if experiment_id is None else int(experiment_id),
-            since=parse_time(params["since"]) if "since" in params else None,
-            until=parse_time(params["until"]) if "until" in params else None,
+            since=_time(params, "since"),
+            until=_time(params, "until"),
             cuped_days=number("cuped_days", float),
         )
     except AnalysisError as exc:
         raise ApiError(400, str(exc)) from None
+
+
+def _time(params: Mapping[str, str], label: str) -> float | None:
+    from flagstaff.report import parse_time
+    from flagstaff.stats import AnalysisError
+
+    if label not in params:
+        return None
+    try:
+        return parse_time(params[label])
+    except AnalysisError as exc:
+        raise ApiError(400, f"{label}: {exc}") from None
 
 
 def experiment_report(
