@@ -552,6 +552,10 @@ class SQLiteSink:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # The key-ordered indexes take rows at random places: with SQLite's default 2 MiB page
+        # cache each batch re-reads most index pages (writes ~40% slower at 300k events). An
+        # upper bound, filled only as pages are touched.
+        db.execute("PRAGMA cache_size = -65536")
         db.executescript(_SCHEMA)
         return db
 
