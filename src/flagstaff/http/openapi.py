@@ -644,7 +644,7 @@ def _paths() -> dict[str, Any]:
                         "in": "query",
                         "description": "CUPED with each unit's metric in this many days "
                         "before its first exposure.",
-                        "schema": {"type": "number", "exclusiveMinimum": 0},
+                        "schema": {"type": "number"},
                     },
                     {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "svg"]}},
                     {
