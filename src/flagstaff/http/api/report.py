@@ -64,27 +64,23 @@ def _query(name: str, params: Mapping[str, str]) -> Query:
     from flagstaff.report import Query
     from flagstaff.stats import AnalysisError
 
-    def number(label: str, kind: type[int] | type[float]) -> float | None:
-        text = params.get(label)
-        if text is None:
-            return None
-        try:
-            return kind(text)
-        except ValueError:
-            raise ApiError(
-                400, f"{label} must be {'an integer' if kind is int else 'a number'}, not {text!r}"
-            ) from None
-
     try:
-        experiment_id = number("experiment_id", int)
+        experiment_id = int(params["experiment_id"]) if "experiment_id" in params else None
+    except ValueError:
+        raise ApiError(400, f"experiment_id must be an integer, not {params['experiment_id']!r}") from None
+    try:
+        cuped_days = float(params["cuped_days"]) if "cuped_days" in params else None
+    except ValueError:
+        raise ApiError(400, f"cuped_days must be a number of days, not {params['cuped_days']!r}") from None
+    try:
         return Query(
             name,
             tuple(m.strip() for m in params.get("metric", "").split(",") if m.strip()),
             params.get("control"),
-            experiment_id=None if experiment_id is None else int(experiment_id),
+            experiment_id=experiment_id,
             since=_time(params, "since"),
             until=_time(params, "until"),
-            cuped_days=number("cuped_days", float),
+            cuped_days=cuped_days,
         )
     except AnalysisError as exc:
         raise ApiError(400, str(exc)) from None
