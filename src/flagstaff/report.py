@@ -172,6 +172,7 @@ def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
 _UNITS = """
 CREATE TEMP TABLE report_units (key TEXT PRIMARY KEY, variant TEXT, first REAL) WITHOUT ROWID;
 CREATE TEMP TABLE report_daily (variant TEXT, day TEXT, n INTEGER, PRIMARY KEY (variant, day)) WITHOUT ROWID;
+CREATE TEMP TABLE report_ratio (key TEXT PRIMARY KEY, variant TEXT, y REAL, d REAL) WITHOUT ROWID;
 """
 _DAILY = """
 INSERT INTO report_daily
@@ -320,23 +321,19 @@ def _plan(db: sqlite3.Connection, spec: str) -> _Metric:
 def _metric(
     db: sqlite3.Connection, m: _Metric, units: Mapping[str, int], query: Query, covered: bool
 ) -> MetricData:
-    """One metric's sums per variant, in one pass over its events.
+    """One metric's sums per variant, in one pass over its events (two for a ratio).
 
     The inner query walks the metric's events in key order (the covering index), each joined
     to its unit by the units table's primary key (CROSS JOIN: the events stay the outer
     loop), and sums them per unit: ``y`` the value after the first exposure, ``x`` the
-    pre-period's (CUPED), ``d`` a ratio's denominator. The outer query sums those per
+    pre-period's (CUPED), ``d`` a ratio's denominator (the sum of its values when its events
+    carry values, else their number). The outer query sums those per
     variant with one conditional aggregate per variant (no sort: SQLite's GROUP BY would
     sort every unit's row). Units that sent no event add 0 to every sum.
     """
-    params: dict[str, Any] = {"name": m.name}
+    params: dict[str, Any] = {"name": m.name, "denominator": m.denominator}
     cuped = query.cuped_days is not None and m.kind is not MetricKind.RATIO
     where = ["v.variant IS NOT NULL"]
-    if m.denominator is None:
-        where.insert(0, "e.name = :name")
-    else:
-        where.insert(0, "e.name IN (:name, :denominator)")
-        params["denominator"] = m.denominator
     if cuped:
         where.append("e.time >= v.first - :pre")
         params["pre"] = (query.cuped_days or 0) * DAY
@@ -345,38 +342,52 @@ def _metric(
     if query.until is not None:
         where.append("e.time < :until")
         params["until"] = query.until
+    indexed = f"INDEXED BY {_EVENTS_INDEX}" if covered else ""
+    per_unit = (
+        f"FROM flagstaff_events e {indexed} CROSS JOIN report_units v ON v.key = e.key"
+        f" WHERE e.name = {{}} AND {' AND '.join(where)} GROUP BY e.key"
+    )
     post = "e.time >= v.first"
+    sums = ["y", "y * y"]
     if m.kind is MetricKind.RATIO:
-        y = _side(":name", m.valued[0])
-        columns = {"y": y, "d": _side(":denominator", m.valued[1])}
-    elif m.kind is MetricKind.BINOMIAL:
-        columns = {"y": f"MAX({post})", "x": "MAX(e.time < v.first)"} if cuped else {"y": "1"}
+        # Each side in its own key-ordered pass, into a table keyed by unit (the denominator's
+        # pass updates the numerator's rows in key order): one pass over both events' rows
+        # would have to sort them by unit first (twice the time).
+        side = (
+            "TOTAL(e.value)" if m.valued[0] else "COUNT(*)",
+            "TOTAL(e.value)" if m.valued[1] else "COUNT(*)",
+        )
+        db.execute("DELETE FROM report_ratio")
+        db.execute(
+            f"INSERT INTO report_ratio SELECT e.key, v.variant, {side[0]}, 0 {per_unit.format(':name')}",
+            params,
+        )
+        db.execute(
+            f"INSERT INTO report_ratio SELECT e.key, v.variant, 0, {side[1]}"
+            f" {per_unit.format(':denominator')} ON CONFLICT (key) DO UPDATE SET d = excluded.d",
+            params,
+        )
+        source = "report_ratio"
+        sums += ["d", "d * d", "y * d"]
     else:
-        columns = (
-            {
+        if m.kind is MetricKind.BINOMIAL:
+            columns = {"y": f"MAX({post})", "x": "MAX(e.time < v.first)"} if cuped else {"y": "1"}
+        elif cuped:
+            columns = {
                 "y": f"TOTAL(CASE WHEN {post} THEN e.value END)",
                 "x": "TOTAL(CASE WHEN e.time < v.first THEN e.value END)",
             }
-            if cuped
-            else {"y": "TOTAL(e.value)"}
-        )
-    sums = ["y", "y * y"]
-    if "x" in columns:
-        sums += ["x", "x * x", "x * y"]
-    if "d" in columns:
-        sums += ["d", "d * d", "y * d"]
+        else:
+            columns = {"y": "TOTAL(e.value)"}
+        if cuped:
+            sums += ["x", "x * x", "x * y"]
+        inner = ", ".join(f"{expr} AS {col}" for col, expr in columns.items())
+        source = f"(SELECT v.variant AS variant, {inner} {per_unit.format(':name')})"
     outer = []
     for i, variant in enumerate(units):
         params[f"v{i}"] = variant
         outer += [f"TOTAL(CASE WHEN variant = :v{i} THEN {s} END)" for s in sums]
-    inner = ", ".join(f"{expr} AS {col}" for col, expr in columns.items())
-    indexed = f"INDEXED BY {_EVENTS_INDEX}" if covered else ""
-    sql = (
-        f"SELECT {', '.join(outer)} FROM ("
-        f" SELECT v.variant AS variant, {inner}"
-        f" FROM flagstaff_events e {indexed} CROSS JOIN report_units v ON v.key = e.key"
-        f" WHERE {' AND '.join(where)} GROUP BY e.key)"
-    )
+    sql = f"SELECT {', '.join(outer)} FROM {source}"
     row = db.execute(sql, params).fetchone()
     variants = []
     width = len(sums)
@@ -384,21 +395,15 @@ def _metric(
         got = [float(v) for v in row[i * width : (i + 1) * width]]
         count = units[n]
         extra: dict[str, float] = {}
-        if "x" in columns:
+        if cuped:
             extra = {"pre_sum": got[2], "pre_sum_squares": got[3], "pre_sum_products": got[4]}
-        if "d" in columns:
+        if m.kind is MetricKind.RATIO:
             extra = {"denominator_sum": got[2], "denominator_sum_squares": got[3], "sum_products": got[4]}
         if m.kind is MetricKind.BINOMIAL and not extra:
             variants.append(VariantStats.conversions(n, count, round(got[0])))
         else:
             variants.append(VariantStats(n, count, got[0], got[1], **extra))
     return MetricData(m.label, m.kind, tuple(variants))
-
-
-def _side(param: str, valued: bool) -> str:
-    """A ratio's numerator or denominator per unit: its values summed, else its events counted."""
-    what = "e.value" if valued else "1"
-    return f"TOTAL(CASE WHEN e.name = {param} AND e.time >= v.first THEN {what} END)"
 
 
 def _stamp(path: str | os.PathLike[str]) -> tuple[int, ...]:
