@@ -676,8 +676,8 @@ def _paths() -> dict[str, Any]:
                     {
                         "name": "metric",
                         "in": "query",
-                        "description": "Event names, comma-separated, each may end in :conversion or :mean "
-                        "(default: every event name).",
+                        "description": "Event names, comma-separated, each may end in :conversion or :mean, "
+                        "or NUM/DEN for a ratio (default: every event name).",
                         "schema": {"type": "string"},
                     },
                     {
@@ -685,6 +685,32 @@ def _paths() -> dict[str, Any]:
                         "in": "query",
                         "description": "The control variant (default control_1, else the first).",
                         "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "experiment_id",
+                        "in": "query",
+                        "description": "Only exposures recorded with this experiment id.",
+                        "schema": {"type": "integer"},
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": "Only units first exposed at or after this time "
+                        "(epoch seconds or ISO 8601).",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "until",
+                        "in": "query",
+                        "description": "Only exposures and metric events before this time.",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "cuped_days",
+                        "in": "query",
+                        "description": "CUPED with each unit's metric in this many days "
+                        "before its first exposure.",
+                        "schema": {"type": "number"},
                     },
                     {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "svg"]}},
                     {
