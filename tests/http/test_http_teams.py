@@ -507,3 +507,57 @@ def test_a_page_of_an_environment_without_access_says_so_in_html(app: Starlette)
     assert "has no access" in page.text and 'name="password"' in page.text
     assert browser.get("/envs/staging/", headers={"Accept": "text/html"}).status_code == 200
     assert browser.get("/api/v1/flags").json()["error"].startswith("'sam' has no access")
+
+
+# --------------------------------------------------------------------------- approval per environment
+
+
+def test_one_environment_can_require_approval_while_another_does_not(tmp_path: Path) -> None:
+    app = create_app(
+        {"production": f"sqlite:///{tmp_path}/p.db", "staging": f"sqlite:///{tmp_path}/s.db"},
+        token_db=str(tmp_path / "flags.db.tokens"),
+        settings=Settings(approval_environments=frozenset({"production"})),
+    )
+    try:
+        headers = token(app, Permission.ADMIN)
+        api = TestClient(app)
+        doc = {"percentage": 5}
+        staging = api.put("/api/v1/envs/staging/flags/checkout", json={"document": doc}, headers=headers)
+        assert staging.status_code in (200, 201), staging.text
+        production = api.put(
+            "/api/v1/envs/production/flags/checkout", json={"document": doc}, headers=headers
+        )
+        assert production.status_code == 403 and "change-requests" in production.text
+        default = api.put("/api/v1/flags/checkout", json={"document": doc}, headers=headers)  # the default
+        assert default.status_code == 403
+        proposed = api.post(
+            "/api/v1/envs/production/change-requests",
+            json={"flag": "checkout", "document": doc, "comment": "ramp"},
+            headers=headers,
+        )
+        assert proposed.status_code in (200, 201), proposed.text
+    finally:
+        app.state.environments.close()
+
+
+def test_the_environments_file_marks_environments_that_require_approval(tmp_path: Path) -> None:
+    path = tmp_path / "envs.json"
+    path.write_text(
+        json.dumps(
+            [
+                {"name": "production", "url": "sqlite:///p.db", "requires_approval": True},
+                {"name": "staging", "url": "sqlite:///s.db"},
+            ]
+        )
+    )
+    envs = load_environments(str(path))
+    assert [(e.name, e.requires_approval) for e in envs] == [("production", True), ("staging", False)]
+    path.write_text(json.dumps([{"name": "production", "url": "sqlite:///p.db", "requires_approval": "yes"}]))
+    with pytest.raises(EnvironmentConfigError, match="requires_approval must be true or false"):
+        load_environments(str(path))
+
+
+def test_serve_refuses_approval_for_an_unknown_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--store", "memory://", "serve", "--env", "prod=memory://", "--approval-env", "prodd"])
+    assert code == 2
+    assert "no environment named prodd" in capsys.readouterr().err

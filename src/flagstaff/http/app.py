@@ -16,6 +16,7 @@ middleware and the JSON log formatter.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -89,7 +90,7 @@ def create_app(
                 the_store,
                 tokens=tokens,
                 open_mode=open_mode,
-                settings=settings,
+                settings=_settings_for(name, settings),
                 owns_store=isinstance(each, str),
                 users=users,
             )
@@ -260,3 +261,10 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def _settings_for(env: str, settings: Settings | None) -> Settings | None:
+    """``settings`` as they apply in environment ``env`` (approval may be asked of one only)."""
+    if settings is None or settings.requires_approval or env not in settings.approval_environments:
+        return settings
+    return dataclasses.replace(settings, requires_approval=True)

@@ -19,6 +19,7 @@ from flagstaff.admin import Admin, validate_documents
 from flagstaff.document import is_segment_key
 from flagstaff.errors import ConflictError
 from flagstaff.http.environments import (
+    DEFAULT,
     EnvironmentConfigError,
     check_name,
     checked,
@@ -127,6 +128,14 @@ def register(command: Command) -> None:
         "--requires-approval",
         action="store_true",
         help="flag writes need an approved change request (docs/changes.md); the kill switch still works",
+    )
+    p.add_argument(
+        "--approval-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="writes in environment NAME need an approved change request (repeatable; "
+        "--requires-approval asks it everywhere)",
     )
     p.add_argument(
         "--client-origins",
@@ -324,6 +333,7 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
         login_link_seconds=args.login_link_seconds,
         guard_interval=args.guard_interval,
         requires_approval=args.requires_approval,
+        approval_environments=_approval_environments(args),
         clientside=clientside,
     )
     try:
@@ -400,6 +410,20 @@ def _enable_sso(app: Any, args: argparse.Namespace) -> None:
         enable(app, config)
     except ModuleNotFoundError as exc:
         raise _usage(str(exc)) from None
+
+
+def _approval_environments(args: argparse.Namespace) -> frozenset[str]:
+    """The environments whose writes need approval: ``--approval-env`` and the file's flags."""
+    try:
+        marked = load_environments(args.environments) if args.environments else []
+    except EnvironmentConfigError as exc:
+        raise _usage(str(exc)) from None
+    names = {e.name for e in marked if e.requires_approval} | set(args.approval_env)
+    known = ({e.name for e in marked} | {parse_environment(t).name for t in args.envs or ()}) or {DEFAULT}
+    unknown = sorted(names - known)
+    if unknown:
+        raise _usage(f"--approval-env: no environment named {', '.join(unknown)}")
+    return frozenset(names)
 
 
 def _environments(args: argparse.Namespace) -> str | dict[str, str]:

@@ -85,10 +85,12 @@ class EnvironmentConfigError(FlagstaffError, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Environment:
-    """One environment: its name and the URL of its store."""
+    """One environment: its name, the URL of its store, and whether its flag writes need
+    an approved change request (docs/changes.md)."""
 
     name: str
     url: str
+    requires_approval: bool = False
 
 
 def check_name(name: str) -> str:
@@ -114,7 +116,8 @@ def load_environments(path: str) -> list[Environment]:
     """The environments of a JSON file, in order (the first is the default).
 
     Either an object ``{"production": "URL", "staging": "URL"}`` or a list of
-    ``{"name": ..., "url": ...}`` objects.
+    ``{"name": ..., "url": ..., "requires_approval": true}`` objects
+    (``requires_approval`` optional: writes there need an approved change request).
     """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -122,20 +125,28 @@ def load_environments(path: str) -> list[Environment]:
         raise EnvironmentConfigError(f"cannot read the environments file {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise EnvironmentConfigError(f"the environments file {path} is not JSON: {exc}") from None
-    pairs: list[tuple[Any, Any]]
+    entries: list[tuple[Any, Any, Any]]
+    keys = {"name", "url", "requires_approval"}
     if isinstance(data, dict):
-        pairs = list(data.items())
-    elif isinstance(data, list) and all(isinstance(i, dict) and set(i) == {"name", "url"} for i in data):
-        pairs = [(i["name"], i["url"]) for i in data]
+        entries = [(name, url, False) for name, url in data.items()]
+    elif isinstance(data, list) and all(
+        isinstance(i, dict) and {"name", "url"} <= set(i) <= keys for i in data
+    ):
+        entries = [(i["name"], i["url"], i.get("requires_approval", False)) for i in data]
     else:
         raise EnvironmentConfigError(
-            f"{path}: expected an object of name -> store URL, or a list of {{name, url}} objects"
+            f"{path}: expected an object of name -> store URL, or a list of "
+            "{name, url[, requires_approval]} objects"
         )
     out = []
-    for name, url in pairs:
+    for name, url, approval in entries:
         if not isinstance(name, str) or not isinstance(url, str) or not url.strip():
             raise EnvironmentConfigError(f"{path}: environment {name!r} needs a store URL (a string)")
-        out.append(Environment(check_name(name), url.strip()))
+        if not isinstance(approval, bool):
+            raise EnvironmentConfigError(
+                f"{path}: environment {name!r}: requires_approval must be true or false"
+            )
+        out.append(Environment(check_name(name), url.strip(), approval))
     return checked(out)
 
 

@@ -83,6 +83,10 @@ class Settings:
     requires_approval: bool = False
     """Flag and segment writes need an approved change request (``serve --requires-approval``;
     docs/changes.md): direct writes are refused with 403, except the kill switch."""
+    approval_environments: frozenset[str] = frozenset()
+    """Environments (by name, :mod:`flagstaff.http.environments`) where writes need an
+    approved change request, when ``requires_approval`` does not already ask it of all
+    (``serve --approval-env NAME``, or ``"requires_approval": true`` in the environments file)."""
     changes_db: str | None = None
     """The change request database (:class:`flagstaff.changes.ChangeStore`); ``None``: beside
     the token database (``flagstaff.db.tokens`` -> ``flagstaff.db.changes``)."""
