@@ -640,6 +640,11 @@ CREATE TABLE IF NOT EXISTS flagstaff_exposures (
 CREATE INDEX IF NOT EXISTS flagstaff_exposures_flag ON flagstaff_exposures (flag, time);
 CREATE INDEX IF NOT EXISTS flagstaff_exposures_experiment ON flagstaff_exposures (experiment_id, time);
 CREATE INDEX IF NOT EXISTS flagstaff_exposures_time ON flagstaff_exposures (time);
+-- Covering indexes for flagstaff.report (and guard): a flag's exposures, or a name's events,
+-- read in key order from the index alone (no table lookups, no sort). Added by IF NOT EXISTS,
+-- so opening a store written by an older version migrates it (one index build).
+CREATE INDEX IF NOT EXISTS flagstaff_exposures_units
+    ON flagstaff_exposures (flag, key, time, variant, experiment_id);
 CREATE TABLE IF NOT EXISTS flagstaff_events (
     id INTEGER PRIMARY KEY,
     time REAL NOT NULL,
@@ -650,6 +655,7 @@ CREATE TABLE IF NOT EXISTS flagstaff_events (
 );
 CREATE INDEX IF NOT EXISTS flagstaff_events_name ON flagstaff_events (name, time);
 CREATE INDEX IF NOT EXISTS flagstaff_events_key ON flagstaff_events (key);
+CREATE INDEX IF NOT EXISTS flagstaff_events_units ON flagstaff_events (name, key, time, value);
 """
 
 
@@ -669,6 +675,10 @@ class SQLiteSink:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # The key-ordered indexes take rows at random places: with SQLite's default 2 MiB page
+        # cache each batch re-reads most index pages (writes ~40% slower at 300k events). An
+        # upper bound, filled only as pages are touched.
+        db.execute("PRAGMA cache_size = -65536")
         db.executescript(_SCHEMA)
         db.executescript(_USAGE_SCHEMA)
         return db

@@ -108,6 +108,7 @@ EXTENSIONS: tuple[str, ...] = (
     "flagstaff.cli.report",
     "flagstaff.cli.changes",
     "flagstaff.cli.client_keys",
+    "flagstaff.http.cli_teams",
     "flagstaff.cli.apply",
     "flagstaff.cli.versions",
 )

@@ -494,6 +494,7 @@ _SCHEMAS: dict[str, Any] = {
             "last_used": _NUM_OR_NULL,
             "expires_at": _NUM_OR_NULL,
             "active": {"type": "boolean"},
+            "environments": {"type": "array", "items": {"type": "string"}, "nullable": True},
             "token": {"type": "string", "description": "(create only) the secret, shown once."},
         },
         "required": ["id", "name", "scope", "created_at", "active"],
@@ -503,6 +504,12 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": {"type": "string", "minLength": 1, "pattern": "\\S"},
             "scope": {"type": "string", "enum": ["read", "write", "approve", "admin"]},
+            "environments": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 1,
+                "description": "Limit the token to these environments (default: every one).",
+            },
         },
         "required": ["name", "scope"],
         "additionalProperties": False,
@@ -669,8 +676,8 @@ def _paths() -> dict[str, Any]:
                     {
                         "name": "metric",
                         "in": "query",
-                        "description": "Event names, comma-separated, each may end in :conversion or :mean "
-                        "(default: every event name).",
+                        "description": "Event names, comma-separated, each may end in :conversion or :mean, "
+                        "or NUM/DEN for a ratio (default: every event name).",
                         "schema": {"type": "string"},
                     },
                     {
@@ -678,6 +685,32 @@ def _paths() -> dict[str, Any]:
                         "in": "query",
                         "description": "The control variant (default control_1, else the first).",
                         "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "experiment_id",
+                        "in": "query",
+                        "description": "Only exposures recorded with this experiment id.",
+                        "schema": {"type": "integer"},
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": "Only units first exposed at or after this time "
+                        "(epoch seconds or ISO 8601).",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "until",
+                        "in": "query",
+                        "description": "Only exposures and metric events before this time.",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "cuped_days",
+                        "in": "query",
+                        "description": "CUPED with each unit's metric in this many days "
+                        "before its first exposure.",
+                        "schema": {"type": "number"},
                     },
                     {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "svg"]}},
                     {
@@ -923,6 +956,42 @@ def _paths() -> dict[str, Any]:
                 "operationId": "revokeToken",
                 "summary": "Revoke a token: it stops working at once. Admin scope.",
                 "responses": {"200": _json(_ref("Token"), "Revoked."), **_errors(*_AUTH, 404, 503)},
+            },
+        },
+        **_environment_paths(),
+    }
+
+
+def _environment_paths() -> dict[str, Any]:
+    """Environments and promotion (flagstaff.http.environments, flagstaff.http.api.envs). Every
+    path is also served under /api/v1/envs/{env}/... for each environment."""
+    obj = {"type": "object"}
+    query = [
+        {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}},
+        {"name": "expect", "in": "query", "schema": {"type": "integer", "minimum": 0},
+         "description": "The destination version shown in the plan (0: no such flag there)."},
+        {"name": "source", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+        {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}},
+    ]  # fmt: skip
+    return {
+        "/api/v1/envs": {
+            "get": {
+                "operationId": "listEnvironments",
+                "summary": "The environments, the default first, with the caller's scope and role in each.",
+                "responses": {"200": _json(obj, "The environments."), **_errors(*_AUTH)},
+            },
+        },
+        "/api/v1/flags/{name}/promote": {
+            "parameters": [_NAME, *query],
+            "post": {
+                "operationId": "promoteFlag",
+                "summary": "Copy the flag's document to environment `to` (read here, write there). Without "
+                "expect (428) or with dry_run: the plan (diff, versions, blast radius), nothing written.",
+                "responses": {
+                    "200": _json(obj, "Promoted (or, dry run, the plan)."),
+                    "428": _json(obj, "The plan: retry with expect=target_version."),
+                    **_errors(400, *_AUTH, 404, 409, 422, 503, 504),
+                },
             },
         },
     }

@@ -38,6 +38,7 @@ from flagstaff.http.events import EventBroker
 from flagstaff.http.guarding import GuardLoop
 from flagstaff.http.metrics import Metrics
 from flagstaff.http.tokens import Permission, Principal, TokenStore
+from flagstaff.http.users import UserStore
 from flagstaff.metrics import Sample, client_samples
 from flagstaff.stores import Store
 
@@ -82,6 +83,10 @@ class Settings:
     requires_approval: bool = False
     """Flag and segment writes need an approved change request (``serve --requires-approval``;
     docs/changes.md): direct writes are refused with 403, except the kill switch."""
+    approval_environments: frozenset[str] = frozenset()
+    """Environments (by name, :mod:`flagstaff.http.environments`) where writes need an
+    approved change request, when ``requires_approval`` does not already ask it of all
+    (``serve --approval-env NAME``, or ``"requires_approval": true`` in the environments file)."""
     changes_db: str | None = None
     """The change request database (:class:`flagstaff.changes.ChangeStore`); ``None``: beside
     the token database (``flagstaff.db.tokens`` -> ``flagstaff.db.changes``)."""
@@ -102,8 +107,10 @@ class ServerState:
         open_mode: bool = False,
         settings: Settings | None = None,
         owns_store: bool = False,
+        users: UserStore | None = None,
     ) -> None:
         self.store = store
+        self.users = users  # people who log in with a password (flagstaff.http.users); shared by environments
         self.settings = settings or Settings()
         if not self.settings.guard_interval >= 0:  # checked before anything starts
             raise ValueError("the guard interval must be 0 (off) or more seconds")
@@ -211,6 +218,8 @@ class ServerState:
         self.events.stop()
         self.client.close()
         self.tokens.close()
+        if self.users is not None:
+            self.users.close()
         with self._event_sink_lock:
             if self._event_sink is not None:
                 self._event_sink.close()
@@ -305,6 +314,10 @@ class RateLimiter:
 
 
 def state_of(request: Request) -> ServerState:
-    """The state of the app serving ``request``."""
-    state: ServerState = request.app.state.flagstaff
+    """The state of the environment serving ``request`` (the app's own state outside
+    :class:`~flagstaff.http.environments.EnvironmentRouter`)."""
+    # "flagstaff_state" is flagstaff.http.environments.STATE_KEY (that module imports this one).
+    state: ServerState | None = request.scope.get("flagstaff_state")
+    if state is None:
+        state = request.app.state.flagstaff
     return state

@@ -53,7 +53,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from flagstaff.document import is_segment_key, printable_text, segment_key, segment_name
-from flagstaff.http import auth
+from flagstaff.http import auth, environments
 from flagstaff.http.guarding import guard_view
 from flagstaff.http.present import segment_users
 from flagstaff.http.state import ServerState, state_of
@@ -132,9 +132,10 @@ def _render(request: Request, template: str, status: int = 200, **context: Any) 
         events_url=f"{root}/api/v1/events",
         static_url=static_url,
         principal_name=principal.name,
-        principal_scope=principal.scope.label,
+        principal_scope=principal.scope.role if principal.via == "user" else principal.scope.label,
         can_write=principal.scope >= Permission.WRITE,
-        can_logout=principal.via == "session",
+        can_logout=principal.via in ("session", "user"),
+        environments=_switcher(request),
         requires_approval=state_of(request).settings.requires_approval,
         **context,
     )
@@ -146,6 +147,14 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     """A dashboard page from ``template``, for page modules beside this one
     (:mod:`flagstaff.http.changes_ui`): the layout's context, headers and access check included."""
     return _render(request, template, status, **context)
+
+
+def _switcher(request: Request) -> list[dict[str, Any]]:
+    """The header's environment links: those the caller may read (none with one environment)."""
+    raw = auth.identify(request)
+    envs = environments.environments_of(request)
+    readable = {name: raw.level_in(name) is not None for name in envs.names}
+    return environments.switcher(request, readable)
 
 
 def _last_changes(state: ServerState, names: Iterable[str]) -> dict[str, HistoryEntry]:

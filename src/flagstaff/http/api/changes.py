@@ -55,7 +55,10 @@ __all__ = [
 
 
 def identity(principal: Principal) -> str:
-    """Who ``principal`` is for the four-eyes rule: its token, or ``open`` in open mode."""
+    """Who ``principal`` is for the four-eyes rule: its token, the user (``user:NAME``, a person
+    logged in with a password or single sign-on), or ``open`` in open mode."""
+    if principal.via == "user":
+        return f"user:{principal.name}"
     return f"token:{principal.token_id}" if principal.token_id else "open"
 
 
