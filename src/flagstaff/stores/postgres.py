@@ -74,6 +74,7 @@ from flagstaff.stores.base import (
     Watch,
     WatchEvent,
     Write,
+    check_writes,
     decode_raw,
 )
 
@@ -356,7 +357,7 @@ class PostgresStore:
         """All of ``writes`` in one transaction, or none: every ``expect`` is checked under the
         rows' locks before anything is written. A watch delivers them back to back, ``more``
         counting down to 0."""
-        _check_writes(writes)
+        check_writes(writes)
         if not writes:
             return []
         names = [w.name for w in writes]
@@ -652,16 +653,6 @@ def _alive(conn: Conn) -> bool:
     except (psycopg.Error, OSError, ValueError):
         return False
     return conn.pgconn.status == pq.ConnStatus.OK
-
-
-def _check_writes(writes: Sequence[Write]) -> None:
-    seen: set[str] = set()
-    for write in writes:
-        if write.name in seen:
-            raise StoreError(f"put_many names flag {write.name!r} twice: one write per flag")
-        if write.expect is not None and write.expect < 0:
-            raise StoreError(f"put_many: expect for {write.name!r} must be None or >= 0, not {write.expect}")
-        seen.add(write.name)
 
 
 def _text(value: bytes | None) -> str | None:
