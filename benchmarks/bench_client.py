@@ -166,6 +166,8 @@ def _evaluation_rows(client: Client, quick: bool) -> list[Row]:
         floor = _median_ns(_loop_floor(uids[: len(contexts)], repeat), batches)
         rows.append(Row(GROUP, f"client.is_enabled: {label}", value, "ns/call", floor, target))
 
+    rows += _built_in_the_call_rows(client, uids, batches)
+
     ctx = Context(
         user_id="user-42", user_name="umbrae", groups=frozenset({"beta"}), attributes={"plan": "pro"}
     )
@@ -199,6 +201,58 @@ def _evaluation_rows(client: Client, quick: bool) -> list[Row]:
         )
     )
     return rows
+
+
+PER_REQUEST = 5  # checks of one flag per request (per user), as a page checks a few flags
+
+
+def _built_in_the_call_rows(client: Client, uids: Sequence[str], batches: int) -> list[Row]:
+    """The check as applications write it: the context built in the call, a new user per
+    request, PER_REQUEST checks each; beside the floor doing the same checks. 10,000 users in
+    turn, more than the client's table of shared contexts holds, so every request's first
+    check builds its context."""
+    users = uids[:10_000]
+
+    def as_dict() -> int:
+        is_enabled = client.is_enabled
+        for uid in users:
+            for _ in range(PER_REQUEST):
+                is_enabled("pct", {"user_id": uid})
+        return len(users) * PER_REQUEST
+
+    def bare_id() -> int:
+        is_enabled = client.is_enabled
+        for uid in users:
+            for _ in range(PER_REQUEST):
+                is_enabled("pct", uid)
+        return len(users) * PER_REQUEST
+
+    def context_per_request() -> int:
+        is_enabled = client.is_enabled
+        for uid in users:
+            ctx = Context(user_id=uid)
+            for _ in range(PER_REQUEST):
+                is_enabled("pct", ctx)
+        return len(users) * PER_REQUEST
+
+    def context_per_check() -> int:
+        is_enabled = client.is_enabled
+        for uid in users:
+            for _ in range(PER_REQUEST):
+                is_enabled("pct", Context(user_id=uid))
+        return len(users) * PER_REQUEST
+
+    floor = _median_ns(_loop_floor(users, PER_REQUEST), batches)
+    cases = [
+        ("{'user_id': uid} in the call", as_dict, "<= 3x floor"),
+        ("bare id in the call", bare_id, "<= 3x floor"),
+        ("Context(user_id=uid) once per request", context_per_request, "<= 3x floor"),
+        ("Context(user_id=uid) in every call", context_per_check, "(no target)"),
+    ]
+    return [
+        Row(GROUP, f"10% rollout, {label}", _median_ns(body, batches), "ns/call", floor, target)
+        for label, body, target in cases
+    ]
 
 
 def _snapshot_rows(quick: bool) -> list[Row]:

@@ -91,12 +91,13 @@ def _propagation(hosts: str, n: int, mode: str, samples: int) -> tuple[list[floa
     """Latencies (ms) write -> last of ``n`` processes; and seconds until all held 1,000 flags."""
     from kazoo.client import KazooClient
 
+    from flagstaff.stores.base import Write
     from flagstaff.stores.zookeeper import ZooKeeperStore
 
     chroot = f"/bench-{uuid.uuid4().hex[:8]}"
     store = ZooKeeperStore.from_url(f"zookeeper://{hosts}{chroot}?timeout=30")
     store.put_many(
-        {f"flag-{i:04d}": json.dumps({"enabled": True, "percentage": i % 101}) for i in range(999)}
+        [Write(f"flag-{i:04d}", json.dumps({"enabled": True, "percentage": i % 101})) for i in range(999)]
     )
     store.put(FLAG, json.dumps({"seq": 0}))
     zk = KazooClient(hosts)

@@ -77,6 +77,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "client",
             "aio",
             "metrics",
+            "usage",
+            "changes",
         ),
     ),
     ("analysis", ("stats", "plots", "blast", "guard", "report")),

@@ -81,7 +81,7 @@ from flagstaff.model import (
     references,
 )
 from flagstaff.segments import Segment, parse_segment
-from flagstaff.stores.base import Record, Store
+from flagstaff.stores.base import Record, Store, Write
 
 __all__ = [
     "COMMENT_MARK",
@@ -406,6 +406,67 @@ class Admin:
         return self.update(name, lambda doc: edits.set_variants(doc, variants), expect=expect)
 
     # -- bulk ------------------------------------------------------------------
+
+    def put_many(
+        self,
+        documents: Mapping[str, Any],
+        *,
+        delete: Iterable[str] = (),
+        expect: Mapping[str, int] | None = None,
+        force: bool = False,
+    ) -> list[Outcome]:
+        """Write ``documents`` and delete the keys in ``delete`` as one atomic write
+        (:meth:`Store.put_many <flagstaff.stores.base.Store.put_many>`): all of it or none.
+
+        Every document is validated first (as :meth:`set` does, new names and references
+        included, checked against the store as this write leaves it: a flag may name a
+        segment that comes in the same write), and deleting what a kept flag still names is
+        refused unless ``force``; one :class:`ValidationError` lists every problem, and
+        nothing is written. Each write is compare-and-set on ``expect[name]`` when given
+        (``0``: must not exist), else on the version read here, so a change made meanwhile
+        raises :class:`ConflictError` and nothing is written. A document identical to the
+        stored one is not rewritten (its outcome says ``changed=False``). Returns one
+        outcome per document, then one per deletion.
+        """
+        doomed = sorted(set(delete))
+        both = sorted(set(doomed) & set(documents))
+        if both:
+            raise ValidationError([Problem(n, "both written and deleted in one put_many") for n in both])
+        raws = validate_documents(documents)
+        existing = self.store.load().records
+        problems: list[Problem] = []
+        for name in doomed:
+            if name not in existing:
+                problems.append(Problem(name, "cannot delete it: " + str(_not_found(name))))
+        new_names = [n for n in sorted(raws) if n not in existing]
+        for i, name in enumerate(new_names):
+            # Look-alikes count among the existing keys and the other new ones before it.
+            try:
+                _check_new_name(name, [*existing, *new_names[:i]])
+            except ValidationError as exc:
+                problems.extend(Problem(_join(name, p.path), p.message) for p in exc.problems)
+        try:
+            _check_import(documents, raws, existing, doomed if not force else [])
+        except ValidationError as exc:
+            problems.extend(exc.problems)
+        if problems:
+            raise ValidationError(problems)
+        expect = dict(expect or {})
+        writes: list[Write] = []
+        outcomes: list[Outcome] = []
+        for name, raw in raws.items():
+            old = existing.get(name)
+            version = 0 if old is None else old.version
+            if old is not None and _same(old.raw, raw) and expect.get(name, version) == version:
+                outcomes.append(Outcome(name, old.raw, old.raw, old, False))
+                continue
+            writes.append(Write(name, raw, expect.get(name, version)))
+            outcomes.append(Outcome(name, None if old is None else old.raw, raw, None, True))
+        for name in doomed:
+            writes.append(Write(name, None, expect.get(name, existing[name].version)))
+            outcomes.append(Outcome(name, existing[name].raw, None, None, True))
+        records = iter(self.store.put_many(writes, author=self.author) if writes else [])
+        return [Outcome(o.name, o.before, o.after, next(records), True) if o.changed else o for o in outcomes]
 
     def import_documents(
         self,

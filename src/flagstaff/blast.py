@@ -99,6 +99,7 @@ class BlastRadius:
             "variant_changes": self.variant_changes,
             "transitions": [t.to_dict() for t in self.transitions],
             "approximation": "each key is decided as the user id alone (no attributes are stored)",
+            "summary": self.summary(),
         }
 
     def summary(self) -> str:

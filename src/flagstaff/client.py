@@ -170,11 +170,18 @@ class Client:
         self.store_url = follower.store_url
         self._on_exposure = options.on_exposure
         self._recorder = recorder = options.exposures
+        exposing = recorder is not None and recorder.experiments
         # The recorder's dedupe memory, read inline on the hot path (a repeat exposure is one
         # tuple and one dict lookup, no call: ~150 ns less than calling the recorder).
-        self._remembered = None if recorder is None else recorder.remembered
+        self._remembered = recorder.remembered if recorder is not None and exposing else None
         self._deduplicated = itertools.count() if recorder is None else recorder.deduplicated
-        self._scope_hook = _exposure_hook(options.on_exposure, recorder)  # scopes call one hook
+        self._scope_hook = _exposure_hook(options.on_exposure, recorder if exposing else None)
+        # Exposures of flags that are not experiments (Exposed.ALL): the flags left out; None: off.
+        self._plain_skip = None if recorder is None else recorder.plain_skip
+        # Evaluations per flag (flagstaff.usage), counted inline: one dict lookup, one C call.
+        self._tally = None if recorder is None else recorder.tally
+        self._usage = None if self._tally is None else self._tally.counts
+        self._scope_observer = _scope_observer(recorder)
         if recorder is not None:
             recorder.follow_revision(lambda: follower._snapshot.revision)
         # Evaluation counters: next() on an itertools.count is one C call and atomic under the
@@ -213,6 +220,12 @@ class Client:
         if flag is None:
             next(self._counted_unknown)
             return False
+        usage = self._usage
+        if usage is not None:
+            try:
+                next(usage[name])
+            except KeyError:  # the flag's first evaluation
+                self._tally.count(name)  # type: ignore[union-attr]
         constant = flag.constant
         if constant is not None:
             return constant.enabled
@@ -236,12 +249,20 @@ class Client:
             remembered = self._remembered
             if remembered is not None:  # Recorder's hook, inlined (see Recorder.remembered)
                 uid = ctx.user_id
-                if (uid if uid is not None else ctx.cookie_id, decision.flag, decision.variant) in remembered:
+                key = (uid if uid is not None else ctx.cookie_id, decision.flag, decision.variant)
+                if key in remembered:
                     next(self._deduplicated)
                 else:
-                    self._recorder.hook(decision, ctx)  # type: ignore[union-attr]
+                    self._recorder.record_first(key, decision, ctx)  # type: ignore[union-attr]
             if self._on_exposure is not None:
                 report_exposure(self._on_exposure, decision, ctx)
+        elif self._plain_skip is not None and decision.flag not in self._plain_skip:
+            uid = ctx.user_id  # as above, for a flag that is not an experiment (Exposed.ALL)
+            key = (uid if uid is not None else ctx.cookie_id, decision.flag, decision.variant)
+            if key in self._remembered:  # type: ignore[operator]
+                next(self._deduplicated)
+            else:
+                self._recorder.record_first(key, decision, ctx)  # type: ignore[union-attr]
         return decision.enabled
 
     def variant(self, name: str, context: ContextLike = None) -> str | None:
@@ -259,6 +280,12 @@ class Client:
         if flag is None:
             next(self._counted_unknown)
             return unknown(name)
+        usage = self._usage
+        if usage is not None:
+            try:
+                next(usage[name])
+            except KeyError:  # the flag's first evaluation
+                self._tally.count(name)  # type: ignore[union-attr]
         constant = flag.constant
         if constant is not None:
             return constant
@@ -413,6 +440,12 @@ class Client:
         if flag is None:
             next(self._counted_unknown)
             return None, unknown(name)
+        usage = self._usage
+        if usage is not None:
+            try:
+                next(usage[name])
+            except KeyError:  # the flag's first evaluation
+                self._tally.count(name)  # type: ignore[union-attr]
         if flag.constant is not None:
             return flag, flag.constant
         if type(context) is Context:
@@ -439,12 +472,20 @@ class Client:
             remembered = self._remembered
             if remembered is not None:  # as in is_enabled
                 uid = ctx.user_id
-                if (uid if uid is not None else ctx.cookie_id, decision.flag, decision.variant) in remembered:
+                key = (uid if uid is not None else ctx.cookie_id, decision.flag, decision.variant)
+                if key in remembered:
                     next(self._deduplicated)
                 else:
-                    self._recorder.hook(decision, ctx)  # type: ignore[union-attr]
+                    self._recorder.record_first(key, decision, ctx)  # type: ignore[union-attr]
             if self._on_exposure is not None:
                 report_exposure(self._on_exposure, decision, ctx)
+        elif self._plain_skip is not None and decision.flag not in self._plain_skip:
+            uid = ctx.user_id  # as in is_enabled
+            key = (uid if uid is not None else ctx.cookie_id, decision.flag, decision.variant)
+            if key in self._remembered:  # type: ignore[operator]
+                next(self._deduplicated)
+            else:
+                self._recorder.record_first(key, decision, ctx)  # type: ignore[union-attr]
         return decision
 
     def _context(self, name: str, context: ContextLike) -> Context | Decision:
@@ -462,7 +503,15 @@ class Client:
         context inside (``client.is_enabled("x")``) are answered by it.
         """
         snap = self._follower.snapshot
-        return Scope(self, self._served(snap), snap.revision, context, time.time(), self._scope_hook)
+        return Scope(
+            self,
+            self._served(snap),
+            snap.revision,
+            context,
+            time.time(),
+            self._scope_hook,
+            observe=self._scope_observer,
+        )
 
     # ------------------------------------------------------------------ overrides
 
@@ -635,6 +684,23 @@ def _exposure_hook(hook: ExposureHook | None, recorder: Recorder | None) -> Expo
         recorder.hook(decision, context)
 
     return both
+
+
+def _scope_observer(recorder: Recorder | None) -> Callable[[Decision, Context], None] | None:
+    """What a scope calls with each decision of a known flag: counts the flag's usage and
+    records a plain flag's exposure (Exposed.ALL); None when the recorder does neither."""
+    if recorder is None or (recorder.tally is None and recorder.plain_skip is None):
+        return None
+    tally = recorder.tally
+    skip = recorder.plain_skip
+
+    def observe(decision: Decision, context: Context) -> None:
+        if tally is not None:
+            tally.count(decision.flag)
+        if skip is not None and decision.experiment_id is None and decision.flag not in skip:
+            recorder.hook(decision, context)
+
+    return observe
 
 
 def _conform(value: Any, expect: type) -> tuple[Any, str | None]:

@@ -125,6 +125,7 @@ TOP_KEYS = frozenset(
         "values",
         "ramp",
         "guardrails",
+        "client_visible",
     }
 )
 EXPERIMENT_KEYS = frozenset({"experiment_id", "variants", "enabled", "layer", "holdout", *SELECTOR_KEYS})

@@ -7,6 +7,11 @@ client's :class:`~flagstaff.runtime.Runtime` hands them in batches to a :class:`
 :class:`SQLiteSink` (the embedded default), :class:`JsonLinesSink` (rotated files a
 warehouse can load) or :class:`HttpSink` (``flagstaff serve``'s ``POST /api/v1/ingest``).
 
+What is recorded is set by :class:`RecorderOptions`: the exposures of experiments (the
+default), of every flag whose decision depends on the unit (``flags="all"``, e.g. a
+percentage ramp, for the blast radius and the guard), or none; and, with ``usage=True``,
+per flag the evaluations per hour and when it was last seen (:mod:`flagstaff.usage`).
+
 Guarantees
     * Recording never blocks and never raises. A full queue drops the event and counts it
       (``dropped``); a sink that raises loses its batch, counted (``failed``), after one
@@ -48,14 +53,18 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from flagstaff.context import Context
-from flagstaff.decision import Decision
-from flagstaff.errors import FlagstaffError
+from flagstaff.decision import Decision, Reason
+from flagstaff.errors import ClientError, FlagstaffError
 from flagstaff.runtime import Runtime, default_runtime
+from flagstaff.usage import SCHEMA as _USAGE_SCHEMA
+from flagstaff.usage import UPSERT as _USAGE_UPSERT
+from flagstaff.usage import Tally, hour_of
 
 __all__ = [
     "Event",
     "EventError",
     "EventKind",
+    "Exposed",
     "HttpSink",
     "JsonLinesSink",
     "ListSink",
@@ -69,6 +78,9 @@ __all__ = [
 log = logging.getLogger("flagstaff.exposures")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+# Decisions that expose nothing, even with Exposed.ALL: a failed evaluation, and a unit an
+# experiment left out (the guard would otherwise count it in the experiment's control arm).
+_NOT_EXPOSED = frozenset({Reason.ERROR, Reason.EXCLUDED, Reason.HOLDOUT})
 _MAX_TEXT = 1024  # longest flag, variant, key or event name kept (longer input is refused)
 
 
@@ -86,11 +98,28 @@ class EventKind(StrEnum):
     """A unit saw a variant of an experiment (``flag``, ``variant``, ``experiment_id``)."""
     TRACK = "track"
     """A metric event (``name``, ``value``), from :meth:`flagstaff.Client.track`."""
+    USAGE = "usage"
+    """A flag's evaluations (``flag``; ``value``: how many) counted by one process up to
+    ``time`` (its last seen), in the hour holding ``time`` (:mod:`flagstaff.usage`)."""
+
+
+class Exposed(StrEnum):
+    """Which decisions a :class:`Recorder` records as exposures (``RecorderOptions.flags``)."""
+
+    EXPERIMENTS = "experiments"
+    """Experiments' decisions only (treatment and control): what an analysis needs."""
+    ALL = "all"
+    """Also every other decision that depends on the unit (a percentage, a ramp, rules,
+    targets; not a flag on or off for everyone, nor a unit an experiment excludes or holds
+    out, nor a failed evaluation), with no variant for a plain flag: what the blast
+    radius and the guard read. ``RecorderOptions.skip`` names flags left out."""
+    NONE = "none"
+    """No exposures (usage and tracked events only)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One exposure or metric event. ``key`` is the bucketing key: the user id, else the
+    """One exposure, metric event or usage count. ``key`` is the bucketing key: the user id, else the
     cookie id (``None`` for an anonymous caller). ``time`` is epoch seconds (UTC)."""
 
     kind: EventKind
@@ -111,6 +140,8 @@ class Event:
             item = getattr(self, name)
             if item is not None:
                 out[name] = item
+        if self.kind is EventKind.USAGE and self.value is not None:
+            out["value"] = int(self.value)  # a count
         if self.attributes:
             out["attributes"] = dict(self.attributes)
         return out
@@ -127,7 +158,7 @@ class Event:
         try:
             kind = EventKind(str(data.get("kind")))
         except ValueError:
-            raise EventError(f"{where}kind", "must be 'exposure' or 'track'") from None
+            raise EventError(f"{where}kind", "must be 'exposure', 'track' or 'usage'") from None
         stamp = data.get("time")
         if isinstance(stamp, bool) or not isinstance(stamp, int | float) or not math.isfinite(stamp):
             raise EventError(f"{where}time", "must be epoch seconds (a number)")
@@ -157,6 +188,14 @@ class Event:
             raise EventError(f"{where}flag", "an exposure names its flag")
         if kind is EventKind.TRACK and text["name"] is None:
             raise EventError(f"{where}name", "a track event has a name")
+        if kind is EventKind.USAGE:
+            extra = [n for n in _NOT_USAGE if data.get(n) is not None]
+            if extra:
+                raise EventError(f"{where}{extra[0]}", "not a field of a usage event (flag, time, value)")
+            if text["flag"] is None:
+                raise EventError(f"{where}flag", "a usage event names its flag")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise EventError(f"{where}value", "a usage event's value is a count (an integer >= 0)")
         return cls(
             kind,
             float(stamp),
@@ -170,6 +209,14 @@ class Event:
             MappingProxyType(dict(attributes)) if attributes else _EMPTY,
         )
 
+
+_NOT_USAGE = ("key", "variant", "experiment_id", "revision", "name", "attributes")
+_Fields = (
+    tuple[EventKind, float, str | None, str, str | None, int | None, int | None]
+    | tuple[EventKind, float, str | None, None, None, None, None, str, float | None, Mapping[str, Any]]
+)
+"""An exposure's or a tracked event's :class:`Event` fields, as the caller queues them (the
+background task builds the Event: a frozen dataclass costs about 1 us to build)."""
 
 _FIELDS = frozenset(
     {"kind", "time", "key", "flag", "variant", "experiment_id", "revision", "name", "value", "attributes"}
@@ -205,6 +252,25 @@ class RecorderOptions:
     """Longest wait (seconds) before a partial batch is written."""
     retry: bool = True
     """Write a failed batch once more before counting it as lost."""
+    flags: Exposed = Exposed.EXPERIMENTS
+    """Whose decisions are exposures: experiments', all flags' (``"all"``) or none."""
+    skip: frozenset[str] = frozenset()
+    """With ``flags="all"``: flags whose plain decisions are not recorded (experiments still are)."""
+    usage: bool = False
+    """Count each flag's evaluations and report them per hour (:mod:`flagstaff.usage`)."""
+    usage_interval: float = 60.0
+    """Longest time (seconds) between two reports of the usage counts (and at each new hour)."""
+
+    def __post_init__(self) -> None:
+        try:
+            flags = Exposed(self.flags)
+        except ValueError:
+            choices = ", ".join(repr(e.value) for e in Exposed)
+            raise ClientError(f"RecorderOptions.flags must be one of {choices}, not {self.flags!r}") from None
+        object.__setattr__(self, "flags", flags)  # "all" given as a string: the enum
+        if isinstance(self.skip, str) or not all(isinstance(n, str) for n in self.skip):
+            raise ClientError("RecorderOptions.skip must be a set of flag names")
+        object.__setattr__(self, "skip", frozenset(self.skip))
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +278,7 @@ class RecorderStats:
     """What a recorder did since it was made. ``recorded == written + failed + queued``."""
 
     recorded: int
-    """Events accepted into the queue (exposures after deduplication, and tracked events)."""
+    """Events accepted into the queue (exposures after deduplication, tracked events, usage counts)."""
     deduplicated: int
     """Exposures not recorded: the same key saw the same variant in this window."""
     dropped: int
@@ -256,7 +322,7 @@ class Recorder:
         checks it inline on its hot path, and counts a hit in :attr:`deduplicated` instead
         of calling :attr:`hook`. Read-only for anyone but the recorder; cleared in place."""
         self._window_start = time.monotonic()
-        self._queue: deque[Event] = deque()
+        self._queue: deque[Event | _Fields] = deque()  # an exposure is queued as its fields
         # Counters: next() on an itertools.count is one atomic C call (see Client).
         self._recorded = itertools.count()
         self.deduplicated = self._deduplicated = itertools.count()  # counted by the client too
@@ -264,6 +330,16 @@ class Recorder:
         self._failed = itertools.count()
         self._written = itertools.count()
         self._revision: Callable[[], int | None] = lambda: None
+        self.experiments = options.flags is not Exposed.NONE
+        """Whether experiments' exposures are recorded (the client asks before calling :attr:`hook`)."""
+        self.plain_skip: frozenset[str] | None = options.skip if options.flags is Exposed.ALL else None
+        """``None``: decisions of flags that are not experiments are not exposures; else the
+        flags whose plain decisions are not (the client asks before calling :attr:`hook`)."""
+        self.tally: Tally | None = Tally() if options.usage else None
+        """The evaluations per flag (:mod:`flagstaff.usage`) the client counts into; None: not counted."""
+        self._usage_lock = self._runtime.lock()  # one take at a time (the task, flush, close)
+        self._usage_taken = time.monotonic()
+        self._usage_hour = hour_of(time.time())
         self._wake = self._runtime.event()
         self._progress = self._runtime.event()
         self._closed = False
@@ -287,20 +363,24 @@ class Recorder:
         self._failed, self._written = itertools.count(), itertools.count()
         self.deduplicated = self._deduplicated = itertools.count()
         self.hook = self._make_hook()
+        self._usage_lock = self._runtime.lock()  # the parent's may have been held at the fork
+        if self.tally is not None:
+            self.tally.after_fork()
         if not self._closed:
             self._task = self._runtime.spawn(self._run, name="flagstaff-exposures")
 
     # -- recording (hot path) -------------------------------------------------
 
     def __call__(self, decision: Decision, context: Context) -> None:
-        """Record an experiment exposure. Never raises. The client calls :attr:`hook`,
-        the same thing made faster (a closure: no attribute lookups on the way)."""
+        """Record an exposure (deduplicated), whatever the decision's flag: the client
+        asks :attr:`experiments` and :attr:`plain_skip` first. Never raises. The client
+        calls :attr:`hook`, the same thing made faster (a closure: no attribute lookups)."""
         self.hook(decision, context)
 
     def _make_hook(self) -> Callable[[Decision, Context], None]:
         seen = self._seen  # cleared in place at each new window, never replaced
         deduplicated = self._deduplicated.__next__
-        first = self._first_exposure
+        first = self.record_first
 
         def hook(decision: Decision, context: Context) -> None:
             uid = context.user_id
@@ -312,16 +392,27 @@ class Recorder:
 
         return hook
 
-    def _first_exposure(
+    def record_first(
         self, seen_key: tuple[str | None, str, str | None], decision: Decision, context: Context
     ) -> None:
+        """Record ``decision`` for ``context``, whose ``seen_key`` (bucketing key, flag,
+        variant) the caller found missing from :attr:`remembered` (the client's inline
+        hook does). Never raises."""
         try:
             seen = self._seen
             if len(seen) >= self._max_keys:
                 seen.popitem(last=False)  # forget the oldest
             seen[seen_key] = None
-            self._enqueue(
-                Event(
+            if decision.experiment_id is None and decision.reason in _NOT_EXPOSED:
+                return  # remembered all the same: its repeats stay on the fast path
+            queue = self._queue  # _enqueue inlined: this runs on the check of a new unit
+            if self._closed or len(queue) >= self._max_queue:
+                next(self._dropped)
+                return
+            # The Event's fields, not the Event: a frozen dataclass costs about 1 us to build,
+            # a tuple 30 ns; the background task builds the Event (see _drain).
+            queue.append(
+                (
                     EventKind.EXPOSURE,
                     time.time() if context.time is None else context.time,
                     seen_key[0],
@@ -331,6 +422,9 @@ class Recorder:
                     self._revision(),
                 )
             )
+            next(self._recorded)
+            if len(queue) == self._batch_size:
+                self._wake.set()  # a full batch: no need to wait for the interval
         except Exception:  # never into the caller (a concurrent eviction, a revision getter)
             next(self._dropped)
 
@@ -350,17 +444,21 @@ class Recorder:
             if number is not None and not math.isfinite(number):
                 return False
             uid = context.user_id
-            event = Event(
+            fields: _Fields = (
                 EventKind.TRACK,
                 time.time() if context.time is None else context.time,
                 uid if uid is not None else context.cookie_id,
-                name=name,
-                value=number,
-                attributes=MappingProxyType(dict(attributes)) if attributes else _EMPTY,
+                None,
+                None,
+                None,
+                None,
+                name,
+                number,
+                MappingProxyType(dict(attributes)) if attributes else _EMPTY,  # copied now
             )
         except Exception:
             return False
-        return self._enqueue(event)
+        return self._enqueue(fields)
 
     def record(self, event: Event) -> bool:
         """Queue an event as it is (no deduplication). Whether it was queued. Never raises."""
@@ -370,7 +468,7 @@ class Recorder:
         """Stamp exposures with ``revision()`` (the client does this with its snapshot's)."""
         self._revision = revision
 
-    def _enqueue(self, event: Event) -> bool:
+    def _enqueue(self, event: Event | _Fields) -> bool:
         queue = self._queue
         if self._closed or len(queue) >= self._max_queue:
             next(self._dropped)
@@ -385,12 +483,18 @@ class Recorder:
 
     def _run(self) -> None:
         interval = max(0.001, self.options.interval)
+        usage_interval = max(0.001, self.options.usage_interval)
         while True:
             self._wake.wait(interval)
             self._wake.clear()
             if time.monotonic() - self._window_start >= self._window:
                 self._window_start = time.monotonic()
                 self._seen.clear()  # a new window: every exposure is recorded once again
+            if self.tally is not None and (
+                time.monotonic() - self._usage_taken >= usage_interval
+                or hour_of(time.time()) != self._usage_hour
+            ):
+                self._take_usage()
             self._drain()
             self._progress.set()
             if self._stopping:
@@ -402,7 +506,8 @@ class Recorder:
             batch: list[Event] = []
             try:
                 while len(batch) < self._batch_size:
-                    batch.append(queue.popleft())
+                    item = queue.popleft()
+                    batch.append(item if isinstance(item, Event) else Event(*item))
             except IndexError:
                 pass
             self._write(batch)
@@ -431,6 +536,21 @@ class Recorder:
         for _ in range(len(batch)):
             next(self._written)
 
+    def _take_usage(self) -> None:
+        """Queue a usage event per flag evaluated since the last take (see :mod:`flagstaff.usage`)."""
+        tally = self.tally
+        if tally is None:
+            return
+        try:
+            with self._usage_lock:
+                now = time.time()
+                self._usage_taken = time.monotonic()
+                self._usage_hour = hour_of(now)
+                for flag, count in tally.take().items():
+                    self._enqueue(Event(EventKind.USAGE, now, flag=flag, value=float(count)))
+        except Exception:  # never into a caller of flush or close, never out of the task
+            log.exception("taking the usage counts failed")
+
     # -- settling -------------------------------------------------------------
 
     def stats(self) -> RecorderStats:
@@ -445,7 +565,8 @@ class Recorder:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every event recorded before the call is written or failed (at most
-        ``timeout`` seconds). Whether it was."""
+        ``timeout`` seconds), usage counted before the call included. Whether it was."""
+        self._take_usage()
         target = _peek(self._recorded)
         deadline = time.monotonic() + max(0.0, timeout)
         while _peek(self._written) + _peek(self._failed) < target:
@@ -461,6 +582,7 @@ class Recorder:
         """Stop recording (later events are dropped), flush, stop the task, close the sink."""
         if self._closed:
             return
+        self._take_usage()  # the last counts, while events are still accepted
         self._closed = True
         self.flush(timeout)
         self._stopping = True
@@ -518,6 +640,11 @@ CREATE TABLE IF NOT EXISTS flagstaff_exposures (
 CREATE INDEX IF NOT EXISTS flagstaff_exposures_flag ON flagstaff_exposures (flag, time);
 CREATE INDEX IF NOT EXISTS flagstaff_exposures_experiment ON flagstaff_exposures (experiment_id, time);
 CREATE INDEX IF NOT EXISTS flagstaff_exposures_time ON flagstaff_exposures (time);
+-- Covering indexes for flagstaff.report (and guard): a flag's exposures, or a name's events,
+-- read in key order from the index alone (no table lookups, no sort). Added by IF NOT EXISTS,
+-- so opening a store written by an older version migrates it (one index build).
+CREATE INDEX IF NOT EXISTS flagstaff_exposures_units
+    ON flagstaff_exposures (flag, key, time, variant, experiment_id);
 CREATE TABLE IF NOT EXISTS flagstaff_events (
     id INTEGER PRIMARY KEY,
     time REAL NOT NULL,
@@ -528,12 +655,14 @@ CREATE TABLE IF NOT EXISTS flagstaff_events (
 );
 CREATE INDEX IF NOT EXISTS flagstaff_events_name ON flagstaff_events (name, time);
 CREATE INDEX IF NOT EXISTS flagstaff_events_key ON flagstaff_events (key);
+CREATE INDEX IF NOT EXISTS flagstaff_events_units ON flagstaff_events (name, key, time, value);
 """
 
 
 class SQLiteSink:
     """Events in a SQLite file: tables ``flagstaff_exposures`` and ``flagstaff_events``
-    (schema in ``docs/experiments.md``), WAL journal, one transaction per batch.
+    (schema in ``docs/experiments.md``) and ``flagstaff_usage`` (one row per flag and hour,
+    added up: :mod:`flagstaff.usage`), WAL journal, one transaction per batch.
     Safe from any thread (one connection behind a lock)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -546,7 +675,12 @@ class SQLiteSink:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # The key-ordered indexes take rows at random places: with SQLite's default 2 MiB page
+        # cache each batch re-reads most index pages (writes ~40% slower at 300k events). An
+        # upper bound, filled only as pages are touched.
+        db.execute("PRAGMA cache_size = -65536")
         db.executescript(_SCHEMA)
+        db.executescript(_USAGE_SCHEMA)
         return db
 
     def write(self, batch: Sequence[Event]) -> None:
@@ -559,6 +693,9 @@ class SQLiteSink:
             (e.time, e.name, e.key, e.value, json.dumps(dict(e.attributes)) if e.attributes else None)
             for e in batch
             if e.kind is EventKind.TRACK
+        ]
+        usage = [
+            (e.flag, hour_of(e.time), int(e.value or 0), e.time) for e in batch if e.kind is EventKind.USAGE
         ]
         if self._pid != os.getpid():
             # A forked child: SQLite forbids using the parent's connection, and the lock may
@@ -579,6 +716,8 @@ class SQLiteSink:
                     " VALUES (?, ?, ?, ?, ?)",
                     tracked,
                 )
+                if usage:
+                    db.executemany(_USAGE_UPSERT, usage)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise

@@ -12,7 +12,10 @@ Guarantees
       and takes no lock. Changes are applied one document at a time (parse one
       document with :func:`~flagstaff.model.parse_text`, copy the name -> flag
       dict); a change with a revision not above the held one is ignored; a
-      ``Reset`` from the store leads to a full ``load()``.
+      ``Reset`` from the store leads to a full ``load()``. The changes of one
+      atomic write (``Store.put_many``: ``Change.more`` counting down to 0) are
+      held until the last arrives and then swapped in at once, so a reader sees
+      all of them or none.
     * Segments (records under ``segment:NAME``, :mod:`flagstaff.segments`) are
       followed like flags, in the same snapshot: a segment change re-links the
       flags that use it (:meth:`Snapshot.with_segment
@@ -393,6 +396,7 @@ class Follower:
         self._requests: collections.deque[_Request] = collections.deque()
         self._waiters: dict[str, list[Event]] = {}
         self._need_load = True
+        self._group: list[Change] = []  # see _drain
         self._task_ids: set[int] = set()
         generation = self._generation
         self._task: Task | None = rt.spawn(self._run, generation, name="flagstaff-client")
@@ -467,6 +471,7 @@ class Follower:
             assert self._url is not None
             store = self._store = open_store(self._url, runtime=self._runtime)
         state = store.load()
+        self._group.clear()  # a part of an atomic write held: the load holds all of it, or none
         self._adopt(state, trust_empty=trust_empty)
         if watch is None:
             watch = store.watch(self._on_event, state.revision)
@@ -500,11 +505,13 @@ class Follower:
     def _drain(self) -> None:
         changed: set[str] = set()
         applied: list[Change] = []
+        group = self._group  # changes of one put_many received so far (Change.more > 0)
         while self._inbox and not self._need_load:
             event = self._inbox.popleft()
             if isinstance(event, Reset):
                 log.info("store %s reset its watch (%s); reloading", self.store_url, event.reason)
                 self._need_load = True
+                group.clear()  # the reload brings the whole of it, or none
             elif isinstance(event, Disconnected):
                 self._lost(event)
             elif event.revision > self._snapshot.revision:
@@ -513,46 +520,60 @@ class Follower:
                     # believe it again, in full.
                     self._need_load = True
                     self._inbox.appendleft(event)
-                else:
-                    self._apply(event, changed)
-                    applied.append(event)
+                    continue
+                if group and event.more != group[-1].more - 1:
+                    # Not the next of the group held: a store that broke a group (a bug). Apply
+                    # what was held rather than hold it for ever.
+                    log.warning("%s: an atomic write arrived incomplete; applied as it came", self.store_url)
+                    self._apply_group(group, changed, applied)
+                group.append(event)
+                if event.more <= 0:
+                    self._apply_group(group, changed, applied)
         if changed or applied:
             self.publish(SnapshotChange(frozenset(changed), self._snapshot.revision, changes=tuple(applied)))
 
-    def _apply(self, change: Change, changed: set[str]) -> None:
-        """One change: parse one document, copy the dict once (re-linking what depends on
-        it), swap. ``changed`` gains the key and the flags it may reach."""
-        name, record, now = change.name, change.record, time.time()
+    def _apply_group(self, group: list[Change], changed: set[str], applied: list[Change]) -> None:
+        """Apply the changes of one atomic write and swap the snapshot once, so a reader
+        sees all of them or none. ``group`` is emptied."""
         snap = self._snapshot
+        for change in group:
+            snap = self._apply(change, snap, changed)
+        self._snapshot = snap
+        applied.extend(group)
+        group.clear()
+        self._initialized = True
+        self._dirty = True
+        self._live()
+
+    def _apply(self, change: Change, snap: Snapshot, changed: set[str]) -> Snapshot:
+        """One change onto ``snap``: parse one document, copy the dict once (re-linking what
+        depends on it). Returns the new snapshot; ``changed`` gains the key and the flags it
+        may reach."""
+        name, record, now = change.name, change.record, time.time()
         if record is None:
             self._invalid.pop(name, None)
             self._documents.pop(name, None)
             self._records.pop(name, None)
-            self._snapshot = snap.without(name, change.revision, now)
             changed.add(name)
             changed.update(snap.dependents(name))
-        else:
-            self._records[name] = record
-            try:
-                parsed = _parse(name, record.raw)
-            except ValidationError as exc:
-                self._skip(name, exc, kept=_holds(snap, name))
-                self._snapshot = snap.at(change.revision, now)  # same documents, newer revision
-            else:
-                self._invalid.pop(name, None)
-                self._documents[name] = record.raw
-                new = (
-                    snap.with_segment(parsed, change.revision, now)
-                    if isinstance(parsed, Segment)
-                    else snap.with_flag(parsed, change.revision, now)
-                )
-                self._snapshot = new
-                changed.add(name)
-                changed.update(snap.dependents(name))
-                changed.update(new.dependents(name))
-        self._initialized = True
-        self._dirty = True
-        self._live()
+            return snap.without(name, change.revision, now)
+        self._records[name] = record
+        try:
+            parsed = _parse(name, record.raw)
+        except ValidationError as exc:
+            self._skip(name, exc, kept=_holds(snap, name))
+            return snap.at(change.revision, now)  # same documents, newer revision
+        self._invalid.pop(name, None)
+        self._documents[name] = record.raw
+        new = (
+            snap.with_segment(parsed, change.revision, now)
+            if isinstance(parsed, Segment)
+            else snap.with_flag(parsed, change.revision, now)
+        )
+        changed.add(name)
+        changed.update(snap.dependents(name))
+        changed.update(new.dependents(name))
+        return new
 
     def _adopt(self, state: StoreState, *, trust_empty: bool = False) -> None:
         """A full load: reuse every flag whose document did not change."""

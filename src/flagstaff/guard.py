@@ -86,8 +86,10 @@ class GuardrailResult:
         )
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready: an unbounded side of the interval (an empty arm) is ``None``, as
+        JSON has no infinity."""
         out = dataclasses.asdict(self)
-        out["interval"] = list(self.interval)
+        out["interval"] = [bound if math.isfinite(bound) else None for bound in self.interval]
         out["evidence"] = self.evidence
         return out
 

@@ -298,6 +298,9 @@ class Flag:
     """``"archived": true``: the flag is retired. It evaluates off for everyone (reason
     ``archived``) whatever its other keys say, which are kept (with its history) so
     :meth:`flagstaff.admin.Admin.restore` brings it back as it was."""
+    client_visible: bool = False
+    """``client_visible``: browsers and mobile apps may see this flag's decisions, through a
+    public client key (``/api/v1/client/evaluate``, docs/clientside.md). Default false."""
 
     @property
     def value(self) -> Any:
@@ -686,6 +689,7 @@ class _Builder:
             ramp=extras.ramp,
             guardrails=extras.guardrails,
             archived=archived,
+            client_visible=meta.get("client_visible", False),
         )
 
     # -- pieces ----------------------------------------------------------------
@@ -714,6 +718,11 @@ class _Builder:
             except ValueError:
                 kinds = ", ".join(repr(k.value) for k in Kind)
                 self.problem("kind", f"must be one of {kinds}, not {show(doc['kind'])}")
+        if "client_visible" in doc:
+            if isinstance(doc["client_visible"], bool):
+                meta["client_visible"] = doc["client_visible"]
+            else:
+                self.problem("client_visible", "must be true or false")
         if "tags" in doc:
             tags = doc["tags"]
             if isinstance(tags, list) and all(isinstance(t, str) for t in tags):

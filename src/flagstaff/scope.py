@@ -69,6 +69,7 @@ class Scope:
     __slots__ = (
         "_error",
         "_exposed",
+        "_observe",
         "_on_exposure",
         "_token",
         "context",
@@ -78,7 +79,7 @@ class Scope:
         "revision",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (what Client.scope pins; the observer kept keyword-only)
         self,
         owner: object,
         flags: Mapping[str, Flag],
@@ -86,6 +87,8 @@ class Scope:
         context: ContextLike,
         now: float,
         on_exposure: ExposureHook | None,
+        *,
+        observe: ExposureHook | None = None,
     ) -> None:
         self.owner = owner
         self.flags = flags
@@ -100,6 +103,9 @@ class Scope:
         # The one clock reading of the request: a time in the context wins.
         self.now = ctx.time if ctx.time is not None else now
         self._on_exposure = on_exposure
+        # Called with every decision of a known flag (the client's usage count and plain
+        # flags' exposures: flagstaff.exposures.Exposed.ALL); it deduplicates on its own.
+        self._observe = observe
         self._exposed: set[str] = set()
         self._token: Token[Scope | None] | None = None
 
@@ -107,6 +113,9 @@ class Scope:
 
     def evaluate(self, name: str, context: ContextLike = None) -> Decision:
         """The decision for ``name`` (for ``context`` if given, else the scope's)."""
+        return self._evaluate(name, context, self._observe)
+
+    def _evaluate(self, name: str, context: ContextLike, observe: ExposureHook | None) -> Decision:
         if context is None:
             if self._error is not None:
                 return context_error(name, self._error)
@@ -120,6 +129,8 @@ class Scope:
         if flag is None:
             return unknown(name)
         decision = evaluate(flag, ctx, self.now)
+        if observe is not None:
+            report_exposure(observe, decision, ctx)
         if decision.experiment_id is not None and self._on_exposure is not None:
             key = name if context is None else f"{name}\x00{ctx.bucketing_id}"
             if key not in self._exposed:
@@ -134,8 +145,9 @@ class Scope:
         return self.evaluate(name, context).variant
 
     def all(self, context: ContextLike = None) -> dict[str, Decision]:
-        """Every flag's decision, from the pinned snapshot."""
-        return {name: self.evaluate(name, context) for name in self.flags}
+        """Every flag's decision, from the pinned snapshot. Like the client's ``all``, it
+        counts no usage and records no plain flag's exposure (bulk is not a check)."""
+        return {name: self._evaluate(name, context, None) for name in self.flags}
 
     # -- context manager -----------------------------------------------------
 

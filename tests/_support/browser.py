@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -117,8 +117,19 @@ class Dashboard:
 
     def wait(self, condition: Callable[[WebDriver], T], timeout: float = WAIT, message: str = "") -> T:
         """Wait until ``condition(driver)`` is truthy (stale elements are retried)."""
+
+        def retried(driver: WebDriver) -> T | bool:
+            try:
+                return condition(driver)
+            except WebDriverException as exc:
+                # While a page is being replaced, Chromium may answer for an element found in
+                # the old document with this "unknown error" rather than a stale-element one.
+                if "does not belong to the document" in str(exc.msg):
+                    return False
+                raise
+
         wait = WebDriverWait(self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
-        return wait.until(condition, message)
+        return wait.until(retried, message)  # type: ignore[return-value]
 
     def wait_live(self) -> None:
         """Until the page's event stream is open (so no change can slip by)."""

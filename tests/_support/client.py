@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import MappingProxyType
 
 from flagstaff.errors import StoreUnavailable
-from flagstaff.stores import HistoryEntry, Record, StoreState, WatchEvent
+from flagstaff.stores import HistoryEntry, Record, StoreState, WatchEvent, Write
 
 
 def expected_runtime() -> str | None:
@@ -75,6 +75,9 @@ class FakeStore:
         raise StoreUnavailable("the fake store is read-only")
 
     def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
+        raise StoreUnavailable("the fake store is read-only")
+
+    def put_many(self, writes: Sequence[Write], *, author: str | None = None) -> list[Record | None]:
         raise StoreUnavailable("the fake store is read-only")
 
     def watch(self, on_event: Callable[[WatchEvent], None], since: int) -> FakeWatch:

@@ -1,10 +1,11 @@
-"""The three fleet stores behind one small face, for tests that run the same scenario on each.
+"""The fleet stores behind one small face, for tests that run the same scenario on each.
 
-A :class:`Backend` starts a real server (ZooKeeper, etcd or Redis) on loopback
-from the fixtures in ``zk_server.py``, ``etcd_server.py`` and
-``redis_server.py``, names a store URL for a namespace, kills and restarts the
-server, wipes a namespace, and writes a value with the backend's own command
-line tool (``zkCli.sh``, ``etcdctl``, ``redis-cli``) the way an operator would.
+A :class:`Backend` starts a real server (ZooKeeper, etcd, Redis or PostgreSQL) on
+loopback from the fixtures in ``zk_server.py``, ``etcd_server.py``,
+``redis_server.py`` and ``pg_server.py``, names a store URL for a namespace, kills
+and restarts the server, wipes a namespace, and writes a value with the backend's
+own command line tool (``zkCli.sh``, ``etcdctl``, ``redis-cli``, ``psql``) the way an
+operator would.
 A missing tool skips locally and fails under CI (``conftest.py``).
 """
 
@@ -19,10 +20,11 @@ from pathlib import Path
 import pytest
 
 from tests._support.etcd_server import EtcdCluster
+from tests._support.pg_server import PgServer, pg_bin
 from tests._support.redis_server import RedisServer
 from tests._support.zk_server import ZooKeeperServer, standalone
 
-KINDS = ("zookeeper", "etcd", "redis")
+KINDS = ("zookeeper", "etcd", "redis", "postgres")
 
 ZKCLI = os.environ.get("ZKCLI", "/usr/share/zookeeper/bin/zkCli.sh")
 
@@ -42,10 +44,13 @@ class Backend:
         self._zk: ZooKeeperServer | None = None
         self._etcd: EtcdCluster | None = None
         self._redis: RedisServer | None = None
+        self._pg: PgServer | None = None
         if kind == "zookeeper":
             self._zk = standalone(Path(self._tmp))
         elif kind == "etcd":
             self._etcd = EtcdCluster(1)
+        elif kind == "postgres":
+            self._pg = PgServer()  # its data dir outlives a kill -9: persistent either way
         else:
             # Persistence on (fsync every write), so a killed server comes back with its data.
             self._redis = RedisServer(persist=persist)
@@ -57,6 +62,8 @@ class Backend:
             return self._zk.hosts
         if self._etcd is not None:
             return self._etcd.hosts
+        if self._pg is not None:
+            return self._pg.address
         assert self._redis is not None
         return f"127.0.0.1:{self._redis.port}"
 
@@ -71,6 +78,8 @@ class Backend:
             return f"zookeeper://{where}/{namespace}"
         if self.kind == "etcd":
             return f"etcd://{where}/{namespace}"
+        if self._pg is not None:
+            return self._pg.url(namespace, where)
         return f"redis://{where}/0?prefix={namespace}"
 
     def kill(self) -> None:
@@ -79,6 +88,8 @@ class Backend:
             self._zk.kill()
         elif self._etcd is not None:
             self._etcd.nodes[0].kill()
+        elif self._pg is not None:
+            self._pg.kill()
         else:
             assert self._redis is not None
             self._redis.kill()
@@ -90,6 +101,8 @@ class Backend:
             self._zk.wait_serving(60)
         elif self._etcd is not None:
             self._etcd.restart(0)
+        elif self._pg is not None:
+            self._pg.start()
         else:
             assert self._redis is not None
             self._redis.start()
@@ -106,6 +119,9 @@ class Backend:
             self._zk.wait_serving(60)
         elif self._etcd is not None:
             self.cli("del", "--prefix", f"/{namespace}/")
+        elif self._pg is not None:
+            # Every namespace, as FLUSHALL does; TRUNCATE fires no row triggers: nothing recorded.
+            self.cli("TRUNCATE flagstaff_flags, flagstaff_changes, flagstaff_namespaces")
         else:
             self.cli("FLUSHALL")  # our own server on a random port, never the machine's
 
@@ -115,6 +131,13 @@ class Backend:
             self.cli("set", f"/{namespace}/{name}", text)
         elif self.kind == "etcd":
             self.cli("put", f"/{namespace}/{name}", text)
+        elif self.kind == "postgres":
+            # As docs/stores.md shows operators: the triggers version, record and notify it.
+            self.cli(
+                "INSERT INTO flagstaff_flags (namespace, name, raw) "
+                f"VALUES ({_sql(namespace)}, {_sql(name)}, convert_to({_sql(text)}, 'UTF8')) "
+                "ON CONFLICT (namespace, name) DO UPDATE SET raw = EXCLUDED.raw"
+            )
         else:
             # As docs/stores.md tells operators: set the field, then bump the revision counter
             # (a bare HSET is read by the next load, but no watch can notice it).
@@ -130,7 +153,7 @@ class Backend:
             self.cli_set(namespace, name, text)
 
     def cli(self, *args: str) -> str:
-        """Run ``zkCli.sh``, ``etcdctl`` or ``redis-cli`` against the server; its output."""
+        """Run ``zkCli.sh``, ``etcdctl``, ``redis-cli`` or ``psql -c`` against the server; its output."""
         return run_cli(self.kind, self.address, *args)
 
     def close(self) -> None:
@@ -140,6 +163,8 @@ class Backend:
             self._etcd.close()
         if self._redis is not None:
             self._redis.close()
+        if self._pg is not None:
+            self._pg.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
@@ -150,6 +175,22 @@ def run_cli(kind: str, address: str, *args: str) -> str:
         argv = [_tool(ZKCLI, "zkCli.sh", "zookeeper"), "-server", address, *args]
     elif kind == "etcd":
         argv = [_tool(shutil.which("etcdctl"), "etcdctl", "etcd-client"), "--endpoints", address, *args]
+    elif kind == "postgres":
+        psql = _tool(f"{pg_bin()}/psql", "psql", "postgresql")
+        argv = [
+            psql,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-U",
+            "flagstaff",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ]
+        argv += [a for arg in args for a in ("-c", arg)]
     else:
         argv = [_tool(shutil.which("redis-cli"), "redis-cli", "redis-tools"), "-p", port, *args]
     env = {**os.environ, "ETCDCTL_API": "3"}
@@ -161,7 +202,7 @@ def run_cli(kind: str, address: str, *args: str) -> str:
 def bulk_load(backend: Backend, namespace: str, docs: dict[str, str]) -> None:
     """Write many flags fast (a few requests per thousand), then one write through flagstaff
     (which sets the ``initialized`` marker). Versions start at 1, as for any new flag."""
-    from flagstaff.stores import open_store
+    from flagstaff.stores import Write, open_store
     from flagstaff.stores.zookeeper import ZooKeeperStore
 
     names = sorted(docs)
@@ -169,7 +210,7 @@ def bulk_load(backend: Backend, namespace: str, docs: dict[str, str]) -> None:
     try:
         if isinstance(store, ZooKeeperStore):
             for start in range(0, len(names), 500):
-                store.put_many({n: docs[n] for n in names[start : start + 500]})
+                store.put_many([Write(n, docs[n]) for n in names[start : start + 500]])
         elif backend.kind == "etcd":
             from tests._support.etcd_server import _b64
 
@@ -180,6 +221,14 @@ def bulk_load(backend: Backend, namespace: str, docs: dict[str, str]) -> None:
                     for n in names[start : start + 100]
                 ]
                 backend._etcd.call("kv/txn", {"success": ops})
+        elif backend._pg is not None:
+            store.load()  # sets up the tables
+            with backend._pg.admin() as conn, conn.cursor() as cur:
+                # No triggers (replica role): a bulk load, not 10,000 recorded changes.
+                cur.execute("SET session_replication_role = replica")
+                with cur.copy("COPY flagstaff_flags (namespace, name, raw) FROM STDIN") as copy:
+                    for n in names:
+                        copy.write_row((namespace, n, docs[n].encode()))
         else:
             assert backend._redis is not None
             admin = backend._redis.admin()
@@ -191,3 +240,8 @@ def bulk_load(backend: Backend, namespace: str, docs: dict[str, str]) -> None:
         store.put("bulk-done", "on")
     finally:
         store.close()
+
+
+def _sql(text: str) -> str:
+    """``text`` as an SQL string literal (standard_conforming_strings: only quotes double)."""
+    return "'" + text.replace("'", "''") + "'"

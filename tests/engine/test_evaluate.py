@@ -345,3 +345,25 @@ def test_documents_without_the_new_keys_are_compiled_as_before() -> None:
             assert flag.needs_env is flag.experiments, name
             if flag.needs_env:
                 assert isinstance(doc, dict) and "experiment" in doc, name
+
+
+def test_a_bare_id_or_user_id_dict_gets_the_shared_context_of_that_id() -> None:
+    first = to_context("user-shared-1")
+    assert to_context("user-shared-1") is first  # a request's second check builds nothing
+    assert to_context({"user_id": "user-shared-1"}) is first
+    assert first == Context(user_id="user-shared-1") and first.user_key == b"user-shared-1"
+    # Other shapes still go through the full build, with its normalisation.
+    assert to_context({"user_id": 7}) == Context(user_id="7")
+    assert to_context({"id": "a", "plan": "pro"}).attribute("plan") == "pro"
+    assert to_context({"user_id": ""}).user_id is None and to_context("").bucket_key() is None
+    assert to_context(7) is to_context("7")
+
+
+def test_the_shared_context_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flagstaff import context as context_module
+
+    monkeypatch.setattr(context_module, "_BY_ID_LIMIT", 10)
+    context_module._BY_ID.clear()
+    for i in range(35):
+        assert to_context(f"bounded-{i}").user_id == f"bounded-{i}"
+        assert len(context_module._BY_ID) <= 10

@@ -47,8 +47,12 @@ ENDPOINTS: list[tuple[str, str, Any, Permission | None, int]] = [
     ("GET", "/api/v1/tokens", None, ADMIN, 200),
     ("POST", "/api/v1/tokens", {"name": "t", "scope": "read"}, ADMIN, 201),
     ("DELETE", "/api/v1/tokens/{victim}", None, ADMIN, 200),
+    ("GET", "/api/v1/change-requests", None, READ, 200),
+    ("POST", "/api/v1/change-requests", {"flag": "f", "document": "on"}, WRITE, 201),
+    ("GET", "/api/v1/client-keys", None, ADMIN, 200),
+    ("POST", "/api/v1/client-keys", {"name": "web"}, ADMIN, 201),
 ]
-CREDENTIALS = ["none", "malformed", "basic", "revoked", "read", "write", "admin"]
+CREDENTIALS = ["none", "malformed", "basic", "revoked", "read", "write", "approve", "admin"]
 
 
 class Matrix:

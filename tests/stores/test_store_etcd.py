@@ -425,3 +425,38 @@ def test_a_key_that_is_not_utf8_is_skipped_and_the_watch_goes_on(etcd: EtcdClust
     assert change.record is not None and change.record.raw == '"off"'
     assert set(store.load().records) == {"good"}
     watch.stop()
+
+
+def test_load_pages_at_one_revision(
+    etcd: EtcdCluster, store: EtcdStore, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A namespace is listed in pages (a whole 10,000-key reply used to outlast the request
+    # timeout when many processes reloaded at once); every page reads at the first one's
+    # revision, so a write landing between two pages is not half in the listing.
+    import flagstaff.stores.etcd as etcd_module
+
+    monkeypatch.setattr(etcd_module, "_LOAD_PAGE", 3)
+    for i in range(8):
+        store.put(f"f{i}", "on")
+    # Keys sorting after the ".flagstaff/" meta range are the second listed range.
+    for name in ("zz1", "zz2", "zz3", "zz4"):
+        store.put(name, "off")
+    calls: list[str] = []
+    real_call = store._gw.call
+
+    def call(path: str, body: dict[str, object], **kwargs: object) -> object:
+        calls.append(path)
+        if len(calls) == 2:  # between the first and the second page: another writer
+            etcd.put(f"/{prefix}/f9", "on")
+            etcd.put(f"/{prefix}/f0", "off")
+        return real_call(path, body, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store._gw, "call", call)
+    state = store.load()
+    assert sorted(state.records) == sorted([f"f{i}" for i in range(8)] + ["zz1", "zz2", "zz3", "zz4"])
+    assert state.records["f0"].raw == "on" and state.records["f0"].version == 1
+    assert calls.count("kv/range") >= 3  # 8 flags in pages of 3, then the second range's pages
+    monkeypatch.undo()
+    again = store.load()
+    assert "f9" in again.records and again.records["f0"].raw == "off"
+    assert again.revision > state.revision

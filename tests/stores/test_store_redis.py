@@ -319,3 +319,59 @@ def test_a_password_in_the_query_is_masked_too() -> None:
     tls = open_store("rediss://127.0.0.1:1/0")  # registered: connect() and --store take it
     assert isinstance(tls, RedisStore)
     tls.close()
+
+
+def test_a_value_edited_by_hand_is_seen_within_the_content_interval(
+    server: RedisServer, store: RedisStore, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `redis-cli HSET NAME:flags f '...'` bumps no revision and publishes no notice: before the
+    # content check, the follower kept the old value until something else reloaded it.
+    import flagstaff.stores.redis as redis_module
+
+    monkeypatch.setattr(redis_module, "CONTENT_INTERVAL", 0.5)
+    admin = server.admin()
+    admin.config_set("notify-keyspace-events", "")  # the periodic check alone
+    store.put("hand", doc(0))
+    store.put("kept", doc(0))
+    follower = Follower(store)
+    time.sleep(0.3)  # subscribed, baseline taken
+    admin.hset(f"{prefix}:flags", "hand", doc(7))
+    took = wait_until(lambda: follower.snapshot().get("hand") == doc(7), 5)
+    assert took <= 0.5 + 1.5 and follower.resets == 1
+    admin.hset(f"{prefix}:flags", "added_by_hand", doc(1))
+    admin.hdel(f"{prefix}:flags", "kept")
+    wait_until(lambda: "added_by_hand" in follower.snapshot() and "kept" not in follower.snapshot(), 5)
+    resets = follower.resets
+    time.sleep(1.2)  # the same edits, still unexplained, do not reset again and again
+    assert follower.resets == resets
+    # Written through flagstaff again: recorded, no reset for it.
+    store.put("hand", doc(8))
+    wait_until(lambda: follower.snapshot().get("hand") == doc(8), 5)
+    time.sleep(1.2)
+    assert follower.resets == resets
+    follower.stop()
+
+
+def test_with_keyspace_notifications_a_hand_edit_is_seen_at_once(
+    server: RedisServer, store: RedisStore, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flagstaff.stores.redis as redis_module
+
+    monkeypatch.setattr(redis_module, "CONTENT_INTERVAL", 600.0)  # only the notification can tell
+    admin = server.admin()
+    admin.config_set("notify-keyspace-events", "Kh")
+    try:
+        store.put("hand", doc(0))
+        follower = Follower(store)
+        time.sleep(0.3)
+        for i in range(1, 11):  # flagstaff's own writes change the key too: never a reset
+            store.put("hand", doc(i))
+        wait_until(lambda: follower.snapshot().get("hand") == doc(10), 5)
+        time.sleep(0.5)
+        assert follower.resets == 0
+        admin.hset(f"{prefix}:flags", "hand", doc(99))
+        took = wait_until(lambda: follower.snapshot().get("hand") == doc(99), 5)
+        assert took <= 1.0 and follower.resets == 1
+        follower.stop()
+    finally:
+        admin.config_set("notify-keyspace-events", "")

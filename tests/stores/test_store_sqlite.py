@@ -17,7 +17,7 @@ import pytest
 
 from flagstaff.errors import StoreError, StoreUnavailable, UnsupportedStoreURL
 from flagstaff.stores import open_store
-from flagstaff.stores.base import Store
+from flagstaff.stores.base import Store, Write
 from flagstaff.stores.sqlite import SQLiteStore
 from flagstaff.testing import EventRecorder
 from flagstaff.testing.conformance import StoreConformance, document
@@ -317,3 +317,30 @@ def test_fork_while_other_threads_are_in_sqlite_never_hangs_the_child(tmp_path: 
     finally:
         watch.stop()
         store.close()
+
+
+def test_a_version_1_database_is_migrated_for_put_many(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    store = SQLiteStore(str(path))
+    store.put("alpha", document(1), author="before")
+    store.close()
+    # Make it what flagstaff wrote before put_many: no `more` column, user_version 1.
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE flagstaff_changes DROP COLUMN more")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+    store = SQLiteStore(str(path))
+    try:
+        recorder = EventRecorder()
+        store.watch(recorder, since=0)
+        store.put_many([Write("alpha", document(2)), Write("beta", document(3))], author="after")
+        changes = recorder.wait_for_changes(3, 5)
+        assert [(c.name, c.more) for c in changes] == [("alpha", 0), ("alpha", 1), ("beta", 0)]
+        assert [e.author for e in store.history()] == ["after", "after", "before"]
+    finally:
+        store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()

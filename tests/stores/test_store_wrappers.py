@@ -17,7 +17,7 @@ import pytest
 from flagstaff.client import Client
 from flagstaff.errors import StoreError
 from flagstaff.stores import open_store
-from flagstaff.stores.base import Store, decode_raw
+from flagstaff.stores.base import Store, Write, decode_raw
 from flagstaff.stores.memory import MemoryStore
 from flagstaff.stores.sqlite import SQLiteStore
 from flagstaff.stores.wrappers import ReadOnlyStore
@@ -94,6 +94,7 @@ def test_writes_are_refused_and_reach_nothing() -> None:
         lambda: store.put("beta", document(2), expect=0),
         lambda: store.delete("alpha"),
         lambda: store.delete("absent", expect=3),
+        lambda: store.put_many([Write("alpha", document(3)), Write("beta", None)]),
     ):
         with pytest.raises(StoreError, match=r"read-only \(readonly=1\): writes are refused"):
             write()

@@ -22,7 +22,7 @@ from kazoo.client import KazooClient
 from flagstaff.errors import ConflictError, StoreError, StoreUnavailable, UnsupportedStoreURL, ValidationError
 from flagstaff.model import decode_document
 from flagstaff.stores import open_store
-from flagstaff.stores.base import Reset, Store
+from flagstaff.stores.base import Reset, Store, Write
 from flagstaff.stores.zookeeper import MAX_ZNODE_BYTES, ZooKeeperStore
 from flagstaff.testing import EventRecorder, wait_until
 from flagstaff.testing.conformance import StoreConformance, document
@@ -191,7 +191,7 @@ def test_every_change_arrives_in_order_after_the_history_was_pruned(
     url = f"zookeeper://{zk_server.hosts}{chroot}"
     writer = ZooKeeperStore.from_url(url)
     for start in range(0, 1300, 260):
-        writer.put_many({f"bulk{i}": "on" for i in range(start, start + 260)})
+        writer.put_many([Write(f"bulk{i}", "on") for i in range(start, start + 260)])
     writer.put("a", document(0))
     store = ZooKeeperStore.from_url(url)
     store._multi_read = multi_read  # False: as on a server before 3.6 (log read one by one)
@@ -225,7 +225,7 @@ def test_reads_fall_back_when_the_server_has_no_multi_read(
     from kazoo.exceptions import UnimplementedError
 
     store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
-    store.put_many({f"f{i}": str(i) for i in range(50)})
+    store.put_many([Write(f"f{i}", str(i)) for i in range(50)])
     fast = store.load()
 
     def refuse(names: list[str], timeout: float) -> None:
@@ -274,10 +274,12 @@ def test_put_many_over_one_transaction_is_refused_whole(zk_server: ZooKeeperServ
     store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
     big = document(0) + " " * 600_000  # each under the node limit, both together over it
     with pytest.raises(StoreError, match="smaller batches"):
-        store.put_many({"a": big, "b": big})
+        store.put_many([Write("a", big), Write("b", big)])
     assert store.get("a") is None and store.get("b") is None
-    records = store.put_many({"a": big, "c": "on"})  # under the limit: the history drops the texts
-    assert records["a"].version == 1 and store.get("a") is not None
+    records = store.put_many(
+        [Write("a", big), Write("c", "on")]
+    )  # under the limit: the history drops the texts
+    assert records[0] is not None and records[0].version == 1 and store.get("a") is not None
     store.close()
 
 
@@ -339,11 +341,11 @@ def _last_raw(recorder: EventRecorder, name: str) -> str | None:
 def test_put_many_is_all_or_nothing(zk_server: ZooKeeperServer, chroot: str) -> None:
     store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
     store.put("a", document(1))
-    written = store.put_many({"a": document(2), "b": document(3)}, expect={"a": 1, "b": 0})
-    assert (written["a"].version, written["b"].version) == (2, 1)
+    written = store.put_many([Write("a", document(2), 1), Write("b", document(3), 0)])
+    assert [r.version for r in written if r is not None] == [2, 1]
     before = store.load()
     with pytest.raises(ConflictError) as info:
-        store.put_many({"a": document(4), "c": document(5)}, expect={"a": 1})
+        store.put_many([Write("a", document(4), 1), Write("c", document(5))])
     assert info.value.name == "a"
     after = store.load()
     assert after.revision == before.revision
@@ -565,3 +567,24 @@ def test_the_steps_of_one_operation_share_its_timeout(zk_server: ZooKeeperServer
         assert store._remaining() == 5.0  # outside an operation: the whole timeout
     finally:
         store.close()
+
+
+def test_a_put_many_too_large_for_its_history_texts_still_arrives_whole(
+    zk_server: ZooKeeperServer, chroot: str
+) -> None:
+    url = f"zookeeper://{zk_server.hosts}{chroot}"
+    writer, reader = ZooKeeperStore.from_url(url), ZooKeeperStore.from_url(url)
+    try:
+        writer.put("c", document(0))
+        recorder = EventRecorder()
+        reader.watch(recorder, since=reader.load().revision)
+        big = document(1, blob="x" * 400_000)  # two of them: the entries drop their texts
+        out = writer.put_many([Write("a", big), Write("b", big), Write("c", document(2))])
+        assert all(e.after is None for e in writer.history(limit=3) if e.name in "ab")
+        changes = recorder.wait_for_changes(3, 10)
+        assert [(c.name, c.more) for c in changes] == [("a", 2), ("b", 1), ("c", 0)]
+        assert [c.record for c in changes] == out
+        assert len({c.revision for c in changes}) == 1
+    finally:
+        reader.close()
+        writer.close()

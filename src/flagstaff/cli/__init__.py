@@ -36,6 +36,8 @@ See ``docs/cli.md`` for every command. The package holds one concept a module:
 ``flagstaff.cli.blast``     blast: who a new document would move (an extension)
 ``flagstaff.cli.report``    report: an experiment's results (an extension)
 ``flagstaff.cli.guard``     guard: a flag's guardrails checked, a breach halted (an extension)
+``flagstaff.cli.apply``     apply: the store made to match a flags file, one atomic write (an extension)
+``flagstaff.cli.versions``  rollback, and diff NAME V1 [V2]: a flag's past versions (an extension)
 ==========================  ===============================================================
 """
 
@@ -55,6 +57,7 @@ from typing import Any, NoReturn, TextIO
 from flagstaff.admin import NothingToEnable, default_author, with_comment
 from flagstaff.cli._output import EXIT, Failed, Out, UsageError
 from flagstaff.cli._registry import Commands, Handler
+from flagstaff.cli.blast import add_set_options
 from flagstaff.cli.demo import cmd_demo
 from flagstaff.cli.flags import (
     cmd_add_user,
@@ -103,6 +106,11 @@ EXTENSIONS: tuple[str, ...] = (
     "flagstaff.cli.blast",
     "flagstaff.cli.guard",
     "flagstaff.cli.report",
+    "flagstaff.cli.changes",
+    "flagstaff.cli.client_keys",
+    "flagstaff.http.cli_teams",
+    "flagstaff.cli.apply",
+    "flagstaff.cli.versions",
     "flagstaff.cli.archive",
 )
 
@@ -146,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("document", help="JSON, on/off, a percentage, or @FILE")
     p.add_argument("--expect", type=int, metavar="VERSION", help="only if the flag is at VERSION (0: new)")
+    add_set_options(p)  # --blast[=DAYS] --yes --events PATH (flagstaff.cli.blast)
     p = command("enable", cmd_enable, "remove a flag's kill switch")
     p.add_argument("name")
     p.add_argument("--all", action="store_true", help="turn the flag on for everyone")

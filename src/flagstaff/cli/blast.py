@@ -11,13 +11,17 @@ the last ``--days``; each is decided as a user id alone (see :mod:`flagstaff.bla
 for the approximation). Nothing is written. ``--json`` prints the whole count,
 with the matrix of transitions. Exit 0 whatever the count; 3 for an unknown flag,
 1 for an invalid document, 2 when there is no event store.
+
+``flagstaff set NAME DOCUMENT --blast[=DAYS]`` shows the same line before it writes
+and asks to confirm (:func:`confirm_write`): ``--yes`` writes without asking, and
+without a terminal to ask on (a script, CI) the write is refused unless ``--yes``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from flagstaff.blast import DEFAULT_LIMIT, NoEventStore, blast_radius
@@ -28,7 +32,7 @@ from flagstaff.cli.segments import store_env
 from flagstaff.document import decode_document
 from flagstaff.errors import NotFoundError
 
-__all__ = ["cmd_blast", "default_events", "register"]
+__all__ = ["add_set_options", "cmd_blast", "confirm_write", "default_events", "register"]
 
 
 def register(command: Commands) -> None:
@@ -104,3 +108,57 @@ def cmd_blast(args: argparse.Namespace, out: Out) -> int:
     else:
         out.line(radius.summary())
     return EXIT.OK
+
+
+def add_set_options(p: argparse.ArgumentParser) -> None:
+    """``set``'s ``--blast[=DAYS]``, ``--yes`` and ``--events`` (see :func:`confirm_write`)."""
+    p.add_argument(
+        "--blast",
+        nargs="?",
+        type=_positive,
+        const=7.0,
+        default=None,
+        metavar="DAYS",
+        help="first show how many units seen in the last DAYS (7) the write would move, and ask",
+    )
+    p.add_argument("--yes", action="store_true", help="with --blast: write without asking")
+    p.add_argument("--events", metavar="PATH", help="with --blast: the SQLite event store")
+
+
+def confirm_write(args: argparse.Namespace, out: Out, document: Any, stdin: TextIO | None = None) -> bool:
+    """With ``--blast``: print the blast radius of writing ``document`` to ``args.name``
+    (on stderr) and ask to confirm on the terminal. True: write. Without ``--blast``,
+    True. Raises :class:`UsageError` when there is no event store to ask, or no
+    terminal to confirm on and no ``--yes``; an invalid document raises
+    :class:`~flagstaff.errors.ValidationError` (nothing written either way)."""
+    if args.blast is None:
+        if args.yes or args.events:
+            raise UsageError("--yes and --events go with --blast")
+        return True
+    events = args.events or default_events(args.store)
+    if events is None:
+        raise UsageError("--blast needs an event store: give --events PATH (the SQLite file of exposures)")
+    with opened(args.store) as store:
+        state = store.load()
+    snapshot, _ = store_env(state.records, state.revision)
+    try:
+        radius = blast_radius(snapshot, args.name, document, events, args.blast)
+    except NoEventStore:  # nothing recorded there yet: nobody seen
+        out.note(f"no event store at {events} yet: no unit seen, so none to move")
+        radius = None
+    if radius is not None:
+        out.note(radius.summary())
+    if args.yes:
+        return True
+    stdin = sys.stdin if stdin is None else stdin
+    if not stdin.isatty():
+        raise UsageError(
+            "not written: --blast asks to confirm on a terminal; pass --yes to write without asking"
+        )
+    out.stderr.write(f"Write {args.name}? [y/N] ")
+    out.stderr.flush()
+    answer = stdin.readline().strip().lower()
+    if answer in ("y", "yes"):
+        return True
+    out.note(f"{args.name}: not written")
+    return False

@@ -23,6 +23,7 @@ from typing import Any
 from flagstaff.admin import Admin, DiffEntry, Outcome, diff_documents
 from flagstaff.cli._files import opened, read_flags_file, read_source
 from flagstaff.cli._output import EXIT, Out, compact, decoded
+from flagstaff.cli.blast import confirm_write
 from flagstaff.cli.segments import compile_record, print_segment_rows, segment_rows
 from flagstaff.document import is_segment_key, segment_name
 from flagstaff.errors import NotFoundError, ValidationError
@@ -172,6 +173,8 @@ def _write(args: argparse.Namespace, out: Out, action: Callable[[Admin], Outcome
 
 def cmd_set(args: argparse.Namespace, out: Out) -> int:
     value = parse_value(args.document)
+    if not confirm_write(args, out, value):  # --blast: the radius shown, and the answer no
+        return EXIT.NO
     return _write(args, out, lambda a: a.set(args.name, value, expect=args.expect), "set")
 
 

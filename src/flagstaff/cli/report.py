@@ -5,14 +5,17 @@
     $ flagstaff report new_checkout --metric purchase --metric revenue:mean
     $ flagstaff report new_checkout --json
     $ flagstaff report new_checkout --plot results.svg
+    $ flagstaff report new_checkout --metric revenue/purchase --since 2026-01-01 --cuped-days 14
 
 Reads the flag from the store (its experiment's weights are what the sample-ratio check
 expects) and the exposures and metric events from the SQLite event store ``--events`` names:
 by default the file ``serve`` writes beside a SQLite store (``flagstaff.db`` ->
 ``flagstaff.db.events``). Prints a table per metric and the SRM line
 (:func:`flagstaff.stats.render_text`), or JSON with ``--json``; ``--plot FILE.svg`` writes
-the interval plots and the exposure counts (``.png`` needs matplotlib). Exit 1 when the
-store holds no exposure of the flag; 3 when there is no such flag. Needs the ``stats`` extra.
+the interval plots and the exposure counts (``.png`` needs matplotlib, the ``plots`` extra).
+``--experiment-id``, ``--since``/``--until`` and ``--cuped-days`` narrow and adjust the report
+(:class:`flagstaff.report.Query`). Exit 1 when the store holds no exposure of the flag; 3
+when there is no such flag. Needs the ``stats`` extra.
 """
 
 from __future__ import annotations
@@ -47,10 +50,24 @@ def register(commands: Commands) -> None:
         action="append",
         default=[],
         metavar="EVENT",
-        help="a metric event name, NAME:conversion or NAME:mean (repeatable; default: every event name)",
+        help="a metric event name, NAME:conversion, NAME:mean, or NUM/DEN for a ratio"
+        " (repeatable; default: every event name)",
     )
     p.add_argument("--control", metavar="VARIANT", help="the control (default control_1, else the first)")
     p.add_argument("--plot", metavar="FILE", help="write the plots to FILE.svg (or .png, with matplotlib)")
+    p.add_argument(
+        "--experiment-id", type=int, metavar="ID", help="only exposures recorded with this experiment id"
+    )
+    p.add_argument(
+        "--since", metavar="TIME", help="only units first exposed at or after TIME (ISO 8601 or epoch)"
+    )
+    p.add_argument("--until", metavar="TIME", help="only exposures and metric events before TIME")
+    p.add_argument(
+        "--cuped-days",
+        type=float,
+        metavar="N",
+        help="CUPED: each unit's same metric in the N days before its first exposure as the covariate",
+    )
 
 
 def default_events(store_url: str) -> str | None:
@@ -65,12 +82,24 @@ def default_events(store_url: str) -> str | None:
 
 
 def cmd_report(args: argparse.Namespace, out: Out) -> int:
-    from flagstaff.report import NoExposures, build, report_dict
+    from flagstaff.report import NoExposures, Query, build, report_dict
     from flagstaff.stats import AnalysisError, render_text
 
     events = args.events or default_events(args.store)
     if events is None:
         raise UsageError(f"no default event store beside {args.store}: give --events PATH")
+    try:
+        query = Query(
+            args.name,
+            tuple(args.metric),
+            args.control,
+            experiment_id=args.experiment_id,
+            since=_time(args.since, "--since"),
+            until=_time(args.until, "--until"),
+            cuped_days=args.cuped_days,
+        )
+    except AnalysisError as exc:
+        raise UsageError(str(exc)) from None
     plot = Path(args.plot) if args.plot else None
     if plot is not None and plot.suffix.lower() not in (".svg", ".png"):
         raise UsageError(f"--plot writes .svg or .png, not {plot.name!r}")
@@ -83,7 +112,7 @@ def cmd_report(args: argparse.Namespace, out: Out) -> int:
         return EXIT.NO
     weights = dict(flag.experiment.variants) if flag.experiment is not None else None
     try:
-        result = build(events, args.name, metrics=args.metric, control=args.control, weights=weights)
+        result = build(events, query, weights=weights)
     except NoExposures as exc:
         out.note(f"flagstaff: {exc} ({events})")
         raise Failed(str(exc)) from None
@@ -102,6 +131,16 @@ def cmd_report(args: argparse.Namespace, out: Out) -> int:
     return EXIT.OK
 
 
+def _time(text: str | None, option: str) -> float | None:
+    from flagstaff.report import parse_time
+    from flagstaff.stats import AnalysisError
+
+    try:
+        return None if text is None else parse_time(text)
+    except AnalysisError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
 def _write_plot(result: ExperimentReport, path: Path) -> None:
     from flagstaff.report import figure_svg
 
@@ -115,31 +154,12 @@ def _write_plot(result: ExperimentReport, path: Path) -> None:
 
 
 def _write_png(result: ExperimentReport, path: Path) -> None:
-    try:
-        import matplotlib  # type: ignore[import-not-found, unused-ignore]  # optional, for PNG only
+    from flagstaff.report import figure_png
 
-        matplotlib.use("Agg")
-        from matplotlib import pyplot  # type: ignore[import-not-found, unused-ignore]
+    try:
+        picture = figure_png(result)
     except ModuleNotFoundError:
         raise UsageError(
-            "a PNG plot needs matplotlib (pip install matplotlib); --plot FILE.svg needs nothing"
+            "a PNG plot needs matplotlib (pip install 'flagstaff[plots]'); --plot FILE.svg needs nothing"
         ) from None
-    metrics = result.result.metrics
-    fig, axes = pyplot.subplots(len(metrics) + 1, 1, figsize=(7, 2 + 1.6 * (len(metrics) + 1)))
-    for ax, m in zip(axes, metrics, strict=False):
-        comps = m.comparisons
-        for i, c in enumerate(comps):
-            low, high = c.lift_interval
-            ax.plot([low * 100, high * 100], [i, i], linewidth=6)
-            ax.plot([c.lift * 100], [i], "k|", markersize=14)
-        ax.axvline(0, color="grey", linewidth=1)
-        ax.set_yticks(range(len(comps)), [c.variant for c in comps])
-        ax.set_title(f"{m.name}: relative lift (%) vs {result.control}")
-    ax = axes[-1]
-    for variant, points in result.daily.items():
-        ax.plot([d for d, _ in points], [n for _, n in points], marker="o", label=variant)
-    ax.set_title("units first exposed per day")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    pyplot.close(fig)
+    path.write_bytes(picture)

@@ -24,12 +24,14 @@ store or a flags file (``--flags``, else ``--store`` when given) and reports:
                 no tool, and no grep, can tell which flag it is
 ``stale``       a ``"kind": "temporary"`` flag older than ``--max-age`` days
                 (age from its ``created`` metadata, else its oldest history entry)
+``idle``        with ``--usage EVENTS_DB``: a flag no client evaluated in the last
+                ``--idle-days`` days (the usage counts of :mod:`flagstaff.usage`)
 ``unparsed``    a file that is not valid Python: the scan of it is incomplete
 ==============  ==============================================================
 
 Exit codes, for CI: 0 nothing found; 1 something found (categories given to
 ``--ignore`` are neither shown nor counted); 2 usage (no such path, unreadable
-flags file); 5 the store is unavailable.
+flags file or event store); 5 the store is unavailable.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import fnmatch
 import os
 import re
 import shlex
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -53,10 +56,20 @@ from flagstaff.cli._files import read_flag_set
 from flagstaff.cli._output import EXIT, Out, UsageError
 from flagstaff.document import is_segment_key
 from flagstaff.stores import open_store
+from flagstaff.usage import UsageTable, read_usage
 
-__all__ = ["CATEGORIES", "Finding", "Reference", "Report", "find_references", "register", "scan"]
+__all__ = [
+    "CATEGORIES",
+    "Finding",
+    "Idle",
+    "Reference",
+    "Report",
+    "find_references",
+    "register",
+    "scan",
+]
 
-CATEGORIES = ("undefined", "unused", "dynamic", "stale", "unparsed")
+CATEGORIES = ("undefined", "unused", "dynamic", "stale", "idle", "unparsed")
 METHODS = frozenset({"is_enabled", "variant", "evaluate", "wait_for_change"})
 BARE = frozenset({"is_enabled"})
 HANOI_RECEIVER = "rollout"
@@ -245,6 +258,15 @@ class Definitions:
     """Epoch seconds a flag was created, ``None`` when unknown."""
 
 
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """What the ``idle`` check reads: the usage an event store holds (read from
+    ``days`` ago on), and how many days without an evaluation make a flag idle."""
+
+    usage: UsageTable
+    days: float
+
+
 def scan(
     paths: Sequence[str | os.PathLike[str]],
     definitions: Definitions | None,
@@ -252,9 +274,12 @@ def scan(
     max_age_days: float = 90.0,
     exclude: Sequence[str] = (),
     now: float | None = None,
+    idle: Idle | None = None,
 ) -> Report:
     """Scan ``paths`` (files or directories) and compare with ``definitions``.
-    File names in the report are relative to the directory given, or as given."""
+    File names in the report are relative to the directory given, or as given.
+    With ``idle``, the flags defined (else the flags referenced) that no client
+    evaluated in ``idle.days`` days are ``idle`` findings."""
     roots = [Path(p) for p in paths]
     references: list[Reference] = []
     findings: list[Finding] = []
@@ -291,6 +316,10 @@ def scan(
         for name in sorted(docs.keys() - by_flag.keys()):
             findings.append(Finding("unused", name, f"{name!r} is defined but referenced nowhere"))
         findings.extend(_stale(docs, definitions.created, max_age_days, time.time() if now is None else now))
+    if idle is not None:
+        names = definitions.documents.keys() if definitions is not None else by_flag.keys()
+        created = definitions.created if definitions is not None else lambda name: None
+        findings.extend(_idle(sorted(names), created, idle, time.time() if now is None else now))
     order = {c: i for i, c in enumerate(CATEGORIES)}
     findings.sort(key=lambda f: (order[f.category], f.flag or "", f.message))
     return Report(
@@ -334,6 +363,35 @@ def _stale(
             yield Finding("stale", name, message, facts=facts)
 
 
+def _idle(
+    names: Sequence[str], created: Callable[[str], float | None], idle: Idle, now: float
+) -> Iterator[Finding]:
+    """The flags with no evaluation counted in the last ``idle.days`` days. A flag never
+    counted is judged only when the usage goes back that far (else it may have been
+    evaluated before the counting began), and only when it is older than that."""
+    horizon = now - idle.days * _DAY
+    usage = idle.usage
+    covered = usage.first is not None and usage.first <= horizon
+    for name in names:
+        last = usage.last_seen(name)
+        if last is not None and last >= horizon:
+            continue
+        born = created(name)
+        if born is not None and born > horizon:
+            continue  # younger than the idle period: not judged
+        if last is None:
+            if not covered:
+                continue
+            message = f"{name!r} was never evaluated while usage was counted (for {idle.days:g} days or more)"
+            facts: dict[str, Any] = {"last_seen": None, "idle_days": None}
+        else:
+            days = (now - last) / _DAY
+            since = dt.datetime.fromtimestamp(last, dt.UTC).isoformat(timespec="seconds")
+            message = f"{name!r} was last evaluated {days:.0f} days ago ({since})"
+            facts = {"last_seen": since, "idle_days": round(days, 1)}
+        yield Finding("idle", name, message, facts=facts)
+
+
 def parse_created(value: Any) -> float | None:
     """``created`` metadata as epoch seconds: an ISO date or datetime (UTC if no offset)."""
     if not isinstance(value, str):
@@ -362,6 +420,14 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip matching files")
     p.add_argument(
+        "--usage",
+        metavar="EVENTS_DB",
+        help="event store with usage counts: report flags not evaluated lately",
+    )
+    p.add_argument(
+        "--idle-days", type=float, metavar="DAYS", help="with --usage: flags not evaluated for this long (30)"
+    )
+    p.add_argument(
         "--ignore", action="append", default=[], choices=CATEGORIES, metavar="CATEGORY", help="don't report"
     )
 
@@ -371,8 +437,9 @@ def cmd_scan(args: argparse.Namespace, out: Out) -> int:
         if not os.path.exists(path):
             raise UsageError(f"{path}: no such file or directory")
     source = args.flags or (args.store if args.store_given else None)
+    idle = _idle_check(args.usage, args.idle_days)
     definitions = _definitions(source) if source else None
-    report = scan(args.paths, definitions, max_age_days=args.max_age, exclude=args.exclude)
+    report = scan(args.paths, definitions, max_age_days=args.max_age, exclude=args.exclude, idle=idle)
     findings = [f for f in report.findings if f.category not in args.ignore]
     if out.json:
         data = report.to_dict()
@@ -382,6 +449,25 @@ def cmd_scan(args: argparse.Namespace, out: Out) -> int:
     else:
         _print(out, report, findings, source, args.max_age)
     return EXIT.NO if findings else EXIT.OK
+
+
+def _idle_check(path: str | None, days: float | None) -> Idle | None:
+    if path is None:
+        if days is not None:
+            raise UsageError("--idle-days needs --usage EVENTS_DB")
+        return None
+    days = 30.0 if days is None else days
+    if not days > 0:
+        raise UsageError(f"--idle-days must be a positive number of days, not {days:g}")
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such event store")
+    try:
+        usage = read_usage(path, since=time.time() - days * _DAY)
+    except sqlite3.Error as exc:
+        raise UsageError(f"{path}: not a readable event store: {exc}") from None
+    if usage is None:
+        raise UsageError(f"{path}: holds no usage counts (record them with RecorderOptions(usage=True))")
+    return Idle(usage, days)
 
 
 def _definitions(source: str) -> Definitions:
@@ -419,6 +505,7 @@ _TITLES = {
     "unused": "defined but referenced nowhere",
     "dynamic": "flag names that are not string literals",
     "stale": "temporary flags older than {age:g} days",
+    "idle": "flags not evaluated lately",
     "unparsed": "files that could not be parsed",
 }
 

@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING, Any
 # Not a hidden cycle: the names' types for checkers, while the modules load on first use.
 if TYPE_CHECKING:
     from flagstaff.http.app import create_app
+    from flagstaff.http.roles import Role
     from flagstaff.http.state import ServerState, Settings
     from flagstaff.http.tokens import Permission, Principal, TokenStore
 
-__all__ = ["Permission", "Principal", "ServerState", "Settings", "TokenStore", "create_app"]
+__all__ = ["Permission", "Principal", "Role", "ServerState", "Settings", "TokenStore", "create_app"]
 
 _HOMES = {
-    "Permission": "flagstaff.http.tokens",
+    "Permission": "flagstaff.http.roles",
     "Principal": "flagstaff.http.tokens",
+    "Role": "flagstaff.http.roles",
     "ServerState": "flagstaff.http.state",
     "Settings": "flagstaff.http.state",
     "TokenStore": "flagstaff.http.tokens",

@@ -16,12 +16,13 @@ middleware and the JSON log formatter.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -32,18 +33,29 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
 
+from flagstaff.changes import ChangeStore, default_change_db
 from flagstaff.errors import StoreError
-from flagstaff.http import api, auth, ui
+from flagstaff.http import api, auth, changes_ui, ui
+from flagstaff.http.api import envs as envs_api
 from flagstaff.http.auth import RateLimited
+from flagstaff.http.environments import (
+    DEFAULT,
+    EnvironmentConfigError,
+    EnvironmentRouter,
+    Environments,
+    check_name,
+)
+from flagstaff.http.scheduler import Scheduler
 from flagstaff.http.state import ServerState, Settings, access_log, log, state_of
 from flagstaff.http.tokens import Principal, TokenStore, default_token_db
+from flagstaff.http.users import UserStore, default_user_db
 from flagstaff.stores import Store, open_store
 
 __all__ = ["JsonFormatter", "ServerState", "Settings", "create_app"]
 
 
 def create_app(
-    store: Store | str,
+    store: Store | str | Mapping[str, Store | str],
     *,
     open_mode: bool = False,
     token_db: str | None = None,
@@ -51,29 +63,85 @@ def create_app(
 ) -> Starlette:
     """The flagstaff server app over ``store`` (a Store, or a URL to open).
 
+    ``store`` may also be a mapping of environment name -> Store or URL (see
+    :mod:`flagstaff.http.environments`): the first is the default environment, served
+    at the usual URLs, and every one under ``/envs/NAME`` and ``/api/v1/envs/NAME``.
     ``open_mode`` lets local requests in as admin without a token
     (``flagstaff serve --insecure-no-auth``; see :func:`~flagstaff.http.auth.insecure_local`
     for what counts as local); ``token_db`` is the token database's path
-    (default: beside a SQLite store, see :func:`~flagstaff.http.tokens.default_token_db`).
+    (default: beside the default environment's SQLite store, see
+    :func:`~flagstaff.http.tokens.default_token_db`).
     """
-    owns = isinstance(store, str)
-    the_store = open_store(store) if isinstance(store, str) else store
-    tokens = TokenStore(token_db or default_token_db(the_store.url))
-    state = ServerState(the_store, tokens=tokens, open_mode=open_mode, settings=settings, owns_store=owns)
+    given = dict(store) if isinstance(store, Mapping) else {DEFAULT: store}
+    if not given:
+        raise EnvironmentConfigError("create_app needs at least one environment")
+    for name in given:
+        check_name(name)
+    states: dict[str, ServerState] = {}
+    tokens: TokenStore | None = None
+    users: UserStore | None = None
+    try:
+        for name, each in given.items():
+            the_store = open_store(each) if isinstance(each, str) else each
+            if tokens is None:
+                tokens = TokenStore(token_db or default_token_db(the_store.url))
+                users = UserStore(default_user_db(tokens.path))
+            state = ServerState(
+                the_store,
+                tokens=tokens,
+                open_mode=open_mode,
+                settings=_settings_for(name, settings),
+                owns_store=isinstance(each, str),
+                users=users,
+            )
+            if states:  # one rate limiter for all: guessing is not N times faster with N environments
+                state.limiter = next(iter(states.values())).limiter
+            if states:  # change requests belong to one environment: each its own database
+                state.changes.close()
+                base = (
+                    settings.changes_db if settings and settings.changes_db else None
+                ) or default_change_db(tokens.path)
+                state.changes = ChangeStore(
+                    f"{base.removesuffix('.changes')}.{name}.changes" if base != ":memory:" else base
+                )
+            taken = {other.events_db for other in states.values()}
+            if state.events_db is not None and state.events_db in taken:
+                # Environments in one SQLite file (?namespace=) would share its .events file: each
+                # gets its own, so that ingest, reports and blast radius never mix environments.
+                state.events_db = f"{state.events_db.removesuffix('.events')}.{name}.events"
+            states[name] = state
+    except BaseException:
+        for opened in states.values():
+            opened.close()
+        raise
+    environments = Environments(states)
+    state = states[environments.default]
+    for each_state in states.values():
+        scheduler = Scheduler(each_state, each_state.settings.schedule_interval)  # change requests' apply_at
+        each_state.at_close(scheduler.stop)
+        scheduler.start()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        state.close()
+        environments.close()
 
-    routes: list[BaseRoute] = [*api.routes(), *auth.routes(), *ui.routes()]
+    routes: list[BaseRoute] = [
+        *api.routes(),
+        *envs_api.routes(),
+        *auth.routes(),
+        *changes_ui.routes(),
+        *ui.routes(),
+    ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, StoreError: _store_error},  # type: ignore[dict-item]
     )
     app.state.flagstaff = state
+    app.state.environments = environments
     app.add_middleware(RequestContext, state=state)
+    app.add_middleware(EnvironmentRouter, environments=environments)  # outermost: before everything
     return app
 
 
@@ -91,6 +159,10 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 401 and request.method == "GET" and "text/html" in accept and not api_path:
         root = str(request.scope.get("root_path", "")).rstrip("/")
         return RedirectResponse(f"{root}/login", status_code=303)
+    if exc.status_code == 403 and request.method == "GET" and "text/html" in accept and not api_path:
+        # A page this person may not see (no role in this environment): say so, and offer to
+        # log in as someone who may, rather than a JSON error in the browser.
+        return auth.login_page(request, f"{exc.detail}. Log in as someone who may see this page.", 403)
     body: dict[str, Any] = {"error": exc.detail}
     extra = getattr(exc, "body", None)
     if isinstance(extra, dict):
@@ -189,3 +261,10 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def _settings_for(env: str, settings: Settings | None) -> Settings | None:
+    """``settings`` as they apply in environment ``env`` (approval may be asked of one only)."""
+    if settings is None or settings.requires_approval or env not in settings.approval_environments:
+        return settings
+    return dataclasses.replace(settings, requires_approval=True)

@@ -1,7 +1,8 @@
 """Who is asking, and may they: bearer tokens, the dashboard's session, CSRF, rate limits.
 
 * API clients send ``Authorization: Bearer fst_…``. Token scopes are ordered
-  read < write < admin (:class:`~flagstaff.http.tokens.Permission`).
+  read < write < approve < admin (:class:`~flagstaff.http.roles.Permission`, the one
+  place the levels are defined).
 * The dashboard logs in with a token once (``GET /login?token=…``, the link
   ``flagstaff serve --login-link`` prints, or the form ``POST /login``) and then
   carries the cookie ``flagstaff_session``: HttpOnly, SameSite=Strict, a random
@@ -29,6 +30,7 @@ into a redirect to ``/login`` by the app's error handler.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import html
@@ -42,10 +44,23 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from flagstaff.http.environments import BASE_KEY, DEFAULT, ENV_KEY
 from flagstaff.http.state import ServerState, state_of
 from flagstaff.http.tokens import Permission, Principal
+from flagstaff.http.users import SESSION_PREFIX
 
-__all__ = ["COOKIE", "Principal", "csrf_token", "insecure_local", "require", "routes"]
+__all__ = [
+    "COOKIE",
+    "Principal",
+    "base_path",
+    "csrf_token",
+    "identify",
+    "insecure_local",
+    "login_page",
+    "require",
+    "routes",
+    "session_response",
+]
 
 COOKIE = "flagstaff_session"
 SESSION_SECONDS = 12 * 3600
@@ -79,14 +94,31 @@ def require(request: Request, permission: Permission = Permission.READ) -> Princ
     or a cookie-authenticated unsafe request without a valid CSRF token or from
     another origin) or 429 (too many failed attempts from this address).
     """
+    principal = identify(request)
+    env = request.scope.get(ENV_KEY)
+    if not isinstance(env, str) or principal.grants is None:  # one level everywhere (the common case)
+        level: Permission | None = principal.scope
+    else:
+        level = principal.level_in(env)
+    where = "" if env in (None, DEFAULT) else f" in environment {env!r}"
+    if level is None:
+        raise HTTPException(403, f"{principal.name!r} has no access{where}")
+    if level < permission:
+        if principal.via == "user":
+            message = f"this needs the {permission.role} role; {principal.name!r} is {level.role}{where}"
+        else:
+            message = f"this needs a {permission.label} token; {principal.name!r} has {level.label}{where}"
+        raise HTTPException(403, message)
+    return principal if level == principal.scope else dataclasses.replace(principal, scope=level)
+
+
+def identify(request: Request) -> Principal:
+    """The caller with its levels in every environment (401/429 as :func:`require`), whatever
+    its level in the request's environment: for answers about all of them (``GET /api/v1/envs``)."""
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:
         principal = authenticate(request)
         request.state.principal = principal
-    if principal.scope < permission:
-        raise HTTPException(
-            403, f"this needs a {permission.label} token; {principal.name!r} has {principal.scope.label}"
-        )
     return principal
 
 
@@ -109,6 +141,13 @@ def authenticate(request: Request) -> Principal:
         state.tokens.touch(info.id)
         return Principal.of(info, "bearer")
     assert cookie is not None
+    if cookie.startswith(SESSION_PREFIX):  # a user's session (flagstaff.http.users)
+        user = state.users.session(cookie) if state.users is not None else None
+        if user is None:
+            _failed(state, address, "the session has expired or was revoked: log in again")
+        if request.method in UNSAFE:
+            _check_csrf(request, state, cookie)
+        return user.principal()
     info = state.tokens.session(cookie)
     if info is None:
         _failed(state, address, "the session has expired or was revoked: log in again")
@@ -206,16 +245,30 @@ def _root(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/") + "/"
 
 
+def base_path(request: Request) -> str:
+    """The app's own root (before an environment's ``/envs/NAME``): the session cookie's path,
+    so one log-in serves every environment."""
+    return str(request.scope.get(BASE_KEY, request.scope.get("root_path", ""))).rstrip("/") + "/"
+
+
 _LOGIN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>flagstaff: log in</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
 <body><main><h1>flagstaff</h1>{message}
-<form method="post" action="{action}">
-<label for="token">API token</label>
-<input id="token" name="token" type="password" autocomplete="current-password" required>
+<form method="post" action="{action}" id="password-login">
+<label for="username">User name</label>
+<input id="username" name="username" autocomplete="username" required>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Log in</button>
 </form>
-<p>Create a token with <code>flagstaff token create NAME --scope write</code>.</p>
+{sso}<form method="post" action="{action}" id="token-login">
+<label for="token">Or an API token</label>
+<input id="token" name="token" type="password" autocomplete="off" required>
+<button type="submit">Log in with the token</button>
+</form>
+<p>Create a user with <code>flagstaff user add NAME --role editor</code>,
+or a token with <code>flagstaff token create NAME --scope write</code>.</p>
 </main></body></html>
 """
 
@@ -231,10 +284,28 @@ LOGIN_HEADERS = {
 }
 
 
+def login_page(request: Request, message: str = "", status: int = 200) -> HTMLResponse:
+    """The login page (forms for a password and a token, and the single sign-on link if enabled)."""
+    return _login_page(request, message, status)
+
+
 def _login_page(request: Request, message: str = "", status: int = 200) -> HTMLResponse:
     note = f'<p role="alert">{html.escape(message)}</p>' if message else ""
     action = html.escape(str(request.scope.get("root_path", "")) + "/login")
-    return HTMLResponse(_LOGIN_PAGE.format(message=note, action=action), status, headers=LOGIN_HEADERS)
+    sso_url = getattr(request.app.state, "sso_login_url", None)
+    sso = (
+        f'<p><a id="sso-login" href="{html.escape(base_path(request) + sso_url.lstrip("/"))}">'
+        "Log in with single sign-on</a></p>\n"
+        if sso_url
+        else ""
+    )
+    page = _LOGIN_PAGE.format(message=note, action=action, sso=sso)
+    headers = LOGIN_HEADERS
+    if "token" not in request.query_params:
+        # No secret in this page's URL: "same-origin" lets the browser send the real Origin with
+        # the form's POST (under "no-referrer" Chromium sends "Origin: null", which is refused).
+        headers = {**LOGIN_HEADERS, "Referrer-Policy": "same-origin"}
+    return HTMLResponse(page, status, headers=headers)
 
 
 async def _log_in(request: Request, token: str) -> Response:
@@ -249,12 +320,18 @@ async def _log_in(request: Request, token: str) -> Response:
             return page
         return _login_page(request, "That token is not valid (unknown, used, expired or revoked).", 401)
     session = await run_in_threadpool(state.tokens.open_session, info.id, SESSION_SECONDS)
+    return session_response(request, session)
+
+
+def session_response(request: Request, session: str) -> Response:
+    """The answer to a successful log-in: the session cookie (for every environment), and
+    a redirect to the pages (of the environment the log-in was made in)."""
     response = RedirectResponse(_root(request), status_code=303, headers=LOGIN_HEADERS)
     response.set_cookie(
         COOKIE,
         session,
         max_age=SESSION_SECONDS,
-        path=_root(request),
+        path=base_path(request),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -277,7 +354,28 @@ async def login_post(request: Request) -> Response:
     if len(body) > 4096:
         raise HTTPException(413, "login form too large")
     fields = parse_qs(body.decode("utf-8", "replace"))
+    if "username" in fields or "password" in fields:
+        name = (fields.get("username") or [""])[0].strip()
+        return await _log_in_user(request, name, (fields.get("password") or [""])[0])
     return await _log_in(request, (fields.get("token") or [""])[0])
+
+
+async def _log_in_user(request: Request, name: str, password: str) -> Response:
+    state = state_of(request)
+    address = client_address(request)
+    user = None
+    if state.users is not None and name and password:
+        user = await run_in_threadpool(state.users.check_password, name, password)
+    if user is None:
+        if _note_failure(state, address):
+            await state.limiter.wait()
+            page = _login_page(request, "Too many failed attempts; try again later.", 429)
+            page.headers["Retry-After"] = str(int(max(state.limiter.blocked(address), 1.0)) + 1)
+            return page
+        return _login_page(request, "Unknown user name or wrong password.", 401)
+    assert state.users is not None
+    session = await run_in_threadpool(state.users.open_session, user.name, SESSION_SECONDS)
+    return session_response(request, session)
 
 
 async def logout(request: Request) -> Response:
@@ -295,9 +393,13 @@ async def logout(request: Request) -> Response:
         if not hmac.compare_digest(sent, _csrf_for(state_of(request), cookie)):
             raise HTTPException(403, "missing or wrong CSRF token")
         # Revoked server-side: a copy of the cookie kept anywhere stops working too.
-        await run_in_threadpool(state_of(request).tokens.end_session, cookie)
+        state = state_of(request)
+        if cookie.startswith(SESSION_PREFIX) and state.users is not None:
+            await run_in_threadpool(state.users.end_session, cookie)
+        else:
+            await run_in_threadpool(state.tokens.end_session, cookie)
     response = RedirectResponse(_root(request) + "login", status_code=303)
-    response.delete_cookie(COOKIE, path=_root(request), httponly=True, samesite="strict")
+    response.delete_cookie(COOKIE, path=base_path(request), httponly=True, samesite="strict")
     return response
 
 

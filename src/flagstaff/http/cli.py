@@ -18,6 +18,15 @@ from typing import Any
 from flagstaff.admin import Admin, validate_documents
 from flagstaff.document import is_segment_key
 from flagstaff.errors import ConflictError
+from flagstaff.http.environments import (
+    DEFAULT,
+    EnvironmentConfigError,
+    check_name,
+    checked,
+    load_environments,
+    parse_environment,
+)
+from flagstaff.http.roles import RoleError
 from flagstaff.http.tokens import Permission, TokenError, TokenStore, default_token_db
 from flagstaff.stores import Store
 
@@ -61,6 +70,42 @@ def register(command: Command) -> None:
         metavar="S",
         help="how long the --login-link can be used, once (default 600)",
     )
+    p.add_argument(
+        "--env",
+        action="append",
+        metavar="NAME=URL",
+        dest="envs",
+        help="serve environment NAME over store URL (repeatable; the first is the default, "
+        "served at the usual URLs; others under /envs/NAME and /api/v1/envs/NAME)",
+    )
+    p.add_argument(
+        "--environments",
+        metavar="FILE",
+        help='environments from a JSON file: {"production": "URL", "staging": "URL"} (first: default)',
+    )
+    p.add_argument(
+        "--oidc-issuer",
+        metavar="URL",
+        help="single sign-on: the OpenID Connect provider (sso extra; default $FLAGSTAFF_OIDC_ISSUER)",
+    )
+    p.add_argument(
+        "--oidc-client-id",
+        metavar="ID",
+        help="single sign-on: the client id (default $FLAGSTAFF_OIDC_CLIENT_ID)",
+    )
+    p.add_argument(
+        "--oidc-client-secret",
+        metavar="SECRET",
+        help="single sign-on: the client secret (default $FLAGSTAFF_OIDC_CLIENT_SECRET; prefer it: "
+        "arguments are visible to other users of the host)",
+    )
+    p.add_argument("--oidc-username-claim", default="email", metavar="CLAIM", help="default email")
+    p.add_argument(
+        "--oidc-default-role",
+        metavar="ROLE",
+        help="the role, in every environment, of a user signing in for the first time (default: none)",
+    )
+    p.add_argument("--oidc-redirect-url", metavar="URL", help="the callback URL registered with the provider")
     p.add_argument("--seed", metavar="FILE", help="create the flags in FILE that do not exist yet")
     p.add_argument("--login-link", action="store_true", help="print a dashboard link with a new admin token")
     p.add_argument("--token-db", metavar="PATH", help="token database (default: beside a SQLite store)")
@@ -71,13 +116,48 @@ def register(command: Command) -> None:
     p.add_argument(
         "--stale-days", type=float, default=30.0, help="temporary flags unchanged this long are stale"
     )
+    p.add_argument(
+        "--guard-interval",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="check and enforce every flag's guardrails from the event store every S seconds "
+        "(default 60; 0: off)",
+    )
+    p.add_argument(
+        "--requires-approval",
+        action="store_true",
+        help="flag writes need an approved change request (docs/changes.md); the kill switch still works",
+    )
+    p.add_argument(
+        "--approval-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="writes in environment NAME need an approved change request (repeatable; "
+        "--requires-approval asks it everywhere)",
+    )
+    p.add_argument(
+        "--client-origins",
+        metavar="ORIGINS",
+        default="",
+        help="origins (comma-separated, or '*') whose pages may call /api/v1/client/evaluate "
+        "(docs/clientside.md)",
+    )
     p = command("token", cmd_token, "API tokens: create NAME --scope S, list, revoke ID")
     p.add_argument("action", choices=("create", "list", "revoke"))
     p.add_argument("arg", nargs="?", metavar="NAME|ID", help="the new token's name, or the id to revoke")
     p.add_argument(
-        "--scope", choices=("read", "write", "admin"), default="read", help="(create) default read"
+        "--scope", choices=("read", "write", "approve", "admin"), default="read", help="(create) default read"
     )
     p.add_argument("--token-db", metavar="PATH", help="token database (default: beside a SQLite store)")
+    p.add_argument(
+        "--env",
+        action="append",
+        metavar="NAME",
+        dest="envs",
+        help="(create) limit the token to environment NAME (repeatable; default: every environment)",
+    )
 
 
 def _port(text: str) -> int:
@@ -118,7 +198,8 @@ def cmd_token(args: argparse.Namespace, out: Any) -> int:
         if args.action == "create":
             if not args.arg:
                 raise _usage("token create needs a NAME (who or what will use the token)")
-            info, secret = tokens.create(args.arg, Permission.parse(args.scope))
+            envs = [check_name(e) for e in args.envs] if args.envs else None
+            info, secret = tokens.create(args.arg, Permission.parse(args.scope), environments=envs)
             if out.json:
                 out.emit({**info.to_dict(), "token": secret})
             else:
@@ -132,8 +213,8 @@ def cmd_token(args: argparse.Namespace, out: Any) -> int:
                 out.emit([t.to_dict() for t in listed])
             else:
                 rows = [[t.id, t.name, t.scope.label, _when(t.created_at), _when(t.revoked_at),
-                         _when(t.last_used)] for t in listed]  # fmt: skip
-                out.table(["id", "name", "scope", "created", "revoked", "last used"], rows)
+                         _when(t.last_used), ",".join(t.environments or ("*",))] for t in listed]  # fmt: skip
+                out.table(["id", "name", "scope", "created", "revoked", "last used", "environments"], rows)
         else:
             if not args.arg:
                 raise _usage("token revoke needs the token's ID (see: flagstaff token list)")
@@ -142,7 +223,7 @@ def cmd_token(args: argparse.Namespace, out: Any) -> int:
                 out.emit(info.to_dict())
             else:
                 out.line(f"revoked token {info.id} ({info.name!r}); it stops working at once")
-    except TokenError as exc:
+    except (TokenError, RoleError, EnvironmentConfigError) as exc:
         raise _usage(str(exc)) from None
     except sqlite3.Error as exc:
         raise _token_db_error(path, exc) from None
@@ -232,21 +313,40 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
         raise _usage("--insecure-no-auth cannot be combined with --forwarded-allow-ips (a proxy in front)")
     if not args.header_timeout > 0 or not args.login_link_seconds > 0:
         raise _usage("--header-timeout and --login-link-seconds must be positive")
+    if not args.guard_interval >= 0:
+        raise _usage("--guard-interval must be 0 (off) or more seconds")
     _configure_logging(args.log_format, JsonFormatter, "debug" if args.debug else args.log_level)
     from flagstaff.cli._files import read_flag_set
 
     documents = read_flag_set(args.seed) if args.seed else None
+    stores = _environments(args)
+    default_url = args.store if isinstance(stores, str) else next(iter(stores.values()))
     sock = _bind(args.host, args.port)
-    settings = Settings(stale_days=args.stale_days, login_link_seconds=args.login_link_seconds)
+    from flagstaff.http.clientside import ClientSide
+
     try:
-        app = create_app(
-            args.store, open_mode=args.insecure_no_auth, token_db=args.token_db, settings=settings
-        )
+        clientside = ClientSide(origins=tuple(o.strip() for o in args.client_origins.split(",") if o.strip()))
+    except ValueError as exc:
+        raise _usage(f"--client-origins: {exc}") from None
+    settings = Settings(
+        stale_days=args.stale_days,
+        login_link_seconds=args.login_link_seconds,
+        guard_interval=args.guard_interval,
+        requires_approval=args.requires_approval,
+        approval_environments=_approval_environments(args),
+        clientside=clientside,
+    )
+    try:
+        app = create_app(stores, open_mode=args.insecure_no_auth, token_db=args.token_db, settings=settings)
     except sqlite3.Error as exc:
         sock.close()
-        raise _token_db_error(args.token_db or default_token_db(args.store), exc) from None
+        raise _token_db_error(args.token_db or default_token_db(default_url), exc) from None
+    except BaseException:
+        sock.close()
+        raise
     state = app.state.flagstaff
     try:
+        _enable_sso(app, args)
         if documents is not None:
             created = seed(state.store, documents, args.author)
             log.info("seeded %d new flag(s) from %s", len(created), args.seed, extra={"flags": created})
@@ -263,6 +363,10 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
         else:
             mode = "INSECURE: no token needed from this host" if args.insecure_no_auth else "tokens required"
             out.line(f"Serving {base} (API under {base}/api/v1; {mode})")
+        envs = app.state.environments
+        if len(envs) > 1:
+            others = ", ".join(f"{n} at {base}/envs/{n}/" for n in envs.names[1:])
+            out.note(f"Environments: {envs.default} (default) at {base}/, {others}")
         out.stdout.flush()
         served = uvicorn_options(
             forwarded_allow_ips=args.forwarded_allow_ips, header_timeout=args.header_timeout
@@ -277,6 +381,61 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
         state.close()
         sock.close()
     return 0
+
+
+def _enable_sso(app: Any, args: argparse.Namespace) -> None:
+    """Single sign-on if ``--oidc-issuer`` (or ``$FLAGSTAFF_OIDC_ISSUER``) is given (the sso extra)."""
+    import os
+
+    issuer = args.oidc_issuer or os.environ.get("FLAGSTAFF_OIDC_ISSUER")
+    if not issuer:
+        return
+    from flagstaff.http.oidc import OIDCConfig, SSOError, enable
+
+    client_id = args.oidc_client_id or os.environ.get("FLAGSTAFF_OIDC_CLIENT_ID", "")
+    secret = args.oidc_client_secret or os.environ.get("FLAGSTAFF_OIDC_CLIENT_SECRET", "")
+    try:
+        role = Permission.parse(args.oidc_default_role) if args.oidc_default_role else None
+        config = OIDCConfig(
+            issuer,
+            client_id,
+            secret,
+            username_claim=args.oidc_username_claim,
+            default_role=role,
+            redirect_url=args.oidc_redirect_url,
+        )
+    except (SSOError, RoleError) as exc:
+        raise _usage(str(exc)) from None
+    try:
+        enable(app, config)
+    except ModuleNotFoundError as exc:
+        raise _usage(str(exc)) from None
+
+
+def _approval_environments(args: argparse.Namespace) -> frozenset[str]:
+    """The environments whose writes need approval: ``--approval-env`` and the file's flags."""
+    try:
+        marked = load_environments(args.environments) if args.environments else []
+    except EnvironmentConfigError as exc:
+        raise _usage(str(exc)) from None
+    names = {e.name for e in marked if e.requires_approval} | set(args.approval_env)
+    known = ({e.name for e in marked} | {parse_environment(t).name for t in args.envs or ()}) or {DEFAULT}
+    unknown = sorted(names - known)
+    if unknown:
+        raise _usage(f"--approval-env: no environment named {', '.join(unknown)}")
+    return frozenset(names)
+
+
+def _environments(args: argparse.Namespace) -> str | dict[str, str]:
+    """The store URL, or the environments ``--env``/``--environments`` name (in order)."""
+    try:
+        envs = load_environments(args.environments) if args.environments else []
+        envs += [parse_environment(text) for text in args.envs or ()]
+        if not envs:
+            return str(args.store)
+        return {e.name: e.url for e in checked(envs)}
+    except EnvironmentConfigError as exc:
+        raise _usage(str(exc)) from None
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -23,6 +23,9 @@ _HELP = {
     "flagstaff_changes_applied_total": ("counter", "Flag changes applied to the server's snapshot."),
     "flagstaff_auth_failures_total": ("counter", "Failed authentication attempts."),
     "flagstaff_event_subscribers": ("gauge", "Open event streams."),
+    "flagstaff_guard_checks_total": ("counter", "Guardrail checks judged, by outcome (ok, breached)."),
+    "flagstaff_guard_halts_total": ("counter", "Flags halted by the guard for a breached guardrail."),
+    "flagstaff_guard_errors_total": ("counter", "Guard checks or rounds that failed (logged)."),
     # The server's client: the same samples an application exposes with flagstaff.metrics.
     **CLIENT_HELP,
 }

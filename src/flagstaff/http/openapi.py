@@ -331,11 +331,12 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Event": {
         "type": "object",
-        "description": "An exposure (flag, variant, experiment_id) or a metric event (name, value); "
+        "description": "An exposure (flag, variant, experiment_id), a metric event (name, value) "
+        "or a flag's usage (flag; value: evaluations counted up to time, its last seen); "
         "key is the bucketing key (user id, else cookie id).",
         "required": ["kind", "time"],
         "properties": {
-            "kind": {"type": "string", "enum": ["exposure", "track"]},
+            "kind": {"type": "string", "enum": ["exposure", "track", "usage"]},
             "time": {"type": "number", "description": "Epoch seconds (UTC)."},
             "key": _TEXT,
             "flag": _TEXT,
@@ -396,6 +397,64 @@ _SCHEMAS: dict[str, Any] = {
                 },
             },
             "approximation": {"type": "string"},
+            "summary": {"type": "string", "description": "One line: N of M units seen ... would change: ..."},
+        },
+    },
+    "GuardRequest": {
+        "type": "object",
+        "properties": {
+            "enforce": {
+                "type": "boolean",
+                "default": False,
+                "description": "Halt the flag when a guardrail is breached (written with your name).",
+            }
+        },
+        "additionalProperties": False,
+    },
+    "GuardState": {
+        "type": "object",
+        "description": "The newest guard check this server made (checked_at null: none yet), and whether "
+        "the flag is halted now (off, its newest history entry the guard's).",
+        "required": ["flag", "interval", "checked_at", "breached", "guardrails", "halted", "halt"],
+        "properties": {
+            "flag": {"type": "string"},
+            "interval": {"type": "number", "description": "Seconds between the loop's rounds (0: off)."},
+            "checked_at": _NUM_OR_NULL,
+            "enforced": {"type": "boolean", "nullable": True},
+            "error": _STR_OR_NULL,
+            "breached": {"type": "boolean"},
+            "switched": {"type": "integer", "description": "Units seen in both arms, left out."},
+            "halted_by_check": {"type": "boolean", "description": "This check turned the flag off."},
+            "guardrails": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "metric": {"type": "string"},
+                        "max_increase": {"type": "number"},
+                        "min_units": {"type": "integer"},
+                        "control_units": {"type": "integer"},
+                        "treatment_units": {"type": "integer"},
+                        "control_rate": {"type": "number"},
+                        "treatment_rate": {"type": "number"},
+                        "difference": {"type": "number"},
+                        "interval": {"type": "array", "items": _NUM_OR_NULL},
+                        "breached": {"type": "boolean"},
+                        "problem": _STR_OR_NULL,
+                        "evidence": {"type": "string"},
+                    },
+                },
+            },
+            "halted": {"type": "boolean"},
+            "halt": {
+                "type": "object",
+                "nullable": True,
+                "properties": {
+                    "at": {"type": "number"},
+                    "version": _INT_OR_NULL,
+                    "author": {"type": "string", "description": "guard: and the evidence"},
+                },
+            },
         },
     },
     "EvaluateRequest": {
@@ -438,12 +497,13 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "string"},
             "name": {"type": "string"},
-            "scope": {"type": "string", "enum": ["read", "write", "admin"]},
+            "scope": {"type": "string", "enum": ["read", "write", "approve", "admin"]},
             "created_at": {"type": "number"},
             "revoked_at": _NUM_OR_NULL,
             "last_used": _NUM_OR_NULL,
             "expires_at": _NUM_OR_NULL,
             "active": {"type": "boolean"},
+            "environments": {"type": "array", "items": {"type": "string"}, "nullable": True},
             "token": {"type": "string", "description": "(create only) the secret, shown once."},
         },
         "required": ["id", "name", "scope", "created_at", "active"],
@@ -452,7 +512,13 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "name": {"type": "string", "minLength": 1, "pattern": "\\S"},
-            "scope": {"type": "string", "enum": ["read", "write", "admin"]},
+            "scope": {"type": "string", "enum": ["read", "write", "approve", "admin"]},
+            "environments": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 1,
+                "description": "Limit the token to these environments (default: every one).",
+            },
         },
         "required": ["name", "scope"],
         "additionalProperties": False,
@@ -622,8 +688,8 @@ def _paths() -> dict[str, Any]:
                     {
                         "name": "metric",
                         "in": "query",
-                        "description": "Event names, comma-separated, each may end in :conversion or :mean "
-                        "(default: every event name).",
+                        "description": "Event names, comma-separated, each may end in :conversion or :mean, "
+                        "or NUM/DEN for a ratio (default: every event name).",
                         "schema": {"type": "string"},
                     },
                     {
@@ -631,6 +697,32 @@ def _paths() -> dict[str, Any]:
                         "in": "query",
                         "description": "The control variant (default control_1, else the first).",
                         "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "experiment_id",
+                        "in": "query",
+                        "description": "Only exposures recorded with this experiment id.",
+                        "schema": {"type": "integer"},
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": "Only units first exposed at or after this time "
+                        "(epoch seconds or ISO 8601).",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "until",
+                        "in": "query",
+                        "description": "Only exposures and metric events before this time.",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "cuped_days",
+                        "in": "query",
+                        "description": "CUPED with each unit's metric in this many days "
+                        "before its first exposure.",
+                        "schema": {"type": "number"},
                     },
                     {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "svg"]}},
                     {
@@ -674,6 +766,29 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("BlastRadius"), "The count."),
                     **_errors(400, *_AUTH, 404, 413, 422, 501, 503),
+                },
+            },
+        },
+        "/api/v1/flags/{name}/guard": {
+            "parameters": [_NAME],
+            "get": {
+                "operationId": "flagGuard",
+                "summary": "The guard's newest check of the flag's guardrails; whether it halted the flag.",
+                "responses": {
+                    "200": _json(_ref("GuardState"), "The guard's state."),
+                    **_errors(400, *_AUTH, 404, 501, 503),
+                },
+            },
+            "post": {
+                "operationId": "checkFlagGuard",
+                "summary": "Check the flag's guardrails now (write scope); enforce: halt it on a breach.",
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("GuardRequest")}},
+                },
+                "responses": {
+                    "200": _json(_ref("GuardState"), "The check."),
+                    **_errors(400, *_AUTH, 404, 413, 501, 503),
                 },
             },
         },
@@ -765,7 +880,8 @@ def _paths() -> dict[str, Any]:
         "/api/v1/ingest": {
             "post": {
                 "operationId": "ingest",
-                "summary": "Record exposures and metric events (write scope) in the server's event store; "
+                "summary": "Record exposures, metric events and flag usage (write scope) in the server's "
+                "event store; "
                 "all or none are written. The body may be gzip (Content-Encoding).",
                 "requestBody": _body(_ref("IngestRequest")),
                 "responses": {
@@ -854,6 +970,42 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _json(_ref("Token"), "Revoked."), **_errors(*_AUTH, 404, 503)},
             },
         },
+        **_environment_paths(),
+    }
+
+
+def _environment_paths() -> dict[str, Any]:
+    """Environments and promotion (flagstaff.http.environments, flagstaff.http.api.envs). Every
+    path is also served under /api/v1/envs/{env}/... for each environment."""
+    obj = {"type": "object"}
+    query = [
+        {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}},
+        {"name": "expect", "in": "query", "schema": {"type": "integer", "minimum": 0},
+         "description": "The destination version shown in the plan (0: no such flag there)."},
+        {"name": "source", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+        {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}},
+    ]  # fmt: skip
+    return {
+        "/api/v1/envs": {
+            "get": {
+                "operationId": "listEnvironments",
+                "summary": "The environments, the default first, with the caller's scope and role in each.",
+                "responses": {"200": _json(obj, "The environments."), **_errors(*_AUTH)},
+            },
+        },
+        "/api/v1/flags/{name}/promote": {
+            "parameters": [_NAME, *query],
+            "post": {
+                "operationId": "promoteFlag",
+                "summary": "Copy the flag's document to environment `to` (read here, write there). Without "
+                "expect (428) or with dry_run: the plan (diff, versions, blast radius), nothing written.",
+                "responses": {
+                    "200": _json(obj, "Promoted (or, dry run, the plan)."),
+                    "428": _json(obj, "The plan: retry with expect=target_version."),
+                    **_errors(400, *_AUTH, 404, 409, 422, 503, 504),
+                },
+            },
+        },
     }
 
 
@@ -867,12 +1019,12 @@ def _document() -> dict[str, Any]:
             "description": "Feature flags: read, change (validated, compare-and-set, audited), evaluate.",
         },
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **_change_request_paths(), **_client_paths()},
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "fst_… tokens"}
             },
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **_CHANGE_SCHEMAS},
         },
     }
 
@@ -880,3 +1032,277 @@ def _document() -> dict[str, Any]:
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh copy)."""
     return copy.deepcopy(_document())
+
+
+# --------------------------------------------------------------------------- change requests
+
+_CHANGE_ID = {
+    "name": "change_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1},
+}
+_CHANGE_SCHEMAS: dict[str, Any] = {
+    "ChangeRequest": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "flag": {"type": "string"},
+            "document": _ANY,
+            "base_version": {"type": "integer", "description": "The flag's version when proposed (0: new)."},
+            "comment": {"type": "string"},
+            "proposer": {"type": "string"},
+            "proposer_name": {"type": "string"},
+            "created_at": {"type": "number"},
+            "apply_at": _NUM_OR_NULL,
+            "status": {
+                "type": "string",
+                "enum": ["pending", "approved", "applying", "applied", "rejected", "cancelled", "failed"],
+            },
+            "approver_name": _STR_OR_NULL,
+            "note": {"type": "string"},
+            "applied_version": _INT_OR_NULL,
+            "current_version": {"type": "integer"},
+            "stale": {"type": "boolean", "description": "Open, and the flag moved since the proposal."},
+            "changes": {"type": "array", "items": {"type": "object"}},
+        },
+        "required": ["id", "flag", "base_version", "status", "proposer_name"],
+    },
+    "NewChangeRequest": {
+        "type": "object",
+        "properties": {
+            "flag": {"type": "string", "minLength": 1},
+            "document": _ANY,
+            "comment": {"type": "string", "maxLength": 4000},
+            "apply_at": {
+                "description": "When the server applies it once approved: ISO 8601 with an offset, "
+                "or epoch seconds.",
+                "oneOf": [{"type": "string"}, {"type": "number", "minimum": 0}],
+                "nullable": True,
+            },
+        },
+        "required": ["flag", "document"],
+        "additionalProperties": False,
+    },
+}
+
+
+def _change_request_paths() -> dict[str, Any]:
+    one = _ref("ChangeRequest")
+    empty = {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}
+
+    def action(op: str, summary: str, *codes: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "parameters": [_CHANGE_ID],
+            "post": {
+                "operationId": op,
+                "summary": summary,
+                "requestBody": body or empty,
+                "responses": {"200": _json(one, "The change request now."), **_errors(400, *_AUTH, *codes)},
+            },
+        }
+
+    reason = {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"reason": {"type": "string", "maxLength": 4000}},
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+    return {
+        "/api/v1/change-requests": {
+            "get": {
+                "operationId": "listChangeRequests",
+                "summary": "Change requests, newest first (?status=, ?flag=).",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "schema": _CHANGE_SCHEMAS["ChangeRequest"]["properties"]["status"],
+                    },
+                    {"name": "flag", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"change_requests": {"type": "array", "items": one}},
+                        },
+                        "The change requests.",
+                    ),
+                    **_errors(400, *_AUTH, 503),
+                },
+            },
+            "post": {
+                "operationId": "proposeChange",
+                "summary": "Propose a flag's new document (write scope); recorded with the flag's version.",
+                "parameters": [_IF_MATCH],
+                "requestBody": _body(_ref("NewChangeRequest")),
+                "responses": {"201": _json(one, "Proposed."), **_errors(400, *_AUTH, 409, 413, 422, 503)},
+            },
+        },
+        "/api/v1/change-requests/{change_id}": {
+            "parameters": [_CHANGE_ID],
+            "get": {
+                "operationId": "getChangeRequest",
+                "summary": "One change request, with what it changes.",
+                "responses": {"200": _json(one, "The change request."), **_errors(400, *_AUTH, 404, 503)},
+            },
+        },
+        "/api/v1/change-requests/{change_id}/approve": action(
+            "approveChange", "Approve (approve scope; not the proposer).", 404, 409, 413, 503
+        ),
+        "/api/v1/change-requests/{change_id}/reject": action(
+            "rejectChange",
+            "Reject (approve scope), with an optional reason.",
+            404,
+            409,
+            413,
+            503,
+            body=reason,
+        ),
+        "/api/v1/change-requests/{change_id}/cancel": action(
+            "cancelChange", "Withdraw (the proposer, or approve scope).", 404, 409, 413, 503
+        ),
+        "/api/v1/change-requests/{change_id}/apply": action(
+            "applyChange",
+            "Write an approved change with compare-and-set on its base version; 409 (code stale) "
+            "with what changed if the flag moved.",
+            404,
+            409,
+            413,
+            422,
+            503,
+            504,
+        ),
+    }
+
+
+# --------------------------------------------------------------------------- client-side evaluation
+
+_CLIENT_KEY = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "created_at": {"type": "number"},
+        "revoked_at": _NUM_OR_NULL,
+        "active": {"type": "boolean"},
+        "key": {"type": "string", "description": "(create only) the fsc_… key, shown once."},
+    },
+    "required": ["id", "name", "created_at", "active"],
+}
+_CLIENT_ANSWER = {
+    "type": "object",
+    "properties": {
+        "flags": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {"enabled": {"type": "boolean"}, "variant": _STR_OR_NULL, "value": _ANY},
+                "required": ["enabled", "variant", "value"],
+            },
+        }
+    },
+    "required": ["flags"],
+}
+
+
+def _client_paths() -> dict[str, Any]:
+    public: list[dict[str, Any]] = []  # a public client key (fsc_…), not an API token
+    etag = {
+        "ETag": {
+            "description": "A hash of the answer: send it as If-None-Match.",
+            "schema": {"type": "string"},
+        }
+    }
+    answers = {
+        "200": _json(_CLIENT_ANSWER, "The client-visible flags' decisions.", etag),
+        "304": {"description": "Not modified (If-None-Match matched)."},
+        **_errors(400, 401, 413, 429, 503),
+    }
+    summary = (
+        "Decisions (enabled, variant, value) of the flags with client_visible: true, for a context; "
+        "Authorization: Bearer fsc_… (a public client key). Limited per key and per address."
+    )
+    return {
+        "/api/v1/client/evaluate": {
+            "get": {
+                "operationId": "clientEvaluateGet",
+                "summary": summary,
+                "security": public,
+                "parameters": [
+                    {
+                        "name": "context",
+                        "in": "query",
+                        "required": False,
+                        "description": "The context, as JSON.",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": answers,
+            },
+            "post": {
+                "operationId": "clientEvaluate",
+                "summary": summary,
+                "security": public,
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "properties": {"context": {"type": "object", "nullable": True}},
+                        "additionalProperties": False,
+                    }
+                ),
+                "responses": answers,
+            },
+            "options": {
+                "operationId": "clientEvaluatePreflight",
+                "summary": "CORS preflight: allowed for the origins of serve --client-origins.",
+                "security": public,
+                "responses": {"204": {"description": "The CORS headers (none for an origin not allowed)."}},
+            },
+        },
+        "/api/v1/client-keys": {
+            "get": {
+                "operationId": "listClientKeys",
+                "summary": "Client keys (never the keys themselves). Admin scope.",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"client_keys": {"type": "array", "items": _CLIENT_KEY}},
+                        },
+                        "Client keys.",
+                    ),
+                    **_errors(400, *_AUTH, 503),
+                },
+            },
+            "post": {
+                "operationId": "createClientKey",
+                "summary": "A new public client key; it is in the answer, once. Admin scope.",
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "properties": {"name": {"type": "string", "minLength": 1, "pattern": "\\S"}},
+                        "required": ["name"],
+                        "additionalProperties": False,
+                    }
+                ),
+                "responses": {"201": _json(_CLIENT_KEY, "Created."), **_errors(400, *_AUTH, 413, 503)},
+            },
+        },
+        "/api/v1/client-keys/{key_id}": {
+            "parameters": [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "delete": {
+                "operationId": "revokeClientKey",
+                "summary": "Revoke a client key: it stops working at once. Admin scope.",
+                "responses": {"200": _json(_CLIENT_KEY, "Revoked."), **_errors(400, *_AUTH, 404, 503)},
+            },
+        },
+    }

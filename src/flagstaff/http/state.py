@@ -21,7 +21,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -29,12 +29,16 @@ from starlette.requests import Request
 
 from flagstaff import forcing
 from flagstaff.admin import Admin
+from flagstaff.changes import ChangeStore, default_change_db
 from flagstaff.client import Client, Options
 from flagstaff.document import MAX_DOCUMENT_BYTES
 from flagstaff.exposures import SQLiteSink
+from flagstaff.http.clientside import ClientKeyStore, ClientSide, TokenBuckets
 from flagstaff.http.events import EventBroker
+from flagstaff.http.guarding import GuardLoop
 from flagstaff.http.metrics import Metrics
 from flagstaff.http.tokens import Permission, Principal, TokenStore
+from flagstaff.http.users import UserStore
 from flagstaff.metrics import Sample, client_samples
 from flagstaff.stores import Store
 
@@ -73,6 +77,23 @@ class Settings:
     """The SQLite file ``POST /api/v1/ingest`` writes events to (:class:`flagstaff.exposures.SQLiteSink`).
     ``None``: beside a SQLite store's file (``flagstaff.db.events``), none for other stores;
     ``""``: none (the endpoint answers 501)."""
+    guard_interval: float = 60.0
+    """Seconds between the guard loop's rounds over every flag with guardrails
+    (:mod:`flagstaff.http.guarding`; needs an event store); 0: no loop."""
+    requires_approval: bool = False
+    """Flag and segment writes need an approved change request (``serve --requires-approval``;
+    docs/changes.md): direct writes are refused with 403, except the kill switch."""
+    approval_environments: frozenset[str] = frozenset()
+    """Environments (by name, :mod:`flagstaff.http.environments`) where writes need an
+    approved change request, when ``requires_approval`` does not already ask it of all
+    (``serve --approval-env NAME``, or ``"requires_approval": true`` in the environments file)."""
+    changes_db: str | None = None
+    """The change request database (:class:`flagstaff.changes.ChangeStore`); ``None``: beside
+    the token database (``flagstaff.db.tokens`` -> ``flagstaff.db.changes``)."""
+    schedule_interval: float = 5.0
+    """Seconds between two looks for approved change requests whose ``apply_at`` has come."""
+    clientside: ClientSide = field(default_factory=ClientSide)
+    """Client-side evaluation (``/api/v1/client/evaluate``): CORS origins and rate limits."""
 
 
 class ServerState:
@@ -86,9 +107,13 @@ class ServerState:
         open_mode: bool = False,
         settings: Settings | None = None,
         owns_store: bool = False,
+        users: UserStore | None = None,
     ) -> None:
         self.store = store
+        self.users = users  # people who log in with a password (flagstaff.http.users); shared by environments
         self.settings = settings or Settings()
+        if not self.settings.guard_interval >= 0:  # checked before anything starts
+            raise ValueError("the guard interval must be 0 (off) or more seconds")
         self.open_mode = open_mode
         self.tokens = tokens
         self.secret = tokens.secret("session")
@@ -118,6 +143,26 @@ class ServerState:
         self.events_db = default_events_db(store.url) if events_db is None else events_db or None
         self._event_sink: SQLiteSink | None = None  # opened by the first ingest: no file until then
         self._event_sink_lock = threading.Lock()
+        self.guard: GuardLoop | None = None  # no event store: nothing to judge guardrails by
+        if self.events_db is not None:
+            self.guard = GuardLoop(
+                store,
+                self.events_db,
+                lambda: self.client.snapshot,
+                self.metrics,
+                interval=self.settings.guard_interval,
+            )
+            self.guard.start()
+        self.changes = ChangeStore(self.settings.changes_db or default_change_db(tokens.path))
+        self._at_close: list[Callable[[], None]] = []
+        client = self.settings.clientside
+        self.client_keys = ClientKeyStore(tokens.path)  # public client keys: their own table
+        self.client_key_buckets = TokenBuckets(client.key_rate, client.key_burst)
+        self.client_address_buckets = TokenBuckets(client.address_rate, client.address_burst)
+
+    def at_close(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` first when the state closes (the app's scheduler stops this way)."""
+        self._at_close.append(fn)
 
     def admin_for(self, principal: Principal, request_id: str) -> Admin:
         """An Admin whose writes are recorded as made by ``principal`` in this request.
@@ -162,11 +207,19 @@ class ServerState:
         if self._closed:
             return
         self._closed = True
+        if self.guard is not None:
+            self.guard.stop()
+        for fn in self._at_close:
+            fn()
+        self.changes.close()
+        self.client_keys.close()
         for token_id in self._revoke_at_close:
             self.tokens.revoke(token_id)
         self.events.stop()
         self.client.close()
         self.tokens.close()
+        if self.users is not None:
+            self.users.close()
         with self._event_sink_lock:
             if self._event_sink is not None:
                 self._event_sink.close()
@@ -261,6 +314,10 @@ class RateLimiter:
 
 
 def state_of(request: Request) -> ServerState:
-    """The state of the app serving ``request``."""
-    state: ServerState = request.app.state.flagstaff
+    """The state of the environment serving ``request`` (the app's own state outside
+    :class:`~flagstaff.http.environments.EnvironmentRouter`)."""
+    # "flagstaff_state" is flagstaff.http.environments.STATE_KEY (that module imports this one).
+    state: ServerState | None = request.scope.get("flagstaff_state")
+    if state is None:
+        state = request.app.state.flagstaff
     return state

@@ -25,17 +25,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import re
 import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from urllib.parse import urlsplit
 
 from flagstaff.errors import FlagstaffError, StoreUnavailable
+from flagstaff.http.roles import Permission
 
 __all__ = [
     "Permission",
@@ -84,8 +86,9 @@ _LATER_COLUMNS = (
     ("expires_at", "REAL"),  # a login token's deadline (NULL: an API token, no expiry)
     ("kind", "TEXT NOT NULL DEFAULT 'api'"),  # 'api' or 'login'
     ("used_at", "REAL"),  # when a login token was exchanged for a session
+    ("environments", "TEXT"),  # JSON list of the environments it is good in (NULL: every one)
 )
-_COLUMNS = "id, name, scope, created_at, revoked_at, last_used, expires_at, kind, used_at"
+_COLUMNS = "id, name, scope, created_at, revoked_at, last_used, expires_at, kind, used_at, environments"
 
 
 class TokenError(FlagstaffError):
@@ -94,30 +97,6 @@ class TokenError(FlagstaffError):
 
 class TokenStoreUnavailable(StoreUnavailable):
     """The token database cannot be written (disk full, I/O error, locked)."""
-
-
-class Permission(IntEnum):
-    """What a token may do; each permission includes the ones below it.
-
-    Stored, listed and given on the command line as the token's *scope*
-    (``--scope write``); the class is named for what it is, so that "scope"
-    in the Python API means only the request view (:class:`flagstaff.Scope`).
-    """
-
-    READ = 1  # read flags, history, evaluate, the event stream
-    WRITE = 2  # create, change, roll back and delete flags
-    ADMIN = 3  # manage tokens
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @classmethod
-    def parse(cls, text: str) -> Permission:
-        try:
-            return cls[text.upper()]
-        except KeyError:
-            raise TokenError(f"unknown scope {text!r}: use read, write or admin") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +112,8 @@ class TokenInfo:
     expires_at: float | None = None
     kind: str = "api"
     used_at: float | None = None
+    environments: tuple[str, ...] | None = None
+    """The environments the token is good in (``None``: every one)."""
 
     @property
     def active(self) -> bool:
@@ -151,21 +132,43 @@ class TokenInfo:
             "last_used": self.last_used,
             "expires_at": self.expires_at,
             "active": self.active,
+            "environments": None if self.environments is None else list(self.environments),
         }
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a token says you are: its name and id, what it may do, and how it was presented."""
+    """Who a token or a user says you are: a name, a token id, what it may do, and how it
+    was presented.
+
+    ``scope`` is the level in every environment unless ``grants`` is given: then the
+    level in environment ``E`` is the grant for ``E``, else the grant for ``"*"``, else
+    none (:meth:`level_in`). :func:`flagstaff.http.auth.require` answers with a copy whose
+    ``scope`` is the level in the request's environment.
+    """
 
     name: str
-    token_id: str | None  # None in open mode
+    token_id: str | None  # None in open mode and for users
     scope: Permission
-    via: str  # "bearer", "session" or "open"
+    via: str  # "bearer", "session", "open", or "user" (a user's session)
+    grants: tuple[tuple[str, Permission], ...] | None = None
 
     @classmethod
     def of(cls, token: TokenInfo, via: str) -> Principal:
-        return cls(token.name, token.id, token.scope, via)
+        grants = None if token.environments is None else tuple((e, token.scope) for e in token.environments)
+        return cls(token.name, token.id, token.scope, via, grants)
+
+    def level_in(self, environment: str) -> Permission | None:
+        """What this principal may do in ``environment`` (``None``: nothing, not even read)."""
+        if self.grants is None:
+            return self.scope
+        wildcard = None
+        for env, level in self.grants:
+            if env == environment:
+                return level
+            if env == "*":
+                wildcard = level
+        return wildcard
 
 
 def default_token_db(store_url: str) -> str:
@@ -221,13 +224,23 @@ class TokenStore:
             raise TokenStoreUnavailable(f"the token database {self.path} cannot be written: {exc}") from None
 
     def create(
-        self, name: str, scope: Permission, *, expires_in: float | None = None, kind: str = "api"
+        self,
+        name: str,
+        scope: Permission,
+        *,
+        expires_in: float | None = None,
+        kind: str = "api",
+        environments: Sequence[str] | None = None,
     ) -> tuple[TokenInfo, str]:
         """A new token: its listing and its secret text (shown once, never stored).
 
         ``expires_in`` (seconds) gives it a deadline kept in the database; ``kind``
-        "login" makes it a one-use login token (see the module doc).
+        "login" makes it a one-use login token (see the module doc); ``environments``
+        limits it to those environments (``None``: every one).
         """
+        envs = None if environments is None else tuple(dict.fromkeys(environments))
+        if envs is not None and not envs:
+            raise TokenError("a token limited to environments needs at least one")
         if not name.strip():
             raise TokenError("a token needs a name (who or what uses it)")
         if kind not in ("api", "login"):
@@ -239,13 +252,14 @@ class TokenStore:
             expires = None if expires_in is None else now + expires_in
             try:
                 self._write(
-                    "INSERT INTO tokens (id, name, scope, hash, created_at, expires_at, kind)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (token_id, name, scope.label, hash_token(token), now, expires, kind),
-                )
+                    "INSERT INTO tokens (id, name, scope, hash, created_at, expires_at, kind, environments)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (token_id, name, scope.label, hash_token(token), now, expires, kind,
+                     None if envs is None else json.dumps(list(envs))),
+                )  # fmt: skip
             except sqlite3.IntegrityError:  # an id already taken: draw again
                 continue
-            return TokenInfo(token_id, name, scope, now, None, None, expires, kind), token
+            return TokenInfo(token_id, name, scope, now, None, None, expires, kind, None, envs), token
 
     def _lookup(self, token: str) -> TokenInfo | None:
         if not well_formed(token):
@@ -255,7 +269,7 @@ class TokenStore:
                 f"SELECT {_COLUMNS}, hash FROM tokens WHERE id = ?", (token[4:12],)
             ).fetchone()
         # Compare the hashes in constant time, so timing says nothing about a near miss.
-        if row is None or not hmac.compare_digest(row[9], hash_token(token)):
+        if row is None or not hmac.compare_digest(row[10], hash_token(token)):
             return None
         return _info(row)
 
@@ -391,4 +405,5 @@ def _info(row: tuple[object, ...]) -> TokenInfo:
         row[6],  # type: ignore[arg-type]
         str(row[7]),
         row[8],  # type: ignore[arg-type]
+        None if row[9] is None else tuple(json.loads(str(row[9]))),
     )

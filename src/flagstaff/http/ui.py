@@ -10,6 +10,8 @@ Three pages, each rendered by Jinja2 from the store as it is now:
   experiment editor, the JSON document, and its history with diffs and rollback;
 * ``/changes``: recent changes to every flag and segment;
 * ``/segments``: every segment with its description and how many flags use it;
+* ``/change-requests`` and ``/change-requests/{id}``: proposals awaiting approval
+  (:mod:`flagstaff.http.changes_ui`);
 * ``/segments/{name}``: one segment: its JSON document (edited with the same
   checks as a flag's), the flags that use it, its history, and delete (refused,
   with the flags listed, while any uses it).
@@ -35,6 +37,8 @@ Content-Security-Policy (scripts and styles from this server only, no framing).
 from __future__ import annotations
 
 import hashlib
+import logging
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -49,8 +53,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from flagstaff.document import is_segment_key, printable_text, segment_key, segment_name
-from flagstaff.http import auth
+from flagstaff.http import auth, environments
 from flagstaff.http.compare import compare_context
+from flagstaff.http.guarding import guard_view
 from flagstaff.http.listing import PAGE_SIZE, Query, list_page
 from flagstaff.http.playground import playground_context
 from flagstaff.http.present import segment_users
@@ -70,8 +75,11 @@ from flagstaff.http.views import (
 from flagstaff.model import Kind
 from flagstaff.rules import OPERATORS
 from flagstaff.stores.base import HistoryEntry, Record
+from flagstaff.usage import UsageTable, read_usage
 
-__all__ = ["routes"]
+__all__ = ["render", "routes"]
+
+log = logging.getLogger("flagstaff.http")
 
 _HERE = Path(__file__).parent
 _TEMPLATES = _HERE / "templates"
@@ -129,13 +137,29 @@ def _render(request: Request, template: str, status: int = 200, **context: Any) 
         events_url=f"{root}/api/v1/events",
         static_url=static_url,
         principal_name=principal.name,
-        principal_scope=principal.scope.label,
+        principal_scope=principal.scope.role if principal.via == "user" else principal.scope.label,
         can_write=principal.scope >= Permission.WRITE,
-        can_logout=principal.via == "session",
+        can_logout=principal.via in ("session", "user"),
+        environments=_switcher(request),
+        requires_approval=state_of(request).settings.requires_approval,
         **context,
     )
     headers = {"Cache-Control": "no-store", "Content-Security-Policy": _CSP, "Referrer-Policy": "same-origin"}
     return HTMLResponse(html, status, headers=headers)
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A dashboard page from ``template``, for page modules beside this one
+    (:mod:`flagstaff.http.changes_ui`): the layout's context, headers and access check included."""
+    return _render(request, template, status, **context)
+
+
+def _switcher(request: Request) -> list[dict[str, Any]]:
+    """The header's environment links: those the caller may read (none with one environment)."""
+    raw = auth.identify(request)
+    envs = environments.environments_of(request)
+    readable = {name: raw.level_in(name) is not None for name in envs.names}
+    return environments.switcher(request, readable)
 
 
 def _last_changes(state: ServerState, names: Iterable[str]) -> dict[str, HistoryEntry]:
@@ -186,7 +210,21 @@ def dashboard(request: Request) -> HTMLResponse:
         tags=list(listed.tags),
         kinds=[k.value for k in Kind],
         bad_documents=_bad_documents(state),
+        usage=_usage(state),
     )
+
+
+def _usage(state: ServerState) -> UsageTable | None:
+    """The last 24 hours of flag usage in the server's event store (None: no store, no
+    usage ever reported, or a store that cannot be read: the column is left out)."""
+    if state.events_db is None:
+        return None
+    try:
+        usage = read_usage(state.events_db, since=time.time() - DAY)
+    except sqlite3.Error as exc:
+        log.warning("cannot read flag usage from %s: %s", state.events_db, exc)
+        return None
+    return usage if usage is not None and usage.first is not None else None
 
 
 def _bad_documents(state: ServerState) -> list[tuple[str, str]]:
@@ -229,6 +267,7 @@ def flag_page(request: Request) -> Response:
         document_bytes=len(record.raw.encode("utf-8", "surrogateescape")),
         results=results,
         results_note=results_note,
+        guard=guard_view(state.guard, name, view.document),
         operators=list(OPERATORS),
         segment_names=sorted(segment_name(k) for k in state.store.load().records if is_segment_key(k)),
     )

@@ -126,7 +126,7 @@ class FlagView:
     kind: str | None
     tags: tuple[str, ...]
     selectors: tuple[str, ...]
-    schedule: str | None  # "from ... until ...", UTC
+    schedule: str | None  # "scheduled from ... until ...", "ramps 1% at ... → 5% at ..., now at 1%"; UTC
     variants: tuple[str, ...]
     users: tuple[str, ...]
     groups: tuple[str, ...]
@@ -258,7 +258,7 @@ def flag_view(record: Record, last: HistoryEntry | None, *, now: float, stale_da
         kind=summary["kind"],
         tags=tuple(summary["tags"]),
         selectors=flag.selectors if flag else (),
-        schedule=_schedule_text(flag),
+        schedule=_schedule_text(flag, now),
         variants=flag.variants if flag else (),
         users=tuple(str(u) for u in obj.get("users", []) if isinstance(u, str | int)),
         groups=tuple(str(g) for g in obj.get("groups", []) if isinstance(g, str)),
@@ -451,14 +451,21 @@ def segment_view(record: Record, last: HistoryEntry | None, used_by: list[str]) 
     )
 
 
-def _schedule_text(flag: Flag | None) -> str | None:
+def _schedule_text(flag: Flag | None, now: float) -> str | None:
+    """``scheduled from ... until ...``; for a ramp, its steps and the percentage ``now``
+    (``ramps 1% at ... → 5% at ..., now at 1%``); both when a flag has both."""
     if flag is None or flag.schedule is None:
         return None
     start, end = flag.schedule.start, flag.schedule.end
     parts = ([f"from {iso(start)}"] if start is not None else []) + (
         [f"until {iso(end)}"] if end is not None else []
     )
-    return " ".join(parts)
+    window = "scheduled " + " ".join(parts) if parts else ""
+    if flag.ramp is None:
+        return window or None
+    steps = " → ".join(f"{_number_text(p)}% at {iso(at)}" for at, p in flag.ramp.steps)
+    ramp = f"ramps {steps}, now at {_number_text(flag.ramp.percentage(now))}%"
+    return f"{window}; {ramp}" if window else ramp
 
 
 def _pretty_doc(document: Any) -> str:

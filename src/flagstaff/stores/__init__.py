@@ -7,6 +7,7 @@
 ``zookeeper://host:port[,…]/chroot``    ZooKeeper, pushed by watches
 ``etcd://host:port[,…]/prefix``         etcd v3, prefix watch
 ``redis://host:port/db?prefix=…``       Redis, pub/sub notices
+``postgresql://user@host:port/db?…``    PostgreSQL, LISTEN/NOTIFY and catch-up by revision
 ======================================  ==========================================
 
 ``?readonly=1`` on any of them opens the store wrapped in a
@@ -60,6 +61,8 @@ SCHEMES: dict[str, str] = {
     "etcds": "flagstaff.stores.etcd:EtcdStore",  # etcd's gateway over HTTPS
     "redis": "flagstaff.stores.redis:RedisStore",
     "rediss": "flagstaff.stores.redis:RedisStore",  # Redis over TLS (redis-py)
+    "postgresql": "flagstaff.stores.postgres:PostgresStore",
+    "postgres": "flagstaff.stores.postgres:PostgresStore",  # libpq takes both spellings
 }
 
 

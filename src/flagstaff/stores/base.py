@@ -16,6 +16,20 @@ Compare-and-set
     version ``n``. A mismatch raises :class:`~flagstaff.errors.ConflictError`
     and changes nothing.
 
+Atomic multi-flag writes
+    ``put_many(writes)`` applies several :class:`Write` s (puts and deletes) as
+    one: every ``expect`` is checked first, and one mismatch raises
+    ``ConflictError`` naming that flag, with nothing changed (a delete of an
+    absent flag raises ``NotFoundError``, likewise). Each flag gets its own
+    history entry. A watch delivers the changes of one ``put_many`` one after
+    the other, in the order of ``writes``, with ``Change.more`` counting down
+    to 0; their revisions never decrease (a backend that gives the whole write
+    one revision, like etcd, gives it to each of them). A follower applies a
+    group only once ``more`` is 0, so no reader ever sees half of it. A name
+    may appear only once per call; stores may cap the number of writes per
+    call (etcd: :data:`flagstaff.stores.etcd.MAX_WRITES`), refusing more with
+    ``StoreError`` before anything is sent.
+
 Watches
     ``watch(on_event, since)`` delivers, on a background task of the store's
     runtime, every change with a revision greater than ``since``, in revision
@@ -51,10 +65,12 @@ Thread safety
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol, TypeAlias
+
+from flagstaff.errors import StoreError
 
 __all__ = [
     "Change",
@@ -67,6 +83,7 @@ __all__ = [
     "Watch",
     "WatchEvent",
     "Write",
+    "check_writes",
     "decode_raw",
     "is_text",
 ]
@@ -168,6 +185,19 @@ def is_text(text: str) -> bool:
     return True
 
 
+def check_writes(writes: Sequence[Write]) -> None:
+    """Refuse a ``put_many`` that names a flag twice (which write would win is no
+    one's guess), or whose ``expect`` is negative: :class:`~flagstaff.errors.StoreError`,
+    raised before anything is written."""
+    seen: set[str] = set()
+    for write in writes:
+        if write.name in seen:
+            raise StoreError(f"put_many names flag {write.name!r} twice: one write per flag")
+        if write.expect is not None and write.expect < 0:
+            raise StoreError(f"put_many: expect for {write.name!r} must be None or >= 0, not {write.expect}")
+        seen.add(write.name)
+
+
 class Watch(Protocol):
     def stop(self) -> None:
         """Stop delivering events; returns once no callback can run any more."""
@@ -189,6 +219,10 @@ class Store(Protocol):
 
     def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
         """Remove a flag (compare-and-set on ``expect``); ``NotFoundError`` if absent."""
+
+    def put_many(self, writes: Sequence[Write], *, author: str | None = None) -> list[Record | None]:
+        """Apply ``writes`` all or nothing (see the module doc); the new record of
+        each write, in order (``None`` for a delete)."""
 
     def watch(self, on_event: Callable[[WatchEvent], None], since: int) -> Watch:
         """Deliver changes after revision ``since``, in order (see module doc)."""

@@ -22,11 +22,14 @@ silent while the prefix moved on (a half-open connection).
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import json
 import logging
 import os
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -55,17 +58,23 @@ from flagstaff.stores.base import (
     StoreState,
     Watch,
     WatchEvent,
+    Write,
+    check_writes,
     decode_raw,
     is_text,
 )
 
-__all__ = ["HISTORY_LIMIT", "EtcdStore"]
+__all__ = ["HISTORY_LIMIT", "MAX_WRITES", "EtcdStore"]
 
 log = logging.getLogger("flagstaff.stores.etcd")
 
+#: Writes one ``put_many`` may hold: each flag is one operation of the transaction, plus
+#: the history key and the marker, within etcd's default ``--max-txn-ops`` of 128.
+MAX_WRITES = 126
 _TRIM_EVERY = 50  # writes between two history trims (each trim is two requests)
 _CAS_ATTEMPTS = 32
 _PROBE_INTERVAL = 2.0
+_LOAD_PAGE = 1000  # keys per request when listing a namespace (load)
 _HISTORY_ROOT = "/.flagstaff/history"  # + the prefix: "/.flagstaff/history/flags/<time>-<hex>"
 _SEEN_LIMIT = 10_000  # flags whose last known state a store remembers for its next write
 _UNKNOWN: Any = object()
@@ -144,25 +153,60 @@ class EtcdStore:
     def load(self) -> StoreState:
         # One transaction, so three ranges at one revision: the flags before and after the
         # ".flagstaff/" meta range (names cannot start with ".", but keys written by others may).
+        # Paged (as Kubernetes' reflector lists etcd): a 10,000-key range is one reply etcd
+        # builds whole before its first byte, and twenty processes reloading at once on a busy
+        # machine waited longer than the request timeout for it, failed, backed off and tried
+        # again (20-30 s to resync). Each page is quick; later pages read at the first page's
+        # revision, so the whole listing is still one consistent state.
+        ends = (b64(self._meta), prefix_end(self._root))
         reply = self._gw.call(
             "kv/txn",
             {
                 "success": [
-                    {"request_range": {"key": b64(self._root), "range_end": b64(self._meta)}},
-                    {"request_range": {"key": prefix_end(self._meta), "range_end": prefix_end(self._root)}},
+                    {
+                        "request_range": {
+                            "key": b64(self._root),
+                            "range_end": ends[0],
+                            "limit": str(_LOAD_PAGE),
+                        }
+                    },
+                    {
+                        "request_range": {
+                            "key": prefix_end(self._meta),
+                            "range_end": ends[1],
+                            "limit": str(_LOAD_PAGE),
+                        }
+                    },
                     {"request_range": {"key": b64(self._marker), "count_only": True}},
                 ]
             },
         )
+        revision = _revision(reply)
         responses = reply.get("responses", [])
         records: dict[str, Record] = {}
-        for response in responses[:2]:
-            for raw_kv in response.get("response_range", {}).get("kvs", []):
-                record = self._record(KeyValue.parse(raw_kv))
-                if record is not None:
-                    records[record.name] = record
+        for end, response in zip(ends, responses[:2], strict=True):
+            page = response.get("response_range", {})
+            while True:
+                last: str | None = None
+                for raw_kv in page.get("kvs", []):
+                    kv = KeyValue.parse(raw_kv)
+                    last = kv.key
+                    record = self._record(kv)
+                    if record is not None:
+                        records[record.name] = record
+                if not page.get("more") or last is None:
+                    break
+                page = self._gw.call(
+                    "kv/range",
+                    {
+                        "key": b64(last + "\0"),
+                        "range_end": end,
+                        "limit": str(_LOAD_PAGE),
+                        "revision": str(revision),
+                    },
+                )
         initialized = int(responses[2].get("response_range", {}).get("count", 0)) > 0
-        return StoreState(_revision(reply), MappingProxyType(records), initialized)
+        return StoreState(revision, MappingProxyType(records), initialized)
 
     def get(self, name: str) -> Record | None:
         kv = self._get(self._key(name))
@@ -220,6 +264,93 @@ class EtcdStore:
             old, fresh = current, True
         raise StoreUnavailable(f"flag {name!r}: too many concurrent writers, gave up")
 
+    def put_many(self, writes: Sequence[Write], *, author: str | None = None) -> list[Record | None]:
+        """Apply ``writes`` in one etcd transaction: all or none, at one revision.
+
+        The transaction compares every flag's ``mod_revision`` (``create_revision`` 0 for one
+        expected absent) and, when all hold, writes the flags, one history key holding the
+        entries of them all, and the marker: ``len(writes) + 2`` operations, within etcd's
+        ``--max-txn-ops`` (128 by default) for at most :data:`MAX_WRITES` writes.
+        """
+        check_writes(writes)
+        if not writes:
+            return []
+        if len(writes) > MAX_WRITES:
+            raise StoreError(
+                f"put_many of {len(writes)} flags: one etcd transaction holds at most {MAX_WRITES} "
+                f"(etcd's --max-txn-ops, 128 by default, counts each flag, the history and the marker); "
+                "write them in smaller batches"
+            )
+        keys = [self._key(w.name) for w in writes]
+        known = [self._known_if_remembered(k) for k in keys]
+        missing = [k for k, kv in zip(keys, known, strict=True) if kv is _UNKNOWN]
+        read = self._get_many(missing) if missing else {}
+        olds: dict[str, KeyValue | None] = {
+            k: read.get(k) if kv is _UNKNOWN else kv for k, kv in zip(keys, known, strict=True)
+        }
+        fresh = set(missing)
+        for _ in range(_CAS_ATTEMPTS):
+            refused = self._refusal(writes, keys, olds)
+            if refused is not None:
+                if set(keys) - fresh:  # judged on remembered values: ask the server before refusing
+                    olds, fresh = self._get_many(keys), set(keys)
+                    continue
+                raise refused
+            ops: list[dict[str, Any]] = []
+            entries: list[HistoryEntry] = []
+            now = time.time()
+            for w, k in zip(writes, keys, strict=True):
+                old = olds[k]
+                before = decode_raw(old.value) if old else None
+                if w.raw is None:
+                    ops.append({"request_delete_range": {"key": b64(k)}})
+                    entries.append(HistoryEntry(w.name, 0, None, now, author, before, None))
+                else:
+                    ops.append({"request_put": {"key": b64(k), "value": b64(w.raw)}})
+                    version = (old.version if old else 0) + 1
+                    entries.append(HistoryEntry(w.name, 0, version, now, author, before, w.raw))
+            ops += self._history_ops(entries)
+            revision, current = self._commit_many(olds, ops)
+            if revision:
+                out: list[Record | None] = []
+                for w, k in zip(writes, keys, strict=True):
+                    old = olds[k]
+                    if w.raw is None:
+                        self._forget(k)
+                        out.append(None)
+                        continue
+                    version = (old.version if old else 0) + 1
+                    created = old.create_revision if old else revision
+                    self._remember(KeyValue(k, w.raw.encode(), version, revision, created))
+                    out.append(Record(w.name, w.raw, version))
+                return out
+            olds, fresh = current, set(keys)
+        raise StoreUnavailable(f"put_many of {len(writes)} flags: too many concurrent writers, gave up")
+
+    @staticmethod
+    def _refusal(
+        writes: Sequence[Write], keys: list[str], olds: dict[str, KeyValue | None]
+    ) -> StoreError | None:
+        """The error the first write whose expectation ``olds`` fails raises, if any."""
+        for w, k in zip(writes, keys, strict=True):
+            old = olds[k]
+            actual = old.version if old else 0
+            if w.raw is None and old is None:
+                return NotFoundError(w.name)
+            if w.expect is not None and actual != w.expect:
+                return ConflictError(w.name, w.expect, actual)
+        return None
+
+    def _get_many(self, keys: list[str]) -> dict[str, KeyValue | None]:
+        """The keys as they are now, read at one revision (one transaction of ranges)."""
+        reply = self._gw.call("kv/txn", {"success": [{"request_range": {"key": b64(k)}} for k in keys]})
+        out: dict[str, KeyValue | None] = dict.fromkeys(keys)
+        for response in reply.get("responses", []):
+            for raw_kv in response.get("response_range", {}).get("kvs", []):
+                kv = KeyValue.parse(raw_kv)
+                out[kv.key] = kv
+        return out
+
     # A write needs the flag as it stands (its version, and the text the history keeps as
     # "before"). The value this process last wrote or saw is usually still current, so the
     # write is one transaction, conditional on that value's mod_revision; when someone else
@@ -232,6 +363,10 @@ class EtcdStore:
         if kv is _UNKNOWN:
             return self._get(key), True
         return kv, False
+
+    def _known_if_remembered(self, key: str) -> Any:
+        """The key's remembered state (None: known absent), or ``_UNKNOWN``."""
+        return self._seen.get(key, _UNKNOWN)
 
     def _remember(self, kv: KeyValue) -> None:
         seen = self._seen
@@ -252,44 +387,71 @@ class EtcdStore:
 
         Returns the commit's revision and None, or 0 and the key as it is now.
         """
-        if old is None:
-            compare = {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
-        else:
-            compare = {
-                "key": b64(key),
-                "target": "MOD",
-                "result": "EQUAL",
-                "mod_revision": str(old.mod_revision),
-            }
+        revision, current = self._commit_many({key: old}, ops)
+        return revision, current.get(key)
+
+    def _commit_many(
+        self, olds: dict[str, KeyValue | None], ops: list[dict[str, Any]]
+    ) -> tuple[int, dict[str, KeyValue | None]]:
+        """Apply ``ops`` if every key of ``olds`` is still as given (by ``mod_revision``;
+        None: absent). Returns the commit's revision and ``{}``, or 0 and the keys as they
+        are now."""
+        compares = []
+        for key, old in olds.items():
+            if old is None:
+                compares.append(
+                    {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+                )
+            else:
+                compares.append(
+                    {
+                        "key": b64(key),
+                        "target": "MOD",
+                        "result": "EQUAL",
+                        "mod_revision": str(old.mod_revision),
+                    }
+                )
+        failure = [{"request_range": {"key": b64(key)}} for key in olds]
         try:
             reply = self._gw.call(
-                "kv/txn",
-                {"compare": [compare], "success": ops, "failure": [{"request_range": {"key": b64(key)}}]},
-                write=True,
+                "kv/txn", {"compare": compares, "success": ops, "failure": failure}, write=True
             )
         except WriteOutcomeUnknown:
-            self._forget(key)  # whatever we remembered may be what the lost write replaced
+            for key in olds:
+                self._forget(key)  # whatever we remembered may be what the lost write replaced
             raise
         if not reply.get("succeeded", False):
-            self._forget(key)
-            responses = reply.get("responses") or [{}]
-            kvs = responses[0].get("response_range", {}).get("kvs", [])
-            return 0, KeyValue.parse(kvs[0]) if kvs else None
+            current: dict[str, KeyValue | None] = {}
+            for key, response in zip(olds, reply.get("responses") or [{}] * len(olds), strict=False):
+                self._forget(key)
+                kvs = response.get("response_range", {}).get("kvs", [])
+                current[key] = KeyValue.parse(kvs[0]) if kvs else None
+            return 0, current
         with self._lock:
             self._writes += 1
             trim = self._writes % _TRIM_EVERY == 0
         if trim:
             self._trim_history()
-        return _revision(reply), None
+        return _revision(reply), {}
 
     def _log_ops(
         self, name: str, version: int | None, author: str | None, before: str | None, after: str | None
     ) -> list[dict[str, Any]]:
-        # The key sorts by time; the entry's revision is the key's own mod_revision (the commit's).
-        entry = HistoryEntry(name, 0, version, time.time(), author, before, after)
+        return self._history_ops([HistoryEntry(name, 0, version, time.time(), author, before, after)])
+
+    def _history_ops(self, entries: list[HistoryEntry]) -> list[dict[str, Any]]:
+        """The history key of one write and the marker: two operations, however many flags.
+
+        The key sorts by time; its entries' revision is the key's own mod_revision (the
+        commit's). A ``put_many`` of several flags keeps their entries in one key, as a JSON
+        list (etcd caps the operations of a transaction)."""
         hkey = f"{self._history}{time.time_ns():020d}-{os.urandom(4).hex()}"
+        if len(entries) == 1:
+            value = encode_entry(entries[0])
+        else:
+            value = "[" + ",".join(encode_entry(e) for e in entries) + "]"
         return [
-            {"request_put": {"key": b64(hkey), "value": b64(encode_entry(entry))}},
+            {"request_put": {"key": b64(hkey), "value": b64(value)}},
             {"request_put": {"key": b64(self._marker), "value": b64("1")}},
         ]
 
@@ -335,15 +497,15 @@ class EtcdStore:
         for raw_kv in reply.get("kvs", []):
             kv = KeyValue.parse(raw_kv)
             try:
-                entry = decode_entry(kv.value, kv.mod_revision)
+                found = _decode_entries(kv.value, kv.mod_revision)
             except ValueError as exc:
                 log.warning("skipping unreadable etcd history entry %s: %s", kv.key, exc)
                 continue
-            if name is None or entry.name == name:
-                entries.append(entry)
-                if len(entries) >= limit:
-                    break
-        return entries
+            # A put_many's entries share one key and revision: newest first means the last first.
+            entries += [e for e in reversed(found) if name is None or e.name == name]
+            if len(entries) >= limit:
+                break
+        return entries[:limit]
 
     # -- watch --------------------------------------------------------------------------------
 
@@ -474,11 +636,14 @@ class _EtcdWatch:
         # deletions are not passed on one by one, only a Reset, so the subscriber can see the
         # store empty *and* unmarked and keep its last good flags.
         wiped = {kv.mod_revision for kv, deleted in parsed if deleted and kv.key == store._marker}
+        changes: list[Change] = []
         for kv, deleted in parsed:
             if kv.mod_revision < self._next:
                 continue  # already delivered before a reconnect
             if kv.key == store._marker:
                 if deleted:
+                    self._push(changes)  # what came before the wipe, in order
+                    changes = []
                     self._queue.push(Reset("the etcd prefix was wiped (marker deleted)"))
             elif kv.mod_revision not in wiped:
                 record = store._record(kv)
@@ -487,9 +652,19 @@ class _EtcdWatch:
                         store._forget(kv.key)
                     elif store._writes:  # only a store that writes needs them (the server's)
                         store._remember(kv)
-                    self._queue.push(Change(record.name, None if deleted else record, kv.mod_revision))
+                    changes.append(Change(record.name, None if deleted else record, kv.mod_revision))
+        self._push(changes)
         if parsed:
             self._next = max(self._next, max(kv.mod_revision for kv, _ in parsed) + 1)
+
+    def _push(self, changes: list[Change]) -> None:
+        """Deliver ``changes``. A transaction's events share its revision and come in one
+        response (etcd never splits a revision): the changes of one put_many count down to
+        the last of them."""
+        left = collections.Counter(c.revision for c in changes)
+        for change in changes:
+            left[change.revision] -= 1
+            self._queue.push(dataclasses.replace(change, more=left[change.revision]))
 
     def _resync(self, why: str) -> None:
         """Re-list at one consistent revision, tell the subscriber to reload, watch on from there."""
@@ -606,6 +781,18 @@ def _tls_context(tls: bool, options: dict[str, str], url: str) -> ssl.SSLContext
     except (OSError, ssl.SSLError) as exc:
         raise UnsupportedStoreURL(f"etcd URL: cannot load the TLS files: {exc}") from None
     return context
+
+
+def _decode_entries(value: bytes, revision: int) -> list[HistoryEntry]:
+    """The history entries one key holds: one entry, or a ``put_many``'s list of them.
+    Raises ``ValueError`` for a value that is neither."""
+    try:
+        doc = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if isinstance(doc, list):
+        return [decode_entry(item, revision) for item in doc]
+    return [decode_entry(doc, revision)]
 
 
 def _revision(reply: dict[str, Any]) -> int:

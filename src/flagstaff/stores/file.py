@@ -51,7 +51,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -71,6 +71,8 @@ from flagstaff.stores.base import (
     StoreState,
     Watch,
     WatchEvent,
+    Write,
+    check_writes,
     is_text,
 )
 
@@ -103,6 +105,8 @@ class _State:
     values: dict[str, Any] = field(default_factory=dict)
     records: dict[str, Record] = field(default_factory=dict)
     log: tuple[HistoryEntry, ...] = ()
+    more: dict[int, int] = field(default_factory=dict)
+    """``Change.more`` of the log's entries that have one, by revision."""
 
 
 def _stat(path: str) -> tuple[int, int, int, int] | None:
@@ -237,7 +241,7 @@ class FileStore:
                     isinstance(v["version"], int) and isinstance(v["digest"], str)
                     for v in meta["flags"].values()
                 )
-                and all(HistoryEntry(**e) for e in meta["log"])
+                and all(_entry(e) for e in meta["log"])
             )
         except (KeyError, TypeError, AttributeError):
             ok = False
@@ -359,6 +363,7 @@ class FileStore:
         entries: list[dict[str, Any]] = meta["log"]
         revision = int(meta["revision"])
         changed = False
+        first_new = len(entries)
         if text is not None:  # a missing file is not a deletion of everything
             now = time.time()
             previous = {e["name"]: e.get("after") for e in entries}
@@ -381,6 +386,11 @@ class FileStore:
                 previous[name] = raw
             if changed:
                 log.info("%s was edited outside flagstaff: recorded as changes up to %d", self.path, revision)
+                # One saved edit is one atomic change of the file: delivered as one group.
+                new = entries[first_new:]
+                for i, entry_dict in enumerate(new):
+                    if len(new) - 1 - i:
+                        entry_dict["more"] = len(new) - 1 - i
         _trim(entries)
         meta["revision"] = revision
         if changed and not meta["lineage"]:
@@ -405,7 +415,8 @@ class FileStore:
             exists=text is not None,
             values=values,
             records=records,
-            log=tuple(HistoryEntry(**e) for e in entries),
+            log=tuple(_entry(e) for e in entries),
+            more={int(e["revision"]): int(e["more"]) for e in entries if e.get("more")},
         )
 
     def _memory_meta(self) -> dict[str, Any] | None:
@@ -460,18 +471,24 @@ class FileStore:
     # ----------------------------------------------------------------- writes
 
     def put(self, name: str, raw: str, *, expect: int | None = None, author: str | None = None) -> Record:
-        value = decode_document(raw)  # ValidationError: the file holds documents
-        record = self._write(name, encode_document(value), value, expect, author)
+        record = self.put_many([Write(name, raw, expect)], author=author)[0]
         assert record is not None
         return record
 
     def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
-        self._write(name, None, None, expect, author)
+        self.put_many([Write(name, None, expect)], author=author)
 
-    def _write(
-        self, name: str, raw: str | None, value: Any, expect: int | None, author: str | None
-    ) -> Record | None:
-        """Put (``raw`` set) or delete (``raw`` None) under both locks."""
+    def put_many(self, writes: Sequence[Write], *, author: str | None = None) -> list[Record | None]:
+        check_writes(writes)
+        # ValidationError before anything is locked: the file holds documents.
+        values = [None if w.raw is None else decode_document(w.raw) for w in writes]
+        if not writes:
+            return []
+        return self._write(writes, values, author)
+
+    def _write(self, writes: Sequence[Write], values: list[Any], author: str | None) -> list[Record | None]:
+        """Apply ``writes`` (``values``: their decoded documents) under both locks: one
+        rename of the flags file (then one of the sidecar) for all of them."""
         with self._lock:
             if self._closed:
                 raise StoreError(f"the store {self.url} is closed")
@@ -482,55 +499,59 @@ class FileStore:
                     raise StoreUnavailable(
                         f"{self.path} {exc}; fix it by hand before writing through flagstaff"
                     ) from None
-                old = state.records.get(name)
-                if raw is None and old is None:
-                    raise NotFoundError(name)
-                actual = old.version if old else 0
-                if expect is not None and expect != actual:
-                    raise ConflictError(name, expect, actual)
-                values = dict(state.values)
-                if raw is None:
-                    del values[name]
-                else:
-                    values[name] = value
-                record = Record(name, raw, actual + 1) if raw is not None else None
+                for write in writes:  # every check before any change
+                    old = state.records.get(write.name)
+                    if write.raw is None and old is None:
+                        raise NotFoundError(write.name)
+                    actual = old.version if old else 0
+                    if write.expect is not None and write.expect != actual:
+                        raise ConflictError(write.name, write.expect, actual)
+                documents = dict(state.values)
+                flags = {
+                    n: {"version": r.version, "digest": _digest(r.raw)} for n, r in state.records.items()
+                }
+                log_entries = [_stored(e, state.more.get(e.revision, 0)) for e in state.log]
+                out: list[Record | None] = []
+                now = time.time()
+                for i, (write, value) in enumerate(zip(writes, values, strict=True)):
+                    old = state.records.get(write.name)
+                    record: Record | None = None
+                    if write.raw is None:
+                        del documents[write.name]
+                        del flags[write.name]
+                    else:
+                        documents[write.name] = value
+                        record = Record(write.name, encode_document(value), (old.version if old else 0) + 1)
+                        flags[write.name] = {"version": record.version, "digest": _digest(record.raw)}
+                    revision = state.revision + 1 + i
+                    entry = HistoryEntry(
+                        write.name,
+                        revision,
+                        record.version if record else None,
+                        now,
+                        author,
+                        old.raw if old else None,
+                        record.raw if record else None,
+                    )
+                    log_entries.append(_stored(entry, len(writes) - 1 - i))
+                    out.append(record)
+                _trim(log_entries)
                 meta: dict[str, Any] = {
                     "format": META_FORMAT,
                     "lineage": state.lineage or uuid.uuid4().hex,
-                    "revision": state.revision + 1,
-                    "flags": {
-                        n: {"version": r.version, "digest": _digest(r.raw)}
-                        for n, r in state.records.items()
-                        if n != name
-                    },
-                    "log": [entry_fields(e, with_revision=True) for e in state.log],
+                    "revision": state.revision + len(writes),
+                    "flags": flags,
+                    "log": log_entries,
                 }
-                if record is not None:
-                    meta["flags"][name] = {"version": record.version, "digest": _digest(record.raw)}
-                meta["log"].append(
-                    entry_fields(
-                        HistoryEntry(
-                            name,
-                            state.revision + 1,
-                            record.version if record else None,
-                            time.time(),
-                            author,
-                            old.raw if old else None,
-                            raw,
-                        ),
-                        with_revision=True,
-                    )
-                )
-                _trim(meta["log"])
                 self._remove_stale_temp_files()
                 # The file first, then the sidecar: if we die in between, the
                 # next reader sees a difference and records it as a change.
-                self._write_atomically(self.path, self._render(values))
+                self._write_atomically(self.path, self._render(documents))
                 self._write_atomically(self._meta_path, json.dumps(meta, ensure_ascii=False, sort_keys=True))
                 self._state = None  # re-read (cheaply) on next access
             for w in list(self._watches):
                 w.kick()
-        return record
+        return out
 
     # ---------------------------------------------------------------- watches
 
@@ -563,6 +584,21 @@ class FileStore:
             w.stop()
         with self._lock:
             self._closed = True
+
+
+def _entry(fields: dict[str, Any]) -> HistoryEntry:
+    """A sidecar log entry as a :class:`HistoryEntry` (``more`` is kept beside it, in
+    ``_State.more``). Raises ``TypeError`` for an entry that is not one."""
+    return HistoryEntry(**{k: v for k, v in fields.items() if k != "more"})
+
+
+def _stored(entry: HistoryEntry, more: int) -> dict[str, Any]:
+    """``entry`` as the sidecar keeps it, ``more`` only when not 0 (so a sidecar without
+    multi-flag writes is what flagstaff before ``put_many`` wrote and reads)."""
+    fields = entry_fields(entry, with_revision=True)
+    if more:
+        fields["more"] = more
+    return fields
 
 
 def _trim(entries: list[dict[str, Any]]) -> None:
@@ -654,7 +690,7 @@ class _FileWatch(PollingWatch):
             if not is_text(e.name):  # names no flag (see _reconcile)
                 continue
             record = Record(e.name, e.after, e.version or 0) if e.after is not None else None
-            self._queue.push(Change(e.name, record, e.revision))
+            self._queue.push(Change(e.name, record, e.revision, state.more.get(e.revision, 0)))
 
 
 @functools.cache

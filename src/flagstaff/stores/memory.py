@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import MappingProxyType
 
 from flagstaff.errors import ConflictError, NotFoundError
 from flagstaff.runtime import Runtime, default_runtime
 from flagstaff.stores._dispatch import QueueWatch
-from flagstaff.stores.base import Change, HistoryEntry, Record, Reset, StoreState, Watch, WatchEvent
+from flagstaff.stores.base import (
+    Change,
+    HistoryEntry,
+    Record,
+    Reset,
+    StoreState,
+    Watch,
+    WatchEvent,
+    Write,
+    check_writes,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -85,11 +95,37 @@ class MemoryStore:
             del s.records[name]
             self._commit(name, old, None, author)
 
-    def _commit(self, name: str, old: Record | None, new: Record | None, author: str | None) -> None:
+    def put_many(self, writes: Sequence[Write], *, author: str | None = None) -> list[Record | None]:
+        check_writes(writes)
+        s = self._space
+        with s.lock:
+            olds = [s.records.get(w.name) for w in writes]
+            for write, old in zip(writes, olds, strict=True):  # every check before any change
+                if write.raw is None and old is None:
+                    raise NotFoundError(write.name)
+                _check(write.name, write.expect, old)
+            out: list[Record | None] = []
+            for i, (write, old) in enumerate(zip(writes, olds, strict=True)):
+                record = (
+                    None
+                    if write.raw is None
+                    else Record(write.name, write.raw, (old.version if old else 0) + 1)
+                )
+                if record is None:
+                    del s.records[write.name]
+                else:
+                    s.records[write.name] = record
+                self._commit(write.name, old, record, author, more=len(writes) - 1 - i)
+                out.append(record)
+            return out
+
+    def _commit(
+        self, name: str, old: Record | None, new: Record | None, author: str | None, *, more: int = 0
+    ) -> None:
         s = self._space
         s.revision += 1
         s.initialized = True
-        change = Change(name, new, s.revision)
+        change = Change(name, new, s.revision, more)
         s.log.append(change)
         del s.log[:-_HISTORY_LIMIT]
         s.history.append(

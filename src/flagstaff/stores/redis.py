@@ -6,14 +6,17 @@ Layout (``NAME`` defaults to ``flagstaff``)::
     NAME:versions     hash   flag name -> version (int)
     NAME:revision     string the store revision, +1 per change
     NAME:initialized  string the marker written with every change through flagstaff
+    NAME:sums         hash   flag name -> SHA-1 of the text flagstaff wrote (hand edits)
     NAME:history      list   newest first, capped at HISTORY_LIMIT entries (JSON)
     NAME:changes      channel: one JSON notice per change,
                       {"n": name, "r": revision, "p": previous revision, "v": version,
                        "d": text or null}
 
-Writes are ``WATCH NAME:revision`` / ``MULTI`` / ``EXEC`` transactions: every
-write bumps the revision, so two writers never interleave, and the notice
-published inside the transaction carries the exact revision it made.
+Writes are ``WATCH NAME:revision`` / ``MULTI`` / ``EXEC`` transactions (a
+``put_many`` is one transaction, bumping the revision once per flag, its
+notices carrying ``"m"``: ``Change.more``): every write bumps the revision, so
+two writers never interleave, and the notice published inside the transaction
+carries the exact revision it made.
 
 Pub/sub is fire-and-forget: a subscriber that is disconnected, or killed with
 ``CLIENT KILL TYPE pubsub``, loses notices. So a watch compares the revision
@@ -22,7 +25,17 @@ unseen one second later is replayed from the history list when that holds
 every missed change, else (history trimmed, a write made out of band, a
 counter that went down because the store was wiped) the watch delivers
 :class:`Reset`. No change stays missed for more than about
-two seconds. A store that is wiped (``FLUSHALL``) reads as empty and
+two seconds.
+
+A value changed by hand (``HSET NAME:flags f '...'``, ``HDEL``) bumps no revision
+and publishes no notice. Every write through flagstaff also records the text's
+SHA-1 in ``NAME:sums``; a watch runs one server-side script every
+``CONTENT_INTERVAL`` seconds that lists the flags whose text no longer matches its
+sum, and delivers :class:`Reset` when that list changes, so a hand edit is seen
+within that bound. Where the server has keyspace notifications on for hashes
+(``notify-keyspace-events Kh``), the watch also listens to ``NAME:flags``' own
+keyspace channel and runs the check as soon as the key changes: a hand edit is
+then seen as fast as a notice. A store that is wiped (``FLUSHALL``) reads as empty and
 uninitialized; its next write restarts the revision from the clock (in
 microseconds) so revisions never go backwards across a wipe.
 """
@@ -30,10 +43,11 @@ microseconds) so revisions never go backwards across a wipe.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -53,7 +67,7 @@ from flagstaff.errors import (
 from flagstaff.runtime import Runtime, default_runtime
 from flagstaff.stores._backoff import Backoff
 from flagstaff.stores._dispatch import InlineDelivery
-from flagstaff.stores._history import HISTORY_LIMIT, decode_entry, encode_entry
+from flagstaff.stores._history import HISTORY_LIMIT, decode_entry, entry_fields
 from flagstaff.stores._url import redact_url
 from flagstaff.stores.base import (
     Change,
@@ -64,6 +78,8 @@ from flagstaff.stores.base import (
     StoreState,
     Watch,
     WatchEvent,
+    Write,
+    check_writes,
     is_text,
 )
 
@@ -72,6 +88,30 @@ __all__ = ["HISTORY_LIMIT", "RedisStore"]
 log = logging.getLogger("flagstaff.stores.redis")
 
 RECONCILE_INTERVAL = 1.0  # seconds between two checks of the revision counter
+CONTENT_INTERVAL = 10.0  # seconds between two checks for values written by hand (see module doc)
+# The flags whose text differs from the sum flagstaff recorded (or that have no sum, or a sum
+# but no text: added or removed by hand), with the text's SHA-1 ("" when removed), and the
+# revision, in one atomic step. Only differences travel back, whatever the namespace's size.
+_CONTENT_SCRIPT = """
+local flags = redis.call('HGETALL', KEYS[1])
+local sums = redis.call('HGETALL', KEYS[2])
+local known = {}
+for i = 1, #sums, 2 do known[sums[i]] = sums[i + 1] end
+local out = {}
+for i = 1, #flags, 2 do
+  local sum = redis.sha1hex(flags[i + 1])
+  if known[flags[i]] ~= sum then
+    out[#out + 1] = flags[i]
+    out[#out + 1] = sum
+  end
+  known[flags[i]] = nil
+end
+for name, _ in pairs(known) do
+  out[#out + 1] = name
+  out[#out + 1] = ''
+end
+return {redis.call('GET', KEYS[3]) or '0', out}
+"""
 _SILENCE_LIMIT = 3.0  # seconds without any reply (not even a PONG) on the pub/sub connection
 _CAS_ATTEMPTS = 64
 
@@ -91,7 +131,11 @@ class RedisStore:
         self._revision = f"{prefix}:revision"
         self._marker = f"{prefix}:initialized"
         self._history = f"{prefix}:history"
+        self._sums = f"{prefix}:sums"
         self._channel = f"{prefix}:changes"
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+        self._keyspace = f"__keyspace@{db}__:{self._flags}"
+        self._content_script = client.register_script(_CONTENT_SCRIPT)
         self._lock = self._runtime.lock()
         self._watches: list[_RedisWatch] = []
         self._closed = False
@@ -144,46 +188,27 @@ class RedisStore:
     # -- writes -------------------------------------------------------------------------------
 
     def put(self, name: str, raw: str, *, expect: int | None = None, author: str | None = None) -> Record:
-        record: Record | None = None
-
-        def apply(old: str | None, actual: int, revision: int, prev: int) -> list[tuple[Any, ...]]:
-            nonlocal record
-            record = Record(name, raw, actual + 1)
-            return [
-                ("HSET", self._flags, name, raw),
-                ("HSET", self._versions, name, actual + 1),
-                *self._log_ops(name, actual + 1, (revision, prev), author, old, raw),
-            ]
-
-        self._transact(name, expect, apply, must_exist=False)
+        record = self.put_many([Write(name, raw, expect)], author=author)[0]
         assert record is not None
         return record
 
     def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
-        def apply(old: str | None, actual: int, revision: int, prev: int) -> list[tuple[Any, ...]]:
-            return [
-                ("HDEL", self._flags, name),
-                ("HDEL", self._versions, name),
-                *self._log_ops(name, None, (revision, prev), author, old, None),
-            ]
+        self.put_many([Write(name, None, expect)], author=author)
 
-        self._transact(name, expect, apply, must_exist=True)
+    def put_many(self, writes: Sequence[Write], *, author: str | None = None) -> list[Record | None]:
+        """Compare-and-set writes, all or none: ``WATCH`` the revision, read, then ``MULTI``/``EXEC``.
 
-    def _transact(
-        self,
-        name: str,
-        expect: int | None,
-        apply: Callable[[str | None, int, int, int], list[tuple[Any, ...]]],
-        *,
-        must_exist: bool,
-    ) -> None:
-        """One compare-and-set write: ``WATCH`` the revision, read, then ``MULTI``/``EXEC``.
-
-        Every write bumps the revision, so watching it serializes all writers. The
-        watch and the reads go out as one pipelined batch on one connection, and the
-        transaction as a second: two round trips (redis-py's watching pipeline sends
-        each read on its own, six in all).
+        Every write bumps the revision (one per flag: a ``put_many`` of n flags moves it by n,
+        each change with its own notice and history entry), so watching it serializes all
+        writers. The watch and the reads go out as one pipelined batch on one connection, and
+        the transaction as a second: two round trips (redis-py's watching pipeline sends each
+        read on its own).
         """
+        check_writes(writes)
+        if not writes:
+            return []
+        names = [w.name for w in writes]
+        what = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
         pool = self._client.connection_pool
         with _errors():
             for _ in range(_CAS_ATTEMPTS):
@@ -193,27 +218,46 @@ class RedisStore:
                         conn,
                         [
                             ("WATCH", self._revision),
-                            ("HGET", self._flags, name),
-                            ("HGET", self._versions, name),
+                            ("HMGET", self._flags, *names),
+                            ("HMGET", self._versions, *names),
                             ("GET", self._revision),
                             ("EXISTS", self._marker),
                         ],
                     )
-                    _, old, version, current_text, marker = replies
-                    actual = 0 if old is None else _version(version)
-                    current = int(current_text or 0)
-                    if (old is None and must_exist) or (expect is not None and actual != expect):
-                        _roundtrip(conn, [("UNWATCH",)])
-                        if old is None and must_exist:
-                            raise NotFoundError(name)
-                        raise ConflictError(name, expect, actual)
-                    # A wiped (or new) namespace restarts from the clock, above any revision it had.
-                    revision = current + 1 if marker else max(current + 1, time.time_ns() // 1000)
-                    ops = [
-                        ("SET", self._revision, revision),
-                        ("SET", self._marker, "1"),
-                        *apply(old, actual, revision, current),
+                    _, olds, versions, current_text, marker = replies
+                    actuals = [
+                        0 if old is None else _version(v) for old, v in zip(olds, versions, strict=True)
                     ]
+                    refused = _refusal(writes, olds, actuals)
+                    if refused is not None:
+                        _roundtrip(conn, [("UNWATCH",)])
+                        raise refused
+                    current = int(current_text or 0)
+                    # A wiped (or new) namespace restarts from the clock, above any revision it had.
+                    first = current + 1 if marker else max(current + 1, time.time_ns() // 1000)
+                    last = first + len(writes) - 1
+                    ops: list[tuple[Any, ...]] = [("SET", self._revision, last), ("SET", self._marker, "1")]
+                    out: list[Record | None] = []
+                    for i, (w, old, actual) in enumerate(zip(writes, olds, actuals, strict=True)):
+                        revision, prev = first + i, (current if i == 0 else first + i - 1)
+                        if w.raw is None:
+                            ops += [
+                                ("HDEL", self._flags, w.name),
+                                ("HDEL", self._versions, w.name),
+                                ("HDEL", self._sums, w.name),
+                            ]
+                            out.append(None)
+                            version: int | None = None
+                        else:
+                            version = actual + 1
+                            ops += [
+                                ("HSET", self._flags, w.name, w.raw),
+                                ("HSET", self._versions, w.name, version),
+                                ("HSET", self._sums, w.name, _sum(w.raw)),
+                            ]
+                            out.append(Record(w.name, w.raw, version))
+                        more = len(writes) - 1 - i
+                        ops += self._log_ops(w.name, version, (revision, prev), author, old, w.raw, more)
                     transaction = [("MULTI",), *ops, ("EXEC",)]
                     conn.send_packed_command(conn.pack_commands(transaction))
                     # Sent whole: from here a lost answer leaves the write maybe applied (Redis
@@ -222,7 +266,7 @@ class RedisStore:
                         committed = _read_replies(conn, len(transaction))[-1]
                     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                         raise WriteOutcomeUnknown(
-                            f"outcome unknown: writing flag {name!r} to {self.url}: Redis's answer "
+                            f"outcome unknown: writing {what} to {self.url}: Redis's answer "
                             f"was lost ({exc}); the write may have been applied"
                         ) from exc
                 except (NotFoundError, ConflictError):
@@ -233,10 +277,10 @@ class RedisStore:
                 finally:
                     pool.release(conn)
                 if committed is not None:  # None: the revision moved after WATCH; try again
-                    return
-        raise StoreUnavailable(f"flag {name!r}: too many concurrent writers, gave up")
+                    return out
+        raise StoreUnavailable(f"writing {what}: too many concurrent writers, gave up")
 
-    def _log_ops(
+    def _log_ops(  # noqa: PLR0913 (the fields of one change)
         self,
         name: str,
         version: int | None,
@@ -244,13 +288,18 @@ class RedisStore:
         author: str | None,
         before: str | None,
         after: str | None,
+        more: int = 0,
     ) -> list[tuple[Any, ...]]:
         # "prev" chains each change to the one before it, so a watch can tell a complete replay.
         revision, prev = revisions
         entry = HistoryEntry(name, revision, version, time.time(), author, before, after)
-        notice = {"n": name, "r": revision, "p": prev, "v": version, "d": after}
+        notice: dict[str, Any] = {"n": name, "r": revision, "p": prev, "v": version, "d": after}
+        fields = entry_fields(entry, with_revision=True, prev=prev)
+        if more:  # changes of the same put_many still to come (Change.more)
+            notice["m"] = more
+            fields["more"] = more
         return [
-            ("LPUSH", self._history, encode_entry(entry, with_revision=True, prev=prev)),
+            ("LPUSH", self._history, json.dumps(fields)),
             ("LTRIM", self._history, 0, HISTORY_LIMIT - 1),
             ("PUBLISH", self._channel, json.dumps(notice)),
         ]
@@ -289,6 +338,13 @@ class RedisStore:
             w.stop()
         self._client.close()
 
+    def _hand_edits(self) -> dict[str, str]:
+        """Flags whose text is not what flagstaff last wrote: name -> SHA-1 of the text now
+        ("" when the text is gone). See the module doc."""
+        with _errors():
+            _, out = self._content_script(keys=[self._flags, self._sums, self._revision])
+        return {str(out[i]): str(out[i + 1]) for i in range(0, len(out), 2)}
+
     def _current_revision(self) -> int:
         with _errors():
             return int(self._client.get(self._revision) or 0)
@@ -304,6 +360,8 @@ class _RedisWatch:
         self._last = since  # the newest revision delivered (or covered by a Reset)
         self._contact = time.time()  # when Redis last answered on the pub/sub connection
         self._lost = False  # Disconnected delivered: a Reset is owed once subscribed again
+        self._edits: dict[str, str] | None = None  # hand edits known at the last content check
+        self._content_checks = True  # off if the server refuses scripts
         self._stop = self._runtime.event()
         self._task = self._runtime.spawn(self._run, name="flagstaff-redis-watch")
 
@@ -330,12 +388,14 @@ class _RedisWatch:
 
     def _follow(self, pubsub: Any, backoff: Backoff) -> None:
         store = self._store
-        pubsub.subscribe(store._channel)
+        pubsub.subscribe(store._channel, store._keyspace)
         deadline = time.monotonic() + 3.0
-        while True:  # wait for the confirmation: only then can no notice slip by unseen
+        confirmed = 0
+        while confirmed < 2:  # wait for the confirmations: only then can no notice slip by unseen
             message = pubsub.get_message(timeout=0.5)
             if message is not None and message.get("type") == "subscribe":
-                break
+                confirmed += 1
+                continue
             if self._stop.is_set():
                 return
             if time.monotonic() > deadline:
@@ -349,16 +409,26 @@ class _RedisWatch:
             self._lost = False
             self._queue.push(Reset("reconnected to Redis"))
         self._check(current, "subscribed")
-        last_heard = last_check = time.monotonic()
+        self._edits = None  # a new baseline: the subscriber's next load reads any hand edit
+        self._check_content()
+        last_heard = last_check = last_content = time.monotonic()
+        content_due = False  # the flags key changed (keyspace notification): check when quiet
         suspect = 0  # a revision the counter showed that no notice has delivered yet
         while not self._stop.is_set():
             message = pubsub.get_message(timeout=0.25)
             now = time.monotonic()
             if message is not None:
                 if message.get("type") == "message":
-                    self._on_notice(message.get("data"))  # delivers inline: time in it is not silence
+                    if message.get("channel") == store._keyspace:
+                        content_due = True
+                    else:
+                        self._on_notice(message.get("data"))  # delivers inline: not silence
                 now = last_heard = time.monotonic()
                 self._contact = time.time()
+            if (content_due and message is None) or now - last_content >= CONTENT_INTERVAL:
+                content_due = False
+                last_content = now
+                self._check_content()
             if now - last_check >= RECONCILE_INTERVAL:
                 last_check = now
                 current = store._current_revision()
@@ -370,6 +440,30 @@ class _RedisWatch:
                 pubsub.ping()
             if now - last_heard > _SILENCE_LIMIT:
                 raise StoreUnavailable("the Redis pub/sub connection went silent")
+
+    def _check_content(self) -> None:
+        """Reset when the set of flags edited by hand changed since the last check."""
+        if not self._content_checks:
+            return
+        try:
+            edits = self._store._hand_edits()
+        except StoreError as exc:
+            if isinstance(exc.__cause__, redis.ResponseError):  # scripting disabled, say
+                log.warning(
+                    "Redis store %s: cannot check for values edited by hand: %s", self._store.url, exc
+                )
+                self._content_checks = False
+                return
+            raise
+        if self._edits is not None and edits.items() - self._edits.items():
+            names = sorted(name for name, _ in edits.items() - self._edits.items())
+            log.warning(
+                "Redis store %s: flags changed without flagstaff (by hand?): %s",
+                self._store.url,
+                ", ".join(names[:10]),
+            )
+            self._queue.push(Reset(f"flags changed in Redis without flagstaff: {', '.join(names[:10])}"))
+        self._edits = edits
 
     def _check(self, current: int, why: str) -> None:
         """Catch up when the counter is not where the notices left us: replay, else Reset."""
@@ -433,7 +527,7 @@ class _RedisWatch:
         try:
             notice = json.loads(data)
             name, revision, prev = str(notice["n"]), int(notice["r"]), int(notice["p"])
-            version, text = notice.get("v"), notice.get("d")
+            version, text, more = notice.get("v"), notice.get("d"), int(notice.get("m", 0))
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring a malformed Redis change notice: %s", exc)
             return
@@ -444,7 +538,7 @@ class _RedisWatch:
             return
         self._last = revision
         record = None if text is None else Record(name, str(text), int(version or 1))
-        self._queue.push(Change(name, record, revision))
+        self._queue.push(Change(name, record, revision, more))
 
     def stop(self) -> None:
         self._stop.set()
@@ -452,10 +546,25 @@ class _RedisWatch:
         self._task.join(1.0)
 
 
+def _sum(raw: str) -> str:
+    """What ``redis.sha1hex`` gives for the stored bytes of ``raw``."""
+    return hashlib.sha1(raw.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
+
+
 def _change(entry: dict[str, Any]) -> Change:
     name, after = str(entry["name"]), entry.get("after")
     record = None if after is None else Record(name, str(after), int(entry["version"]))
-    return Change(name, record, int(entry["revision"]))
+    return Change(name, record, int(entry["revision"]), int(entry.get("more", 0)))
+
+
+def _refusal(writes: Sequence[Write], olds: list[str | None], actuals: list[int]) -> StoreError | None:
+    """The error the first write whose expectation the store fails raises, if any."""
+    for w, old, actual in zip(writes, olds, actuals, strict=True):
+        if w.raw is None and old is None:
+            return NotFoundError(w.name)
+        if w.expect is not None and actual != w.expect:
+            return ConflictError(w.name, w.expect, actual)
+    return None
 
 
 def _roundtrip(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:

@@ -40,7 +40,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
@@ -60,6 +60,8 @@ from flagstaff.stores.base import (
     StoreState,
     Watch,
     WatchEvent,
+    Write,
+    check_writes,
     decode_raw,
     is_text,
 )
@@ -68,7 +70,8 @@ __all__ = ["SQLiteStore"]
 
 log = logging.getLogger("flagstaff.stores.sqlite")
 
-SCHEMA_VERSION = 1
+# 2: flagstaff_changes.more (atomic multi-flag writes); a version-1 database is migrated on open.
+SCHEMA_VERSION = 2
 
 # Seconds since the epoch, with sub-second precision, in SQL (unixepoch('subsec')
 # needs SQLite 3.42; this works everywhere).
@@ -92,7 +95,8 @@ CREATE TABLE IF NOT EXISTS flagstaff_changes (
     at        REAL NOT NULL,
     author    TEXT,
     before    TEXT,
-    after     TEXT
+    after     TEXT,
+    more      INTEGER NOT NULL DEFAULT 0  -- changes of the same put_many still to come
 );
 CREATE INDEX IF NOT EXISTS flagstaff_changes_by_namespace
     ON flagstaff_changes (namespace, revision);
@@ -356,6 +360,7 @@ class SQLiteStore:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in _split_schema(_SCHEMA):
                     conn.execute(statement)
+                _migrate(conn)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             # FULL: a committed change survives power loss too (writes are rare).
@@ -552,6 +557,48 @@ class SQLiteStore:
             )
             self._sign(conn, author)
 
+    def put_many(self, writes: Sequence[Write], *, author: str | None = None) -> list[Record | None]:
+        check_writes(writes)
+        if not writes:
+            return []
+        names = ", ".join(repr(w.name) for w in writes[:5]) + (", ..." if len(writes) > 5 else "")
+        out: list[Record | None] = []
+        with self._write(f"put_many {names}") as conn:
+            before = _revision(conn, self.namespace)
+            actuals = [_version(conn, self.namespace, w.name) for w in writes]
+            for write, actual in zip(writes, actuals, strict=True):  # every check before any change
+                if write.raw is None and not actual:
+                    raise NotFoundError(write.name)
+                _check(write.name, write.expect, actual)
+            for write, actual in zip(writes, actuals, strict=True):
+                if write.raw is None:
+                    conn.execute(
+                        "DELETE FROM flagstaff_flags WHERE namespace = ? AND name = ?",
+                        (self.namespace, write.name),
+                    )
+                    out.append(None)
+                    continue
+                if actual:
+                    conn.execute(
+                        "UPDATE flagstaff_flags SET raw = ?, version = ? WHERE namespace = ? AND name = ?",
+                        (write.raw, actual + 1, self.namespace, write.name),
+                    )
+                else:
+                    conn.execute(
+                        "INSERT INTO flagstaff_flags (namespace, name, raw, version) VALUES (?, ?, ?, 1)",
+                        (self.namespace, write.name, write.raw),
+                    )
+                out.append(Record(write.name, write.raw, actual + 1))
+            # The triggers wrote one change row per write, numbered one after the other (this
+            # transaction is the only writer): ``more`` counts the rows after each.
+            last = _revision(conn, self.namespace)
+            conn.execute(
+                "UPDATE flagstaff_changes SET more = ? - revision, author = coalesce(?, author) "
+                "WHERE namespace = ? AND revision > ?",
+                (last, author, self.namespace, before),
+            )
+        return out
+
     def _sign(self, conn: sqlite3.Connection, author: str | None) -> None:
         # The trigger wrote the change row; only this transaction writes, so
         # the namespace's newest row is ours.
@@ -612,6 +659,7 @@ class _Follower(PollingWatch):
         self._last = since
         self._reset: str | None = None  # why a Reset is owed once the database answers again
         self._first = True
+        self._more = "more"  # the column holding Change.more (see _step)
         self._contact = time.time()  # the last poll the database answered
         self._lost = False  # Disconnected delivered; the Reset owed above ends it
         self._start("flagstaff-sqlite-follow")
@@ -628,6 +676,9 @@ class _Follower(PollingWatch):
                     self._conn = store._open()
                     self._file_id = store._file_id()
                     self._data_version = None
+                    # A version-1 database this process could not migrate (read-only) has no
+                    # ``more``: its changes are all single writes.
+                    self._more = "more" if _has_more(self._conn) else "0"
                 current = self._conn.execute("PRAGMA data_version").fetchall()[0][0]
                 if current != self._data_version or self._wake.is_set():
                     self._wake.clear()
@@ -668,11 +719,11 @@ class _Follower(PollingWatch):
     def _deliver(self, conn: sqlite3.Connection, last: int) -> tuple[int, int]:
         """Push the change rows after ``last``; return how many and the new last."""
         rows = conn.execute(
-            f"SELECT revision, {_NAME}, kind, version, CAST(after AS BLOB) FROM flagstaff_changes "
-            "WHERE namespace = ? AND revision > ? ORDER BY revision LIMIT ?",
+            f"SELECT revision, {_NAME}, kind, version, CAST(after AS BLOB), {self._more} "
+            "FROM flagstaff_changes WHERE namespace = ? AND revision > ? ORDER BY revision LIMIT ?",
             (self._store.namespace, last, _BATCH),
         ).fetchall()
-        for revision, raw_name, kind, version, after in rows:
+        for revision, raw_name, kind, version, after, more in rows:
             if self._stopped:
                 break
             name = _name(raw_name, self._store.path)
@@ -682,9 +733,9 @@ class _Follower(PollingWatch):
                 last = revision
                 continue
             elif kind == "delete":
-                event = Change(name, None, revision)
+                event = Change(name, None, revision, more)
             else:
-                event = Change(name, Record(name, decode_raw(after), version), revision)
+                event = Change(name, Record(name, decode_raw(after), version), revision, more)
             self._queue.push(event)
             last = revision
         return len(rows), last
@@ -727,6 +778,17 @@ def _version(conn: sqlite3.Connection, namespace: str, name: str) -> int:
 def _check(name: str, expect: int | None, actual: int) -> None:
     if expect is not None and expect != actual:
         raise ConflictError(name, expect, actual)
+
+
+def _has_more(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "more" for row in conn.execute("PRAGMA table_info(flagstaff_changes)").fetchall())
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older flagstaff to :data:`SCHEMA_VERSION` (inside the
+    set-up transaction; a fresh database already has everything)."""
+    if not _has_more(conn):  # version 1: no put_many yet, so every existing change is single
+        conn.execute("ALTER TABLE flagstaff_changes ADD COLUMN more INTEGER NOT NULL DEFAULT 0")
 
 
 def _split_schema(script: str) -> list[str]:

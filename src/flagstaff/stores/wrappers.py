@@ -5,8 +5,8 @@ conformance suite as every backend. Cross-cutting behaviour lives here rather
 than as an option of each backend, so every store has it.
 
 :class:`ReadOnlyStore`
-    Reads, history and watches go to the wrapped store unchanged; ``put`` and
-    ``delete`` raise :class:`~flagstaff.errors.StoreError` before reaching it.
+    Reads, history and watches go to the wrapped store unchanged; ``put``,
+    ``delete`` and ``put_many`` raise :class:`~flagstaff.errors.StoreError` before reaching it.
     ``?readonly=1`` on any store URL (``1``, ``true`` or ``yes``) makes
     :func:`flagstaff.stores.open_store` return the store wrapped in one: an
     application process that must never write says so in its URL.
@@ -14,10 +14,10 @@ than as an option of each backend, so every store has it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from flagstaff.errors import StoreError
-from flagstaff.stores.base import HistoryEntry, Record, Store, StoreState, Watch, WatchEvent
+from flagstaff.stores.base import HistoryEntry, Record, Store, StoreState, Watch, WatchEvent, Write
 
 __all__ = ["ReadOnlyStore"]
 
@@ -43,6 +43,9 @@ class ReadOnlyStore:
         raise self._refused()
 
     def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
+        raise self._refused()
+
+    def put_many(self, writes: Sequence[Write], *, author: str | None = None) -> list[Record | None]:
         raise self._refused()
 
     def watch(self, on_event: Callable[[WatchEvent], None], since: int) -> Watch:

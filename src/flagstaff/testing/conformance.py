@@ -96,7 +96,17 @@ import pytest
 from flagstaff.client import Client, Options, State
 from flagstaff.errors import ConflictError, NotFoundError, StoreError, ValidationError
 from flagstaff.model import encode_document, parse_text
-from flagstaff.stores.base import Change, Disconnected, Record, Reset, Store, StoreState, Watch, WatchEvent
+from flagstaff.stores.base import (
+    Change,
+    Disconnected,
+    Record,
+    Reset,
+    Store,
+    StoreState,
+    Watch,
+    WatchEvent,
+    Write,
+)
 from flagstaff.testing import EventRecorder, wait_until
 
 __all__ = ["StoreConformance", "document"]
@@ -640,6 +650,153 @@ class StoreConformance:
         assert everything[1].after == d3
         assert len(store.history(limit=2)) == 2
         assert store.history("nope") == []
+
+    # ------------------------------------------------- atomic multi-flag writes
+
+    def test_put_many_writes_and_deletes_at_once(self, store: Store) -> None:
+        w = self.writer(store)
+        a1 = w.put("alpha", document(1))
+        w.put("beta", document(2))
+        start = store.load().revision
+        recorder = EventRecorder()
+        store.watch(recorder, since=start)
+        out = w.put_many(
+            [
+                Write("alpha", document(3), expect=a1.version),
+                Write("beta", None, expect=1),
+                Write("gamma", document(4), expect=0),
+                Write("delta", document(5)),
+            ],
+            author="dora",
+        )
+        assert out == [
+            Record("alpha", document(3), 2),
+            None,
+            Record("gamma", document(4), 1),
+            Record("delta", document(5), 1),
+        ]
+        state = store.load()
+        assert dict(state.records) == {r.name: r for r in out if r is not None}
+        assert state.revision > start
+        changes = recorder.wait_for_changes(4, self.timeout)
+        self._settle()
+        changes = recorder.changes()
+        assert recorder.resets() == []
+        # One group: ``more`` counts down to 0; the names and records are those written.
+        assert [c.more for c in changes] == [3, 2, 1, 0]
+        assert sorted((c.name, c.record) for c in changes) == sorted(
+            [("alpha", out[0]), ("beta", None), ("gamma", out[2]), ("delta", out[3])]
+        )
+        revisions = [c.revision for c in changes]
+        assert revisions == sorted(revisions) and revisions[0] > start
+        assert revisions[-1] == state.revision
+        assert w.put_many([]) == []
+        # A single write after the group is a group of one.
+        e = w.put("epsilon", document(6))
+        change = recorder.wait_for_change(lambda ch: ch.name == "epsilon", self.timeout)
+        assert (change.record, change.more) == (e, 0)
+
+    def test_put_many_is_all_or_nothing(self, store: Store) -> None:
+        w = self.writer(store)
+        a = w.put("alpha", document(1))
+        b = w.put("beta", document(2))
+        before = store.load()
+        history = store.history(limit=50)
+        recorder = EventRecorder()
+        store.watch(recorder, since=before.revision)
+        refusals: list[tuple[list[Write], type[Exception], str]] = [
+            # the last write's expectation fails: the first ones must not be applied either
+            (
+                [Write("gamma", document(3)), Write("alpha", document(4)), Write("beta", document(5), 7)],
+                ConflictError,
+                "beta",
+            ),
+            ([Write("alpha", document(4), expect=0), Write("gamma", document(3))], ConflictError, "alpha"),
+            ([Write("gamma", document(3), expect=1), Write("alpha", None)], ConflictError, "gamma"),
+            ([Write("alpha", None, expect=a.version), Write("absent", None)], NotFoundError, "absent"),
+            ([Write("beta", document(6), expect=b.version), Write("beta", None)], StoreError, "beta"),
+        ]
+        for writes, error, name in refusals:
+            with pytest.raises(error) as info:
+                w.put_many(writes)
+            assert name in str(info.value)
+            if isinstance(info.value, ConflictError | NotFoundError):
+                assert info.value.name == name
+            assert self._same_state(store.load(), before), f"a refused put_many changed the store: {writes}"
+        assert store.get("gamma") is None
+        assert store.history(limit=50) == history
+        self._settle()
+        assert recorder.events == [], "a refused put_many reached a watch"
+
+    def test_put_many_records_history(self, store: Store) -> None:
+        w = self.writer(store)
+        d1, d2, d3 = document(1), document(2), document(3)
+        w.put("alpha", d1)
+        w.put("beta", d2)
+        w.put_many([Write("alpha", d3), Write("beta", None), Write("gamma", d1)], author="erin")
+        if not self.keeps_history:
+            return
+        entries = store.history(limit=3)
+        assert sorted((e.name, e.version, e.before, e.after) for e in entries) == [
+            ("alpha", 2, d1, d3),
+            ("beta", None, d2, None),
+            ("gamma", 1, None, d1),
+        ]
+        assert {e.author for e in entries} == {"erin"}
+        assert max(e.revision for e in entries) == store.load().revision
+        assert [(e.before, e.after) for e in store.history("alpha")] == [(d1, d3), (None, d1)]
+
+    #: Generation test: flags per put_many, put_manys, and the writer's pace (seconds apart).
+    generation_flags: ClassVar[int] = 20
+    generation_writes: ClassVar[int] = 200
+    generation_pace: ClassVar[float] = 0.05
+
+    def test_put_many_is_seen_whole_by_a_follower(self, store: Store) -> None:
+        """A writer sets N flags to the same generation number, one put_many per generation;
+        a client follows the store, and every snapshot it serves holds one generation in all
+        N flags (or none of them, before the first write)."""
+        names = [f"gen-{i:02d}" for i in range(self.generation_flags)]
+        last = self.generation_writes - 1
+        client = Client(store, Options(timeout=self.timeout))
+        seen: set[int] = set()
+        torn: list[str] = []
+        done = threading.Event()
+
+        def check() -> None:
+            held = None
+            while not done.is_set():
+                snap = client.snapshot
+                if snap is held:
+                    time.sleep(0.002)
+                    continue
+                held = snap
+                flags = snap.flags
+                present = [n for n in names if n in flags]
+                generations = {flags[n].value["description"] for n in present}
+                if present and (len(present) != len(names) or len(generations) != 1):
+                    torn.append(f"revision {snap.revision}: {len(present)} flags, {sorted(generations)}")
+                elif present:
+                    seen.add(int(generations.pop().split()[1]))
+                if last in seen:
+                    return
+
+        checker = threading.Thread(target=check, name="generation-checker", daemon=True)
+        checker.start()
+        w = self.writer(store)
+        try:
+            expect = dict.fromkeys(names, 0)
+            for g in range(self.generation_writes):
+                doc = encode_document({"enabled": True, "description": f"generation {g}"})
+                out = w.put_many([Write(n, doc, expect=expect[n]) for n in names])
+                expect = {r.name: r.version for r in out if r is not None}
+                time.sleep(self.generation_pace)
+            checker.join(self.timeout * 2)
+        finally:
+            done.set()
+            client.close()
+        assert torn == [], f"snapshots showed a put_many half applied: {torn[:5]}"
+        assert last in seen, f"the follower never showed the last generation (saw {len(seen)})"
+        assert len(seen) > 1
 
     # ------------------------------------------------------- bad documents
 

@@ -9,8 +9,11 @@ One module per resource, each a handful of Starlette handlers:
 * :mod:`~flagstaff.http.api.events`: the server-sent event stream;
 * :mod:`~flagstaff.http.api.ingest`: exposures and metric events from other processes;
 * :mod:`~flagstaff.http.api.blast`: who a new document would move, before the write;
+* :mod:`~flagstaff.http.api.guard`: a flag's guardrails as the guard loop judged them, check now;
 * :mod:`~flagstaff.http.api.report`: an experiment's results (JSON or SVG);
 * :mod:`~flagstaff.http.api.tokens`: API tokens;
+* :mod:`~flagstaff.http.api.changes`: change requests (propose, approve, apply);
+* :mod:`~flagstaff.http.api.client`: client-side evaluation with public client keys, and those keys;
 * :mod:`~flagstaff.http.api.forcing`: signed QA forcing tokens;
 * :mod:`~flagstaff.http.api.ops`: ``/healthz``, ``/metrics``, the OpenAPI document;
 * :mod:`~flagstaff.http.api._common`: what they share (errors, body, query, ``If-Match``, writes).
@@ -32,10 +35,13 @@ from starlette.routing import BaseRoute, Route
 
 from flagstaff.http.api import (
     blast,
+    changes,
+    client,
     evaluate,
     events,
     flags,
     forcing,
+    guard,
     history,
     ingest,
     ops,
@@ -67,6 +73,8 @@ def routes() -> list[BaseRoute]:
         Route(f"{PREFIX}/flags/{{name}}/diff", history.diff, methods=["GET"]),
         Route(f"{PREFIX}/flags/{{name}}/rollback", history.rollback, methods=["POST"]),
         Route(f"{PREFIX}/flags/{{name}}/blast", blast.blast, methods=["POST"]),
+        Route(f"{PREFIX}/flags/{{name}}/guard", guard.get_guard, methods=["GET"]),
+        Route(f"{PREFIX}/flags/{{name}}/guard", guard.check_guard, methods=["POST"]),
         Route(f"{PREFIX}/flags/{{name}}/report", report.flag_report, methods=["GET"]),
         Route(f"{PREFIX}/segments", segments.list_segments, methods=["GET"]),
         Route(f"{PREFIX}/segments/{{name}}", segments.get_segment, methods=["GET"]),
@@ -81,4 +89,15 @@ def routes() -> list[BaseRoute]:
         Route(f"{PREFIX}/tokens", tokens.list_tokens, methods=["GET"]),
         Route(f"{PREFIX}/tokens", tokens.create_token, methods=["POST"]),
         Route(f"{PREFIX}/tokens/{{token_id}}", tokens.revoke_token, methods=["DELETE"]),
+        Route(f"{PREFIX}/change-requests", changes.list_requests, methods=["GET"]),
+        Route(f"{PREFIX}/change-requests", changes.propose, methods=["POST"]),
+        Route(f"{PREFIX}/change-requests/{{change_id}}", changes.get_request, methods=["GET"]),
+        Route(f"{PREFIX}/change-requests/{{change_id}}/approve", changes.approve_request, methods=["POST"]),
+        Route(f"{PREFIX}/change-requests/{{change_id}}/reject", changes.reject_request, methods=["POST"]),
+        Route(f"{PREFIX}/change-requests/{{change_id}}/cancel", changes.cancel_request, methods=["POST"]),
+        Route(f"{PREFIX}/change-requests/{{change_id}}/apply", changes.apply_request, methods=["POST"]),
+        Route(f"{PREFIX}/client/evaluate", client.client_evaluate, methods=["GET", "POST", "OPTIONS"]),
+        Route(f"{PREFIX}/client-keys", client.list_client_keys, methods=["GET"]),
+        Route(f"{PREFIX}/client-keys", client.create_client_key, methods=["POST"]),
+        Route(f"{PREFIX}/client-keys/{{key_id}}", client.revoke_client_key, methods=["DELETE"]),
     ]

@@ -36,6 +36,7 @@ from flagstaff.http.state import ServerState, audit_log, state_of
 from flagstaff.stores.base import HistoryEntry
 
 __all__ = [
+    "DIRECT_UNDER_APPROVAL",
     "PREFIX",
     "ApiError",
     "DuplicateKey",
@@ -54,6 +55,10 @@ __all__ = [
 ]
 
 PREFIX = "/api/v1"
+
+DIRECT_UNDER_APPROVAL = frozenset({"kill", "apply"})
+"""The write actions allowed when the server requires approval: the kill switch, and
+applying an approved change request (:mod:`flagstaff.http.scheduler`)."""
 
 
 class ApiError(HTTPException):
@@ -243,7 +248,18 @@ def segment_summary_of(state: ServerState, name: str) -> dict[str, Any]:
 
 
 def write(state: ServerState, admin: Admin, action: str, change: Callable[[], Outcome]) -> Outcome:
-    """Run one write; count it and log the audit line when it changed something."""
+    """Run one write; count it and log the audit line when it changed something.
+
+    With ``Settings.requires_approval`` only the kill switch and an approved change
+    request's apply write directly (403 otherwise, pointing at change requests).
+    """
+    if state.settings.requires_approval and action not in DIRECT_UNDER_APPROVAL:
+        raise ApiError(
+            403,
+            f"this server requires approval: propose the change with POST {PREFIX}/change-requests "
+            "(a second person approves it, then it is applied); only the kill switch writes directly",
+            change_requests=f"{PREFIX}/change-requests",
+        )
     outcome = change()
     if outcome.changed:
         state.metrics.inc("flagstaff_writes_total", action=action)

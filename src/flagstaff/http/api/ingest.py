@@ -1,11 +1,13 @@
-"""The ingest resource: exposures and metric events from other processes and languages.
+"""The ingest resource: exposures, metric events and flag usage from other processes and languages.
 
 ``POST /api/v1/ingest`` (a write token) takes ``{"events": [...]}``, each event in the
 JSON shape of :meth:`flagstaff.exposures.Event.to_dict`, validated whole before any is
 written (400 with the first problems), and writes them in one transaction to the
 server's event store (:attr:`~flagstaff.http.state.Settings.events_db`; 501 when there
-is none). The body is bounded by ``Settings.max_body``, after decompression when it is
-sent with ``Content-Encoding: gzip`` (as :class:`flagstaff.exposures.HttpSink` sends it).
+is none). ``usage`` events (a flag's evaluations counted by one process, see
+:mod:`flagstaff.usage`) are added up per flag and hour in its ``flagstaff_usage`` table.
+The body is bounded by ``Settings.max_body``, after decompression when it is sent with
+``Content-Encoding: gzip`` (as :class:`flagstaff.exposures.HttpSink` sends it).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ Watches
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -475,7 +476,7 @@ class Mirror:
     def _history_candidates(self, results: list[tuple[bytes, ZnodeStat]]) -> list[_Candidate]:
         """History entries as candidates (an entry too large to hold the text marks its flag dirty)."""
         candidates: list[_Candidate] = []
-        truncated: set[str] = set()
+        truncated: dict[str, int] = {}
         for data, stat in results:
             entry = history_entry(data, stat)
             if entry is None:
@@ -483,14 +484,25 @@ class Mirror:
             if entry.version is None:
                 candidates.append((stat.czxid, entry.name, None))
             elif entry.after is None:
-                truncated.add(entry.name)  # too large to log: the flag's own read delivers it
+                truncated[entry.name] = stat.czxid  # too large to log: the flag's own read delivers it
             else:
                 record = Record(entry.name, entry.after, entry.version)
                 candidates.append((stat.czxid, entry.name, Node(record, stat.czxid)))
         if truncated:
-            with self._lock:
-                self._dirty |= truncated
-            self._wake.set()
+            # Read now, so a put_many whose entries dropped their texts is still delivered in
+            # one piece: a flag still at the entry's zxid joins the candidates; one written
+            # since (or gone) is left to its own read, as before.
+            timeout = self._store._remaining()
+            reads = collect([(n, self._zk.get_async(self._store._path(n))) for n in truncated], timeout)
+            later = set(truncated)
+            for name, node in reads.items():
+                if node.mzxid == truncated[name]:
+                    candidates.append((node.mzxid, name, node))
+                    later.discard(name)
+            if later:
+                with self._lock:
+                    self._dirty |= later
+                self._wake.set()
         return candidates
 
     def _history_cursor(self) -> tuple[int, tuple[int, int] | None]:
@@ -533,8 +545,14 @@ class Mirror:
             self._wake.set()
 
     def _apply(self, candidates: list[_Candidate]) -> None:
-        """Take the candidates in zxid order, skip what is not newer, deliver the rest."""
+        """Take the candidates in zxid order, skip what is not newer, deliver the rest.
+
+        The changes of one transaction (a ``put_many``) share a zxid: they are delivered
+        together, in name order, at one revision, with ``Change.more`` counting down to
+        the last of them.
+        """
         candidates.sort(key=lambda c: (c[0], c[2] is None, c[1]))
+        accepted: list[tuple[int, Change]] = []
         for zxid, name, node in candidates:
             held, gone = self._nodes.get(name), self._gone.get(name, -1)
             if (held is not None and zxid <= held.mzxid) or zxid <= gone:
@@ -547,8 +565,14 @@ class Mirror:
             else:
                 self._nodes[name] = node
                 self._gone.pop(name, None)
-            self._revision = max(zxid, self._revision + 1)
-            change = Change(name, node.record if node else None, self._revision)
+            if not accepted or accepted[-1][0] != zxid:
+                # One transaction, one revision (as load() reports it): a put_many's changes share it.
+                self._revision = max(zxid, self._revision + 1)
+            accepted.append((zxid, Change(name, node.record if node else None, self._revision)))
+        left = collections.Counter(zxid for zxid, _ in accepted)
+        for zxid, single in accepted:
+            left[zxid] -= 1
+            change = dataclasses.replace(single, more=left[zxid]) if left[zxid] else single
             self._log.append((zxid, change))
             if len(self._log) == self._log.maxlen:
                 self._log_base = self._log[0][1].revision - 1

@@ -12,7 +12,8 @@ Versions and revisions
 Writes
     Each write is one ZooKeeper ``multi`` transaction: the flag (conditional
     on the version read just before, or on ``expect``) plus its history entry.
-    :meth:`ZooKeeperStore.put_many` writes several flags in one transaction.
+    :meth:`ZooKeeperStore.put_many` writes several flags (puts and deletes) in one
+    transaction, each conditional on its version, with one history entry each.
     A document larger than :data:`MAX_ZNODE_BYTES` is refused with
     :class:`StoreError` before anything is sent (ZooKeeper's own 1 MB packet
     limit would otherwise drop the connection); documents are not chunked, so
@@ -26,7 +27,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -59,7 +60,7 @@ from flagstaff.errors import (
 from flagstaff.runtime import Runtime, default_runtime
 from flagstaff.stores._history import HISTORY_LIMIT, encode_entry, entries_to_trim
 from flagstaff.stores._url import redact_url
-from flagstaff.stores.base import HistoryEntry, Record, StoreState, Watch, WatchEvent
+from flagstaff.stores.base import HistoryEntry, Record, StoreState, Watch, WatchEvent, Write, check_writes
 from flagstaff.stores.zookeeper._mirror import Mirror
 from flagstaff.stores.zookeeper._options import KAZOO_LOG, REDACT, acl_for, parse_url
 from flagstaff.stores.zookeeper._wire import (
@@ -236,45 +237,47 @@ class ZooKeeperStore:
     # -- writing -----------------------------------------------------------
 
     def put(self, name: str, raw: str, *, expect: int | None = None, author: str | None = None) -> Record:
-        return self.put_many({name: raw}, expect={name: expect}, author=author)[name]
+        record = self.put_many([Write(name, raw, expect)], author=author)[0]
+        assert record is not None
+        return record
 
-    def put_many(
-        self,
-        docs: Mapping[str, str],
-        *,
-        expect: Mapping[str, int | None] | None = None,
-        author: str | None = None,
-    ) -> dict[str, Record]:
-        """Write several flags in one ZooKeeper transaction: all or none.
+    def put_many(self, writes: Sequence[Write], *, author: str | None = None) -> list[Record | None]:
+        """Apply ``writes`` in one ZooKeeper ``multi`` transaction: all or none.
 
-        ``expect`` maps names to the versions required (as in :meth:`put`);
-        a :class:`ConflictError` names the first flag that did not match.
+        Each flag's operation is conditional on its version (the one ``expect`` asks
+        for, else the one read just before), and each gets its history entry in the
+        same transaction, so watchers see the whole write at one zxid.
         """
-        expect = dict(expect or {})
+        check_writes(writes)
+        if not writes:
+            return []
         encoded: dict[str, bytes] = {}
-        for name, raw in docs.items():
-            _require_name(name)
-            data = raw.encode("utf-8")
+        for each in writes:
+            _require_name(each.name)
+            if each.raw is None:
+                continue
+            data = each.raw.encode("utf-8")
             if len(data) > MAX_ZNODE_BYTES:
                 raise StoreError(
-                    f"flag {name!r} is {len(data):,} bytes, over ZooKeeper's node limit "
+                    f"flag {each.name!r} is {len(data):,} bytes, over ZooKeeper's node limit "
                     f"({MAX_ZNODE_BYTES:,} bytes): shorten it (e.g. move a long user list into a "
                     "group or an attribute rule) or use another store"
                 )
-            encoded[name] = data
+            encoded[each.name] = data
         total = sum(len(d) for d in encoded.values())
         if len(encoded) > 1 and total > MAX_ZNODE_BYTES:
             raise StoreError(
                 f"these {len(encoded)} flags are {total:,} bytes together, over what one ZooKeeper "
                 f"transaction carries ({MAX_ZNODE_BYTES:,} bytes): write them in smaller batches"
             )
+        names = [w.name for w in writes]
 
-        def write() -> dict[str, Record]:
+        def write() -> list[Record | None]:
             self._ensure_layout()
-            olds, guessed = self._known(list(encoded))
+            olds, guessed = self._known(names)
             try:
                 return attempt(olds)
-            except ConflictError:
+            except (ConflictError, NotFoundError):
                 if not guessed:
                     raise
                 # Judged on a remembered state that someone else's write overtook: read, retry.
@@ -284,33 +287,44 @@ class ZooKeeperStore:
                     olds.setdefault(name, None)
                 return attempt(olds)
 
-        def attempt(olds: dict[str, Node | None]) -> dict[str, Record]:
+        def attempt(olds: dict[str, Node | None]) -> list[Record | None]:
             ops: list[tuple[str, int | None, Node | None]] = []
-            for name in encoded:
-                old = olds.get(name)
-                _check(name, expect.get(name), old)
-                ops.append((name, expect.get(name), old))
+            for w in writes:  # every check before anything is sent
+                old = olds.get(w.name)
+                if w.raw is None and old is None:
+                    raise NotFoundError(w.name)
+                _check(w.name, w.expect, old)
+                ops.append((w.name, w.expect, old))
             txn = self._zk.transaction()
-            for name, _, old in ops:
-                if old is None:
+            for w, (name, _, old) in zip(writes, ops, strict=True):
+                if w.raw is None:
+                    assert old is not None
+                    txn.delete(self._path(name), version=old.record.version - 1)
+                elif old is None:
                     txn.create(self._path(name), encoded[name], acl=self._acl)
                 else:
                     txn.set_data(self._path(name), encoded[name], version=old.record.version - 1)
             used = total  # the packet's bytes so far: history texts are kept while they fit
-            for name, _, old in ops:
-                before, version = (old.record.raw, old.record.version + 1) if old else (None, 1)
-                used += self._add_history(txn, name, version, before, docs[name], author, used)
-            results = self._commit(txn, list(encoded))
+            for w, (name, _, old) in zip(writes, ops, strict=True):
+                before = old.record.raw if old else None
+                version = None if w.raw is None else (old.record.version + 1 if old else 1)
+                used += self._add_history(txn, name, version, before, w.raw, author, used)
+            results = self._commit(txn, names)
             self._raise_failed(results, ops)
-            out: dict[str, Record] = {}
-            for (name, _, old), result in zip(ops, results, strict=False):
-                version = 1 if old is None else result.version + 1
-                out[name] = Record(name, docs[name], version)
-                self._remember(name, Node(out[name], 0))
+            out: list[Record | None] = []
+            for w, (name, _, old), result in zip(writes, ops, results, strict=False):
+                if w.raw is None:
+                    self._remember(name, None)
+                    out.append(None)
+                    continue
+                record = Record(name, w.raw, 1 if old is None else result.version + 1)
+                self._remember(name, Node(record, 0))
+                out.append(record)
             self._sequence_seen(results[len(ops) :])
             return out
 
-        records = self._write("writing " + ", ".join(map(repr, docs)), write, docs, expect)
+        what = "writing " + ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
+        records = self._write(what, write, unconditional=all(w.expect is None for w in writes))
         self._prune_history()
         return records
 
@@ -403,18 +417,14 @@ class ZooKeeperStore:
                     self._log_sequence = max(self._log_sequence, sequence(result.rpartition("/")[2]))
 
     def _write(
-        self,
-        what: str,
-        fn: Callable[[], dict[str, Record]],
-        docs: Mapping[str, str],
-        expect: Mapping[str, int | None],
-    ) -> dict[str, Record]:
+        self, what: str, fn: Callable[[], list[Record | None]], *, unconditional: bool
+    ) -> list[Record | None]:
         """Run a write; an unconditional write retries when someone else won the race."""
         for _ in range(20):
             try:
                 return self._call(what, fn)
             except ConflictError:
-                if all(expect.get(n) is None for n in docs):
+                if unconditional:
                     self._runtime.sleep(0.01)
                     continue
                 raise
