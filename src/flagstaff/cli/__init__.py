@@ -56,7 +56,7 @@ from typing import Any, NoReturn, TextIO
 
 from flagstaff.admin import NothingToEnable, default_author, with_comment
 from flagstaff.cli._output import EXIT, Failed, Out, UsageError
-from flagstaff.cli._registry import Commands, Handler
+from flagstaff.cli._registry import Commands, Handler, add_comment_option
 from flagstaff.cli.blast import add_set_options
 from flagstaff.cli.demo import cmd_demo
 from flagstaff.cli.flags import (
@@ -126,7 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     common.add_argument("--author", default=argparse.SUPPRESS, help="author recorded in history")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    common.add_argument("--comment", default=argparse.SUPPRESS, help="why: recorded in history with a write")
 
     parser = argparse.ArgumentParser(
         prog="flagstaff",
@@ -142,7 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", default=False, help="JSON output for scripts")
     parser.add_argument("--author", default=None, help="author recorded in history (default: user@host)")
     parser.add_argument("--debug", action="store_true", default=False, help="show tracebacks on errors")
-    parser.add_argument("--comment", default=None, help="why: recorded in history with the write (one line)")
     parser.add_argument("--version", action="version", version=f"flagstaff {_version()}")
     # Not required: bare `flagstaff` prints the commands (main() handles it) instead of an error.
     command = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"), common)
@@ -225,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="treat each file as one document for the flag NAME")
     p = command("demo", cmd_demo, "load examples/flags.json into a store and show decisions")
     p.add_argument("--flags", metavar="FILE", help="flags file (default: examples/flags.json)")
+    # Why, recorded in history after the author: on the writes (``change`` has its own
+    # --comment, the change request's; flagstaff.cli.archive adds it to its commands).
+    for name in ("set", "enable", "disable", "rollout", "add-user", "remove-user", "delete"):
+        add_comment_option(command.parser(name))
     for module_name in EXTENSIONS:
         try:
             module = importlib.import_module(module_name)
@@ -311,7 +313,7 @@ def main(
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=stderr)
     out = Out(args.json, stdout, stderr)
     try:
-        args.author = with_comment(args.author, args.comment)
+        args.author = with_comment(args.author, getattr(args, "history_comment", None))
         code: int = args.fn(args, out)
         return code
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from flagstaff.cli._output import Out
 
-__all__ = ["Commands", "Handler"]
+__all__ = ["Commands", "Handler", "add_comment_option"]
 
 
 Handler = Callable[[argparse.Namespace, Out], int]
@@ -58,3 +58,11 @@ class Commands:
             return fn(args, out) if when(args) else own(args, out)
 
         parser.set_defaults(fn=run)
+
+
+def add_comment_option(parser: argparse.ArgumentParser) -> None:
+    """``--comment TEXT`` on a writing command: why, recorded in history after the author
+    (:func:`flagstaff.admin.with_comment`; ``main`` folds it in as ``args.history_comment``)."""
+    parser.add_argument(
+        "--comment", dest="history_comment", metavar="TEXT", help="why: kept in history with the change"
+    )

@@ -20,7 +20,7 @@ import argparse
 
 from flagstaff.cli._files import opened
 from flagstaff.cli._output import EXIT, Out
-from flagstaff.cli._registry import Commands
+from flagstaff.cli._registry import Commands, add_comment_option
 
 __all__ = ["cmd_archive", "cmd_restore", "register"]
 
@@ -34,6 +34,7 @@ def register(command: Commands) -> None:
         p = command(name, fn, help_)
         p.add_argument("name", metavar="NAME", help="the flag")
         p.add_argument("--expect", type=int, metavar="VERSION", help="only if the flag is at VERSION")
+        add_comment_option(p)
 
 
 def cmd_archive(args: argparse.Namespace, out: Out) -> int:

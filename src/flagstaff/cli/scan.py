@@ -482,7 +482,7 @@ def _definitions(source: str) -> Definitions:
         born: dict[str, float | None] = {}
         for name, doc in docs.items():
             when = parse_created(_meta(docs, name))
-            if when is None and isinstance(doc, dict) and doc.get("kind") == "temporary":
+            if when is None and isinstance(doc, dict) and doc.get("kind") in _TEMPORARY:
                 history = store.history(name, limit=1000)
                 when = min((h.at for h in history), default=None)  # the oldest entry: its creation
             born[name] = when
