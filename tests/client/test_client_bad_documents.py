@@ -18,6 +18,7 @@ import flagstaff
 from flagstaff.client import Client, Options, State
 from flagstaff.follower import Follower
 from flagstaff.model import decode_document, encode_document, printable_text
+from flagstaff.snapshot import Snapshot
 from flagstaff.stores.base import Change, Record, decode_raw
 from flagstaff.stores.sqlite import SQLiteStore
 from tests._support.client import FakeStore, eventually
@@ -151,11 +152,11 @@ def test_a_change_the_client_fails_to_apply_leads_to_a_reload_not_a_dead_watch(
         real_apply = Follower._apply
         calls = []
 
-        def failing_once(self: Follower, change: Change, changed: set[str]) -> None:
+        def failing_once(self: Follower, change: Change, snap: Snapshot, changed: set[str]) -> Snapshot:
             calls.append(change)
             if len(calls) == 1:
                 raise RuntimeError("a bug in applying")
-            real_apply(self, change, changed)
+            return real_apply(self, change, snap, changed)
 
         monkeypatch.setattr(Follower, "_apply", failing_once)
         loads = fake.loads
