@@ -561,3 +561,55 @@ def test_serve_refuses_approval_for_an_unknown_environment(capsys: pytest.Captur
     code = main(["--store", "memory://", "serve", "--env", "prod=memory://", "--approval-env", "prodd"])
     assert code == 2
     assert "no environment named prodd" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- comments required
+
+
+def test_an_environment_can_require_a_comment_with_every_change(tmp_path: Path) -> None:
+    app = create_app(
+        {"production": f"sqlite:///{tmp_path}/p.db", "staging": f"sqlite:///{tmp_path}/s.db"},
+        token_db=str(tmp_path / "flags.db.tokens"),
+        settings=Settings(comment_environments=frozenset({"production"})),
+    )
+    try:
+        headers = token(app, Permission.ADMIN)
+        api = TestClient(app)
+        prod = "/api/v1/envs/production"
+        body = {"document": {"percentage": 5}}
+        assert api.put("/api/v1/envs/staging/flags/checkout", json=body, headers=headers).status_code == 201
+        refused = api.put(f"{prod}/flags/checkout", json=body, headers=headers)
+        assert refused.status_code == 422 and refused.json()["code"] == "comment_required"
+        assert "say why in 'comment'" in refused.json()["error"]
+        assert app.state.environments.states["production"].store.get("checkout") is None  # nothing written
+        made = api.put(
+            f"{prod}/flags/checkout", json={**body, "comment": "ramp for the launch"}, headers=headers
+        )
+        assert made.status_code == 201, made.text
+        history = api.get(f"{prod}/flags/checkout/history", headers=headers).json()
+        entries = history["entries"] if isinstance(history, dict) else history
+        assert entries[0]["comment"] == "ramp for the launch"
+        # The kill switch never waits for words.
+        killed = api.patch(f"{prod}/flags/checkout", json={"op": "kill"}, headers=headers)
+        assert killed.status_code == 200, killed.text
+        # Segments, deletes and change requests ask the same.
+        seg = api.put(f"{prod}/segments/staff", json={"document": {"users": ["a"]}}, headers=headers)
+        assert seg.status_code == 422
+        seg = api.put(
+            f"{prod}/segments/staff", json={"document": {"users": ["a"]}, "comment": "staff"}, headers=headers
+        )
+        assert seg.status_code == 201, seg.text
+        assert api.delete(f"{prod}/segments/staff", headers=headers).status_code == 422
+        assert api.delete(f"{prod}/segments/staff?comment=unused", headers=headers).status_code == 204
+        proposal = {"flag": "checkout", "document": {"percentage": 10}}
+        assert api.post(f"{prod}/change-requests", json=proposal, headers=headers).status_code == 422
+    finally:
+        app.state.environments.close()
+
+
+def test_the_environments_file_marks_environments_that_require_a_comment(tmp_path: Path) -> None:
+    path = tmp_path / "envs.json"
+    path.write_text(json.dumps([{"name": "production", "url": "sqlite:///p.db", "requires_comment": True}]))
+    assert load_environments(str(path))[0].requires_comment is True
+    code = main(["--store", "memory://", "serve", "--env", "prod=memory://", "--comment-env", "staging"])
+    assert code == 2

@@ -264,7 +264,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def _settings_for(env: str, settings: Settings | None) -> Settings | None:
-    """``settings`` as they apply in environment ``env`` (approval may be asked of one only)."""
-    if settings is None or settings.requires_approval or env not in settings.approval_environments:
-        return settings
-    return dataclasses.replace(settings, requires_approval=True)
+    """``settings`` as they apply in environment ``env`` (approval and comments may be asked
+    of some environments only)."""
+    if settings is None:
+        return None
+    if env in settings.approval_environments and not settings.requires_approval:
+        settings = dataclasses.replace(settings, requires_approval=True)
+    if env in settings.comment_environments and not settings.requires_comment:
+        settings = dataclasses.replace(settings, requires_comment=True)
+    return settings

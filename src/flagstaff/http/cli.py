@@ -138,6 +138,18 @@ def register(command: Command) -> None:
         "--requires-approval asks it everywhere)",
     )
     p.add_argument(
+        "--requires-comment",
+        action="store_true",
+        help="every flag change through the API must say why (a comment); the kill switch needs none",
+    )
+    p.add_argument(
+        "--comment-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="changes in environment NAME must carry a comment (repeatable)",
+    )
+    p.add_argument(
         "--client-origins",
         metavar="ORIGINS",
         default="",
@@ -333,7 +345,9 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
         login_link_seconds=args.login_link_seconds,
         guard_interval=args.guard_interval,
         requires_approval=args.requires_approval,
-        approval_environments=_approval_environments(args),
+        approval_environments=_marked_environments(args, "requires_approval", args.approval_env),
+        requires_comment=args.requires_comment,
+        comment_environments=_marked_environments(args, "requires_comment", args.comment_env),
         clientside=clientside,
     )
     try:
@@ -412,17 +426,19 @@ def _enable_sso(app: Any, args: argparse.Namespace) -> None:
         raise _usage(str(exc)) from None
 
 
-def _approval_environments(args: argparse.Namespace) -> frozenset[str]:
-    """The environments whose writes need approval: ``--approval-env`` and the file's flags."""
+def _marked_environments(args: argparse.Namespace, key: str, named: list[str]) -> frozenset[str]:
+    """The environments that ask ``key`` (``requires_approval``, ``requires_comment``): those
+    named on the command line and those the environments file marks."""
     try:
-        marked = load_environments(args.environments) if args.environments else []
+        listed = load_environments(args.environments) if args.environments else []
     except EnvironmentConfigError as exc:
         raise _usage(str(exc)) from None
-    names = {e.name for e in marked if e.requires_approval} | set(args.approval_env)
-    known = ({e.name for e in marked} | {parse_environment(t).name for t in args.envs or ()}) or {DEFAULT}
+    names = {e.name for e in listed if getattr(e, key)} | set(named)
+    known = ({e.name for e in listed} | {parse_environment(t).name for t in args.envs or ()}) or {DEFAULT}
     unknown = sorted(names - known)
     if unknown:
-        raise _usage(f"--approval-env: no environment named {', '.join(unknown)}")
+        option = "--approval-env" if key == "requires_approval" else "--comment-env"
+        raise _usage(f"{option}: no environment named {', '.join(unknown)}")
     return frozenset(names)
 
 

@@ -91,6 +91,7 @@ class Environment:
     name: str
     url: str
     requires_approval: bool = False
+    requires_comment: bool = False
 
 
 def check_name(name: str) -> str:
@@ -117,7 +118,8 @@ def load_environments(path: str) -> list[Environment]:
 
     Either an object ``{"production": "URL", "staging": "URL"}`` or a list of
     ``{"name": ..., "url": ..., "requires_approval": true}`` objects
-    (``requires_approval`` optional: writes there need an approved change request).
+    (``requires_approval`` optional: writes there need an approved change request;
+    ``requires_comment`` optional: every change there must say why).
     """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -125,28 +127,30 @@ def load_environments(path: str) -> list[Environment]:
         raise EnvironmentConfigError(f"cannot read the environments file {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise EnvironmentConfigError(f"the environments file {path} is not JSON: {exc}") from None
-    entries: list[tuple[Any, Any, Any]]
-    keys = {"name", "url", "requires_approval"}
+    entries: list[tuple[Any, Any, Any, Any]]
+    keys = {"name", "url", "requires_approval", "requires_comment"}
     if isinstance(data, dict):
-        entries = [(name, url, False) for name, url in data.items()]
+        entries = [(name, url, False, False) for name, url in data.items()]
     elif isinstance(data, list) and all(
         isinstance(i, dict) and {"name", "url"} <= set(i) <= keys for i in data
     ):
-        entries = [(i["name"], i["url"], i.get("requires_approval", False)) for i in data]
+        entries = [
+            (i["name"], i["url"], i.get("requires_approval", False), i.get("requires_comment", False))
+            for i in data
+        ]
     else:
         raise EnvironmentConfigError(
             f"{path}: expected an object of name -> store URL, or a list of "
-            "{name, url[, requires_approval]} objects"
+            "{name, url[, requires_approval][, requires_comment]} objects"
         )
     out = []
-    for name, url, approval in entries:
+    for name, url, approval, comment in entries:
         if not isinstance(name, str) or not isinstance(url, str) or not url.strip():
             raise EnvironmentConfigError(f"{path}: environment {name!r} needs a store URL (a string)")
-        if not isinstance(approval, bool):
-            raise EnvironmentConfigError(
-                f"{path}: environment {name!r}: requires_approval must be true or false"
-            )
-        out.append(Environment(check_name(name), url.strip(), approval))
+        for key, value in (("requires_approval", approval), ("requires_comment", comment)):
+            if not isinstance(value, bool):
+                raise EnvironmentConfigError(f"{path}: environment {name!r}: {key} must be true or false")
+        out.append(Environment(check_name(name), url.strip(), approval, comment))
     return checked(out)
 
 

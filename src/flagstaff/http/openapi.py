@@ -646,7 +646,10 @@ def _paths() -> dict[str, Any]:
                     _IF_MATCH,
                     {"name": "comment", "in": "query", "schema": _COMMENT, "description": "Why (history)."},
                 ],
-                "responses": {"204": {"description": "Deleted."}, **_errors(400, *_AUTH, 404, 409, 503, 504)},
+                "responses": {
+                    "204": {"description": "Deleted."},
+                    **_errors(400, *_AUTH, 404, 409, 422, 503, 504),
+                },
             },
         },
         "/api/v1/flags/{name}/history": {
@@ -834,8 +837,14 @@ def _paths() -> dict[str, Any]:
             "delete": {
                 "operationId": "deleteSegment",
                 "summary": "Delete the segment; refused (409, used_by) while flags use it.",
-                "parameters": [_IF_MATCH],
-                "responses": {"204": {"description": "Deleted."}, **_errors(400, *_AUTH, 404, 409, 503, 504)},
+                "parameters": [
+                    _IF_MATCH,
+                    {"name": "comment", "in": "query", "schema": _COMMENT, "description": "Why (history)."},
+                ],
+                "responses": {
+                    "204": {"description": "Deleted."},
+                    **_errors(400, *_AUTH, 404, 409, 422, 503, 504),
+                },
             },
         },
         "/api/v1/segments/{name}/history": {

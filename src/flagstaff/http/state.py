@@ -87,6 +87,12 @@ class Settings:
     """Environments (by name, :mod:`flagstaff.http.environments`) where writes need an
     approved change request, when ``requires_approval`` does not already ask it of all
     (``serve --approval-env NAME``, or ``"requires_approval": true`` in the environments file)."""
+    requires_comment: bool = False
+    """Every flag and segment write through the API, and every change request, must say why
+    (``comment``; 422 otherwise), except the kill switch (``serve --requires-comment``)."""
+    comment_environments: frozenset[str] = frozenset()
+    """Environments (by name) where a comment is required, when ``requires_comment`` does not
+    already ask it of all (``serve --comment-env NAME``, ``"requires_comment": true`` in the file)."""
     changes_db: str | None = None
     """The change request database (:class:`flagstaff.changes.ChangeStore`); ``None``: beside
     the token database (``flagstaff.db.tokens`` -> ``flagstaff.db.changes``)."""

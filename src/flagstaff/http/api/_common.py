@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from flagstaff.admin import Admin, NothingToEnable, Outcome
+from flagstaff.admin import COMMENT_MARK, Admin, NothingToEnable, Outcome
 from flagstaff.document import is_segment_key, segment_key, segment_name
 from flagstaff.errors import (
     ConflictError,
@@ -247,11 +247,22 @@ def segment_summary_of(state: ServerState, name: str) -> dict[str, Any]:
     return segment_summary(record, entries[0] if entries else None, used_by)
 
 
+def comment_required() -> ApiError:
+    """The answer to a write without a comment where ``Settings.requires_comment`` asks one."""
+    return ApiError(
+        422,
+        "this environment requires a comment with every change: say why in 'comment' "
+        "(a field of the body; ?comment= on DELETE)",
+        code="comment_required",
+    )
+
+
 def write(state: ServerState, admin: Admin, action: str, change: Callable[[], Outcome]) -> Outcome:
     """Run one write; count it and log the audit line when it changed something.
 
     With ``Settings.requires_approval`` only the kill switch and an approved change
-    request's apply write directly (403 otherwise, pointing at change requests).
+    request's apply write directly (403 otherwise, pointing at change requests). With
+    ``Settings.requires_comment`` every other write must carry a comment (422).
     """
     if state.settings.requires_approval and action not in DIRECT_UNDER_APPROVAL:
         raise ApiError(
@@ -260,6 +271,9 @@ def write(state: ServerState, admin: Admin, action: str, change: Callable[[], Ou
             "(a second person approves it, then it is applied); only the kill switch writes directly",
             change_requests=f"{PREFIX}/change-requests",
         )
+    commented = COMMENT_MARK in (admin.author or "")
+    if state.settings.requires_comment and action not in DIRECT_UNDER_APPROVAL and not commented:
+        raise comment_required()
     outcome = change()
     if outcome.changed:
         state.metrics.inc("flagstaff_writes_total", action=action)

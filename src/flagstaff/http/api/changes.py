@@ -33,7 +33,17 @@ from flagstaff.changes import (
     Status,
     WrongStatus,
 )
-from flagstaff.http.api._common import PREFIX, ApiError, call, fields, if_match, query, read_json, request_id
+from flagstaff.http.api._common import (
+    PREFIX,
+    ApiError,
+    call,
+    comment_required,
+    fields,
+    if_match,
+    query,
+    read_json,
+    request_id,
+)
 from flagstaff.http.auth import require
 from flagstaff.http.present import document_or_text, json_changes
 from flagstaff.http.scheduler import StaleProposal, apply_change, base_document
@@ -168,6 +178,8 @@ async def propose(request: Request) -> Response:
         raise ApiError(400, "'comment' must be a string")
     apply_at = parse_apply_at(body.get("apply_at"))
     state = state_of(request)
+    if state.settings.requires_comment and not comment.strip():
+        raise comment_required()
     document = body["document"]
 
     def work() -> ChangeRequest:

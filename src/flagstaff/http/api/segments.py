@@ -31,6 +31,7 @@ from flagstaff.http.api._common import (
     segment_summary_of,
     write,
 )
+from flagstaff.http.api.flags import commented
 from flagstaff.http.api.history import history_limit
 from flagstaff.http.auth import require
 from flagstaff.http.present import history_entry, segment_summary, segment_users
@@ -81,9 +82,9 @@ async def put_segment(request: Request) -> Response:
         if expect is not None:
             raise ApiError(400, "give If-Match (replace that version) or If-None-Match: * (create), not both")
         expect = 0
-    body = fields(await read_json(request), ("document",))
+    body = fields(await read_json(request), ("document",), ("comment",))
     state = state_of(request)
-    admin = state.admin_for(principal, request_id(request))
+    admin = commented(state.admin_for(principal, request_id(request)), body.get("comment"))
     document = body["document"]
     # Admin.set validates the segment and writes nothing for the document it already has.
     outcome = await call(write, state, admin, "replace", lambda: admin.set(key, document, expect=expect))
@@ -94,12 +95,12 @@ async def put_segment(request: Request) -> Response:
 
 
 async def delete_segment(request: Request) -> Response:
-    query(request)
+    params = query(request, "comment")
     principal = require(request, Permission.WRITE)
     key = _key(request)
     expect = if_match(request)
     state = state_of(request)
-    admin = state.admin_for(principal, request_id(request))
+    admin = commented(state.admin_for(principal, request_id(request)), params.get("comment"))
     if await call(state.store.get, key) is None:  # (Admin would say "no flag named 'segment:…'")
         raise ApiError(404, f"no segment named {segment_name(key)!r}")
     # In use by flags: Admin refuses, and call() answers 409 with them in used_by.
