@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-hanoi-upstream lint bench venv clean
+.PHONY: run test test-hanoi-upstream lint bench bench-peers venv clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,12 @@ test-hanoi-upstream: venv
 
 bench: venv
 	$(BIN)/python benchmarks/run.py
+
+# flagstaff beside GrowthBook, LaunchDarkly, Unleash, Flagsmith and OpenFeature+flagd, offline
+# (docs/benchmarks.md). Installs the bench extra first: the peers are not in dev.
+bench-peers: venv
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/bench_peers.py --plot bench-peers.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
