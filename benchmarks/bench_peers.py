@@ -132,11 +132,11 @@ def no_network() -> Iterator[NetLog]:
         log.refused.append(str(address))
         raise OSError(f"bench_peers: network refused to {address!r}")
 
-    def connect(self: socket.socket, address: Any) -> None:
+    def connect(self: Any, address: Any) -> None:
         check(address)
         real_connect(self, address)
 
-    def connect_ex(self: socket.socket, address: Any) -> int:
+    def connect_ex(self: Any, address: Any) -> int:
         check(address)
         return real_connect_ex(self, address)
 
@@ -287,7 +287,7 @@ def _launchdarkly(tmp: Path) -> Peer:
     )
     client = LDClient(config=config, start_wait=10)
     if not client.is_initialized():
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]
         raise RuntimeError("the file data source did not initialise")
     variation = client.variation
 
@@ -317,8 +317,8 @@ def _launchdarkly(tmp: Path) -> Peer:
 
 
 def _unleash(tmp: Path) -> Peer:
-    from UnleashClient import UnleashClient
     from UnleashClient.cache import FileCache
+    from UnleashClient.clients.unleash_client import UnleashClient
 
     def toggle(name: str, strategies: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {"name": name, "enabled": True, "strategies": strategies, "impressionData": False, **extra}
