@@ -448,6 +448,7 @@ def _flagd(tmp: Path) -> Peer:
     from openfeature.contrib.provider.flagd import FlagdProvider
     from openfeature.contrib.provider.flagd.config import ResolverType
     from openfeature.evaluation_context import EvaluationContext
+    from openfeature.provider import ProviderStatus
 
     def boolean(targeting: dict[str, Any] | None, default: str = "off") -> dict[str, Any]:
         flag: dict[str, Any] = {
@@ -478,8 +479,16 @@ def _flagd(tmp: Path) -> Peer:
     path.write_text(json.dumps(flags))
     provider = FlagdProvider(resolver_type=ResolverType.IN_PROCESS, offline_flag_source_path=str(path))
     domain = "flagstaff-bench-flagd"
-    api.set_provider(provider, domain=domain)
+    # The file is read by a watcher thread: wait until the provider says it holds the flags, or
+    # the first checks get the defaults (seen: 208 of 500 "on for everyone" checks off).
+    api.set_provider_and_wait(provider, domain=domain)
     client = api.get_client(domain=domain)
+    deadline = time.monotonic() + 10
+    while client.get_provider_status() != ProviderStatus.READY:
+        if time.monotonic() > deadline:
+            provider.shutdown()
+            raise RuntimeError(f"flagd provider not ready: {client.get_provider_status()}")
+        time.sleep(0.01)
     get_bool, get_str = client.get_boolean_value, client.get_string_value
 
     def ctx(uid: str, plan: str) -> EvaluationContext:
