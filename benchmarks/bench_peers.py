@@ -1,6 +1,6 @@
 """flagstaff beside the peer SDKs: ns per check on equivalent flags, all in one run.
 
-Five peers, each fed the same four flags from local data, with no network at all:
+Five peer SDKs, each fed the same four flags from local data, with no network at all:
 
 * GrowthBook (``growthbook``): a features dict passed to ``GrowthBook(...)``.
 * LaunchDarkly (``launchdarkly-server-sdk``): the file data source (full flag JSON, so
@@ -12,6 +12,9 @@ Five peers, each fed the same four flags from local data, with no network at all
   environment document.
 * OpenFeature + flagd (``openfeature-provider-flagd``): ``ResolverType.IN_PROCESS`` with
   ``offline_flag_source_path`` (a flagd flag file, fractional and JSON-logic targeting).
+
+and, to show what the OpenFeature SDK itself adds to a check, OpenFeature + flagstaff's own
+provider (``flagstaff.integrations.openfeature``) on the same flags as flagstaff's rows.
 
 The four cases: (a) a boolean flag on for everyone, (b) a 10% rollout by user id, (c) a rule
 ``plan == "pro"`` (half the users are pro), (d) an experiment of two variants, 50/50. Every
@@ -158,7 +161,7 @@ def no_network() -> Iterator[NetLog]:
 # --- the SDKs, each on the four flags ------------------------------------------------------
 
 
-def _flagstaff(tmp: Path) -> Peer:
+def _flagstaff_client() -> tuple[Client, Callable[[], None]]:
     store = MemoryStore()
     docs = {
         "bool": "on",
@@ -169,12 +172,17 @@ def _flagstaff(tmp: Path) -> Peer:
     for name, doc in docs.items():
         store.put(name, json.dumps(doc))
     client = Client(store, Options(timeout=30))
-    is_enabled, variant = client.is_enabled, client.variant
 
     def close() -> None:
         client.close()
         store.close()
 
+    return client, close
+
+
+def _flagstaff(tmp: Path) -> Peer:
+    client, close = _flagstaff_client()
+    is_enabled, variant = client.is_enabled, client.variant
     return Peer(
         "flagstaff",
         lambda uid, plan: Context(user_id=uid, attributes={"plan": plan}),
@@ -444,11 +452,8 @@ def _flagsmith(tmp: Path) -> Peer:
 
 
 def _flagd(tmp: Path) -> Peer:
-    from openfeature import api
     from openfeature.contrib.provider.flagd import FlagdProvider
     from openfeature.contrib.provider.flagd.config import ResolverType
-    from openfeature.evaluation_context import EvaluationContext
-    from openfeature.provider import ProviderStatus
 
     def boolean(targeting: dict[str, Any] | None, default: str = "off") -> dict[str, Any]:
         flag: dict[str, Any] = {
@@ -478,16 +483,32 @@ def _flagd(tmp: Path) -> Peer:
     path = tmp / "flagd.json"
     path.write_text(json.dumps(flags))
     provider = FlagdProvider(resolver_type=ResolverType.IN_PROCESS, offline_flag_source_path=str(path))
-    domain = "flagstaff-bench-flagd"
-    # The file is read by a watcher thread: wait until the provider says it holds the flags, or
-    # the first checks get the defaults (seen: 208 of 500 "on for everyone" checks off).
+    return _openfeature("OpenFeature+flagd", provider, provider.shutdown)
+
+
+def _openfeature_flagstaff(tmp: Path) -> Peer:
+    """flagstaff's own OpenFeature provider: what the OpenFeature SDK adds to a check."""
+    from flagstaff.integrations.openfeature import FlagstaffProvider
+
+    client, close = _flagstaff_client()
+    return _openfeature("OpenFeature+flagstaff", FlagstaffProvider(client), close)
+
+
+def _openfeature(name: str, provider: Any, close: Callable[[], None]) -> Peer:
+    from openfeature import api
+    from openfeature.evaluation_context import EvaluationContext
+    from openfeature.provider import ProviderStatus
+
+    domain = f"flagstaff-bench-{name}"
+    # flagd's file is read by a watcher thread: wait until the provider says it holds the flags,
+    # or the first checks get the defaults (seen: 208 of 500 "on for everyone" checks off).
     api.set_provider_and_wait(provider, domain=domain)
     client = api.get_client(domain=domain)
     deadline = time.monotonic() + 10
     while client.get_provider_status() != ProviderStatus.READY:
         if time.monotonic() > deadline:
-            provider.shutdown()
-            raise RuntimeError(f"flagd provider not ready: {client.get_provider_status()}")
+            close()
+            raise RuntimeError(f"provider not ready: {client.get_provider_status()}")
         time.sleep(0.01)
     get_bool, get_str = client.get_boolean_value, client.get_string_value
 
@@ -495,7 +516,7 @@ def _flagd(tmp: Path) -> Peer:
         return EvaluationContext(targeting_key=uid, attributes={"plan": plan})
 
     return Peer(
-        "OpenFeature+flagd",
+        name,
         ctx,
         {
             CASES[0]: lambda c: get_bool("bool", False, c),
@@ -509,7 +530,7 @@ def _flagd(tmp: Path) -> Peer:
             CASES[2]: lambda u, p: get_bool("rule", False, EvaluationContext(u, {"plan": p})),
             CASES[3]: lambda u, p: get_str("exp", "none", EvaluationContext(u, {"plan": p})),
         },
-        provider.shutdown,
+        close,
     )
 
 
@@ -520,6 +541,7 @@ PEERS: list[tuple[str, str, str, Callable[[Path], Peer]]] = [
     ("Unleash", "UnleashClient", "UnleashClient", _unleash),
     ("Flagsmith", "flagsmith", "flagsmith", _flagsmith),
     ("OpenFeature+flagd", "openfeature.contrib.provider.flagd", "openfeature-provider-flagd", _flagd),
+    ("OpenFeature+flagstaff", "openfeature", "openfeature-sdk", _openfeature_flagstaff),
 ]
 
 
