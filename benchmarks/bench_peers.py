@@ -783,16 +783,23 @@ def plot(report: Report, path: str) -> None:
                     if r.sdk == sdk and r.case == case and r.mode == mode and r.ns is not None:
                         ys.append(i + (j - 0.5) * 0.38)
                         xs.append(r.ns)
-            ax.barh(ys, xs, height=0.36, label=mode)
+            bars = ax.barh(ys, xs, height=0.36, label=mode)
+            ax.bar_label(bars, labels=[f"{x:,.0f}" for x in xs], fontsize=7, padding=2)
         ax.axvline(report.floor, color="grey", linestyle="--", linewidth=1, label="floor")
         ax.set_xscale("log")
         ax.set_title(case, fontsize=10)
         ax.set_xlabel("ns per check (log)")
     axes[0].set_yticks(range(len(sdks)), sdks)
     axes[0].invert_yaxis()
-    axes[-1].legend(fontsize=8, loc="lower right")
-    fig.suptitle("Checks in-process, no network: flagstaff beside peer SDKs (lower is faster)", fontsize=11)
-    fig.tight_layout()
+    right = max(r.ns for r in measured if r.ns is not None) * 8  # room for the labels
+    for ax in axes:
+        ax.set_xlim(left=report.floor / 2, right=right)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.suptitle(
+        "A check in-process, no network: flagstaff beside peer SDKs (ns, lower is faster)", fontsize=11
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
