@@ -277,7 +277,7 @@ def _snapshot_rows(quick: bool) -> list[Row]:
             doc = json.dumps({"percentage": k % 100, "owner": "team"})
             change = Change("flag_7", Record("flag_7", doc, k + 2), n + 1 + k)
             t0 = time.perf_counter()
-            client.follower._apply(change, changed)
+            client.follower._apply_group([change], changed, [])
             applies.append(time.perf_counter() - t0)
         assert len(client.snapshot) == n and client.snapshot.revision == n + len(applies)
     finally:
