@@ -1,0 +1,194 @@
+"""Large member lists: a compact, exact set of strings for ``users`` lists and segments.
+
+A ``users`` list of a flag, a targeting rule or a segment (and a segment's
+``exclude_users``) with more than :data:`COMPACT_ABOVE` entries is compiled into a
+:class:`MemberSet` instead of a ``frozenset``: a Python set of 1,000,000 short ids
+holds about 100 MB (a str object of ~60 bytes plus a hash-table slot per member); a
+:class:`MemberSet` holds the members' UTF-8 bytes end to end in one ``bytes`` blob
+plus two arrays of 4-byte integers, about 20 MB for the same million.
+
+Layout (``n`` members, ``2**k >= n`` buckets):
+
+* ``blob``: every member's UTF-8 bytes, concatenated, grouped by bucket;
+* ``starts``: ``array`` of ``n + 1`` offsets, member ``i`` is ``blob[starts[i]:starts[i + 1]]``;
+* ``buckets``: ``array`` of ``2**k + 1`` member indexes, bucket ``b`` holds members
+  ``buckets[b]`` to ``buckets[b + 1] - 1``.
+
+A member's bucket is the low ``k`` bits of Python's own ``hash`` of the ``str`` (cached
+on the string, so a context's id is hashed once, not per flag). A lookup reads one
+bucket (under one member on average) and compares the *bytes* of each candidate with
+the probe's: membership is exact, a hash collision never admits a non-member.
+
+``hash`` of a ``str`` is salted per process (``PYTHONHASHSEED``), so the layout is
+never stored or sent anywhere: a pickled :class:`MemberSet` carries its members and
+rebuilds the buckets when loaded.
+
+Strings are encoded with ``surrogatepass``: a JSON document may hold a lone surrogate
+(``"\\ud800"``), which strict UTF-8 refuses; the encoding stays one-to-one, so comparing
+bytes is comparing strings.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import accumulate, repeat
+from typing import Any
+
+from flagstaff.context import Context
+
+__all__ = ["COMPACT_ABOVE", "MemberSet", "users_test"]
+
+COMPACT_ABOVE = 1_000
+"""Lists longer than this compile into a :class:`MemberSet`; shorter ones keep a
+``frozenset`` (faster per lookup, and small)."""
+
+# 4-byte unsigned offsets ("I" is 4 bytes on every platform CPython supports; the blob
+# falls back to 8-byte offsets past 4 GiB).
+_INDEX = "I" if array("I").itemsize >= 4 else "L"
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+class MemberSet:
+    """An immutable set of strings, compact and exact. ``text in s`` as for a frozenset;
+    :meth:`has` is the hot-path form for a caller that already holds the UTF-8 bytes."""
+
+    __slots__ = ("_blob", "_buckets", "_len", "_mask", "_starts")
+
+    _blob: bytes
+    _buckets: array[int]
+    _len: int
+    _mask: int
+    _starts: array[int]
+
+    def __init__(self, members: Iterable[str]) -> None:
+        unique = list(dict.fromkeys(members))  # duplicates would only cost memory
+        n = len(unique)
+        size = 1
+        while size < n:
+            size <<= 1
+        mask = size - 1
+        bucket_of = [hash(m) & mask for m in unique]
+        ordered = list(map(unique.__getitem__, sorted(range(n), key=bucket_of.__getitem__)))
+        del unique
+        text = "".join(ordered)
+        if text.isascii():  # the common case: one encode, and a member's bytes are its characters
+            blob = text.encode("ascii")
+            lengths: Iterable[int] = map(len, ordered)
+        else:
+            encoded = list(map(_encode, ordered))
+            blob = b"".join(encoded)
+            lengths = map(len, encoded)
+        del text
+        starts = array(_INDEX if len(blob) < 2**32 else "Q", accumulate(lengths, initial=0))
+        del ordered
+        counts = Counter(bucket_of)
+        buckets = array(_INDEX, accumulate(map(counts.get, range(size), repeat(0)), initial=0))
+        setattr_ = object.__setattr__
+        setattr_(self, "_blob", blob)
+        setattr_(self, "_starts", starts)
+        setattr_(self, "_buckets", buckets)
+        setattr_(self, "_mask", mask)
+        setattr_(self, "_len", n)
+
+    def has(self, text: str, key: bytes) -> bool:
+        """Whether ``text`` (whose UTF-8 bytes are ``key``) is a member. Never raises."""
+        b = hash(text) & self._mask
+        buckets = self._buckets
+        lo = buckets[b]
+        hi = buckets[b + 1]
+        if lo == hi:
+            return False
+        starts, blob = self._starts, self._blob
+        if hi - lo == 1:
+            return blob[starts[lo] : starts[hi]] == key
+        for i in range(lo, hi):  # noqa: SIM110  (a loop: any() over a generator is slower here)
+            if blob[starts[i] : starts[i + 1]] == key:
+                return True
+        return False
+
+    def __contains__(self, text: object) -> bool:
+        return isinstance(text, str) and self.has(text, _encode(text))
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[str]:
+        blob, starts = self._blob, self._starts
+        for i in range(self._len):
+            yield blob[starts[i] : starts[i + 1]].decode("utf-8", "surrogatepass")
+
+    def __repr__(self) -> str:
+        return f"<MemberSet of {self._len} members, {self.nbytes} bytes>"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the blob and the two arrays (not counting object headers)."""
+        return (
+            len(self._blob)
+            + self._starts.itemsize * len(self._starts)
+            + self._buckets.itemsize * len(self._buckets)
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MemberSet):
+            return self._len == other._len and all(m in other for m in self)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equality by members, like a set compared to a list
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"MemberSet is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"MemberSet is immutable: cannot delete {name!r}")
+
+    def __reduce__(self) -> tuple[Callable[[Sequence[str]], MemberSet], tuple[list[str]]]:
+        # The buckets depend on this process's str hash seed: rebuild them when loaded.
+        return (MemberSet, (list(self),))
+
+
+def users_test(names: Sequence[str]) -> Callable[[Context], bool]:
+    """The ``users`` test over a large list: the user id is one of ``names``, or the
+    user name is, compared case-insensitively, exactly as the ``frozenset`` form
+    (``ctx.user_id in names or ctx.user_name.lower() in {n.lower() for n in names}``).
+
+    The lower-cased names are not held twice: a lower-case member is its own lower
+    case, so only the members that change under ``str.lower`` get a second entry
+    (``str.lower`` is idempotent, so a name's lower case can only equal a member that
+    is lower case already or the lower case of one that is not).
+    """
+    exact = MemberSet(names)
+    has = exact.has
+    folded = [low for n in names if (low := n.lower()) != n]
+    if not folded:
+
+        def users(ctx: Context) -> bool:
+            uid, key = ctx.user_id, ctx.user_key
+            if uid is not None and key is not None and has(uid, key):
+                return True
+            name = ctx.user_name
+            if name is None:
+                return False
+            low = name.lower()
+            return has(low, _encode(low))
+
+        return users
+    has_folded = MemberSet(folded).has
+
+    def users_folded(ctx: Context) -> bool:
+        uid, key = ctx.user_id, ctx.user_key
+        if uid is not None and key is not None and has(uid, key):
+            return True
+        name = ctx.user_name
+        if name is None:
+            return False
+        low = name.lower()
+        low_key = _encode(low)
+        return has(low, low_key) or has_folded(low, low_key)
+
+    return users_folded
