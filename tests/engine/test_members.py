@@ -44,6 +44,17 @@ def test_lone_surrogates_are_members_like_any_string(members: list[str]) -> None
     assert "\ud801" not in compact and "a" + "\udffe" not in compact
 
 
+def test_long_members_carry_longer_length_prefixes() -> None:
+    # lengths around the one-byte prefix's limit (127) and far past it, in UTF-8 bytes
+    members = ["x" * n for n in (0, 1, 126, 127, 128, 129, 300, 16_383, 16_384, 70_000)] + ["é" * 64]
+    members += [f"id-{i}" for i in range(50)]  # neighbours in the same buckets
+    compact = MemberSet(members)
+    assert set(compact) == set(members)
+    for m in members:
+        assert m in compact and m + "!" not in compact and m[:-1] + "y" not in compact
+    assert "é" * 63 not in compact and "x" * 131 not in compact
+
+
 def test_every_bucket_collision_is_confirmed_by_the_bytes() -> None:
     # 3,000 members in 4,096 buckets: many buckets hold two or more members, and every
     # probe that lands in one (the misses below land everywhere) is compared byte by byte.
