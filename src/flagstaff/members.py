@@ -197,32 +197,32 @@ def users_test(names: Sequence[str]) -> Callable[[Context], bool]:
     is lower case already or the lower case of one that is not).
     """
     exact = MemberSet(names)
-    has = exact.has
     folded = [low for n in names if (low := n.lower()) != n]
-    if not folded:
+    has_folded = MemberSet(folded).has if folded else None
+    has = exact.has
+    # MemberSet.has inlined for the user id (the call most evaluations make): its one-record
+    # bucket case here, anything else through has().
+    blob, buckets, mask = exact._blob, exact._buckets, exact._mask
 
-        def users(ctx: Context) -> bool:
-            uid, key = ctx.user_id, ctx.user_key
-            if uid is not None and key is not None and has(uid, key):
-                return True
-            name = ctx.user_name
-            if name is None:
-                return False
-            low = name.lower()
-            return has(low, _encode(low))
-
-        return users
-    has_folded = MemberSet(folded).has
-
-    def users_folded(ctx: Context) -> bool:
-        uid, key = ctx.user_id, ctx.user_key
-        if uid is not None and key is not None and has(uid, key):
-            return True
+    def users(ctx: Context) -> bool:
+        uid = ctx.user_id
+        if uid is not None:
+            b = hash(uid) & mask
+            pos = buckets[b]
+            end = buckets[b + 1]
+            key = ctx.user_key
+            if pos != end and key is not None:
+                size = len(key)
+                if end - pos == size + 1 and size < 128:
+                    if blob[pos] == size and blob.startswith(key, pos + 1):
+                        return True
+                elif has(uid, key):
+                    return True
         name = ctx.user_name
         if name is None:
             return False
         low = name.lower()
         low_key = _encode(low)
-        return has(low, low_key) or has_folded(low, low_key)
+        return has(low, low_key) or (has_folded is not None and has_folded(low, low_key))
 
-    return users_folded
+    return users
