@@ -99,7 +99,7 @@ class MemberSet:
     _mask: int
 
     def __init__(self, members: Iterable[str]) -> None:
-        unique = list(dict.fromkeys(members))  # duplicates would only cost memory
+        unique = list(set(members))  # duplicates would only cost memory; buckets give the order
         n = len(unique)
         size = 1
         while size < n:
@@ -197,7 +197,11 @@ def users_test(names: Sequence[str]) -> Callable[[Context], bool]:
     is lower case already or the lower case of one that is not).
     """
     exact = MemberSet(names)
-    folded = [low for n in names if (low := n.lower()) != n]
+    # All lower case (the common case), checked at C speed on the names joined: str.lower
+    # changes a character whatever its neighbours (only which sigma it gives depends on them).
+    text = "".join(names)
+    folded = [] if text.lower() == text else [low for n in names if (low := n.lower()) != n]
+    del text
     has_folded = MemberSet(folded).has if folded else None
     has = exact.has
     # MemberSet.has inlined for the user id (the call most evaluations make): its one-record
