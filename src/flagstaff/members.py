@@ -27,7 +27,8 @@ rebuilds the buckets when loaded.
 
 Strings are encoded with ``surrogatepass``: a JSON document may hold a lone surrogate
 (``"\\ud800"``), which strict UTF-8 refuses; the encoding stays one-to-one, so comparing
-bytes is comparing strings.
+bytes is comparing strings. The user id is compared through ``Context.user_key``, its
+strict UTF-8 bytes: the same bytes, since a context cannot hold an id with a surrogate.
 """
 
 from __future__ import annotations
