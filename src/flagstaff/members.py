@@ -9,12 +9,12 @@ plus one array of 4-byte offsets, about 16 MB for the same million.
 
 Layout (``n`` members, ``2**k >= n`` buckets):
 
-* ``blob``: every member as its UTF-8 length (a LEB128 varint: one byte below 128) and
-  then its UTF-8 bytes, records end to end, grouped by bucket;
-* ``buckets``: ``array`` of ``2**k + 1`` offsets into ``blob``, bucket ``b``'s records
-  are ``blob[buckets[b]:buckets[b + 1]]``.
+* ``blob``: every member's UTF-8 bytes, each between two ``0xFF`` bytes (a byte UTF-8
+  never holds), members grouped by bucket: ``FF m1 FF m2 ... FF mn FF``;
+* ``buckets``: ``array`` of ``2**k + 1`` offsets into ``blob``, bucket ``b``'s members
+  are ``blob[buckets[b]:buckets[b + 1]]`` (from its first member's leading ``FF``).
 
-For a million ids of 11 characters that is 12 MB of records and 4 MB of offsets.
+For a million ids of 11 characters that is 12 MB of members and 4 MB of offsets.
 
 A member's bucket is the low ``k`` bits of Python's own ``hash`` of the ``str`` (cached
 on the string, so a context's id is hashed once, not per flag). A lookup reads one
@@ -36,8 +36,7 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import accumulate, chain, repeat
-from operator import add
+from itertools import accumulate, repeat
 from typing import Any
 
 from flagstaff.context import Context
@@ -57,35 +56,19 @@ def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-_SHORT = [bytes((n,)) for n in range(128)]
+_SEP = 0xFF  # never a byte of UTF-8 (surrogatepass included): it marks where members start and end
 
 
-def _varint(n: int) -> bytes:
-    """``n`` as LEB128: seven bits a byte, low first, the high bit set on all but the last."""
-    if n < 128:
-        return _SHORT[n]
-    out = bytearray()
-    while n >= 128:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _read_varint(blob: bytes, pos: int) -> tuple[int, int]:
-    """The LEB128 number at ``pos`` and the position after it."""
-    n = blob[pos]
-    if n < 128:
-        return n, pos + 1
-    n &= 0x7F
-    shift = 7
-    while True:
-        pos += 1
-        byte = blob[pos]
-        n |= (byte & 0x7F) << shift
-        if byte < 128:
-            return n, pos + 1
-        shift += 7
+def _scan(blob: bytes, pos: int, end: int, key: bytes) -> bool:
+    """Whether ``key`` is one of the members in bucket ``blob[pos:end]`` (``blob[pos]`` and
+    ``blob[end]`` are separators): an occurrence of ``key`` between two separators."""
+    size = len(key)
+    i = blob.find(key, pos + 1, end)
+    while i >= 0:
+        if blob[i - 1] == _SEP and blob[i + size] == _SEP:
+            return True
+        i = blob.find(key, i + 1, end)
+    return False
 
 
 class MemberSet:
@@ -111,17 +94,13 @@ class MemberSet:
         del unique
         encoded = list(map(_encode, ordered))
         del ordered
-        records = list(map(len, encoded))  # each member's record: length prefix + bytes
-        prefixes = list(map(_varint, records))
-        blob = b"".join(chain.from_iterable(zip(prefixes, encoded, strict=True)))
+        blob = b"\xff".join([b"", *encoded, b""])  # FF m1 FF m2 ... FF mn FF
+        # member i's leading separator is at at[i]; the last one, at[n], closes the blob
+        at = list(accumulate(map(len, encoded), lambda total, size: total + size + 1, initial=0))
         del encoded
-        records = list(map(add, records, map(len, prefixes)))
-        del prefixes
-        # first member of each bucket (sorted by bucket), then its record's offset in blob
-        counts = Counter(bucket_of)
+        counts = Counter(bucket_of)  # members are in bucket order: first member of each bucket
         del bucket_of
         first = accumulate(map(counts.get, range(size), repeat(0)), initial=0)
-        at = list(accumulate(records, initial=0))
         buckets = array(_INDEX if len(blob) < 2**32 else "Q", map(at.__getitem__, first))
         setattr_ = object.__setattr__
         setattr_(self, "_blob", blob)
@@ -137,16 +116,7 @@ class MemberSet:
         end = buckets[b + 1]
         if pos == end:
             return False
-        blob = self._blob
-        size = len(key)
-        if end - pos == size + 1 and size < 128:  # one record of this length: the usual hit
-            return blob[pos] == size and blob.startswith(key, pos + 1)
-        while pos < end:
-            length, pos = _read_varint(blob, pos)
-            if length == size and blob.startswith(key, pos):
-                return True
-            pos += length
-        return False
+        return _scan(self._blob, pos, end, key)
 
     def __contains__(self, text: object) -> bool:
         return isinstance(text, str) and self.has(text, _encode(text))
@@ -155,11 +125,9 @@ class MemberSet:
         return self._len
 
     def __iter__(self) -> Iterator[str]:
-        blob, pos = self._blob, 0
-        while pos < len(blob):
-            length, pos = _read_varint(blob, pos)
-            yield blob[pos : pos + length].decode("utf-8", "surrogatepass")
-            pos += length
+        if self._len:
+            for member in self._blob[1:-1].split(b"\xff"):
+                yield member.decode("utf-8", "surrogatepass")
 
     def __repr__(self) -> str:
         return f"<MemberSet of {self._len} members, {self.nbytes} bytes>"
@@ -205,9 +173,8 @@ def users_test(names: Sequence[str]) -> Callable[[Context], bool]:
     del text
     has_folded = MemberSet(folded).has if folded else None
     has = exact.has
-    # MemberSet.has inlined for the user id (the call most evaluations make): its one-record
-    # bucket case here, anything else through has().
-    blob, buckets, mask = exact._blob, exact._buckets, exact._mask
+    # MemberSet.has inlined for the user id (the call most evaluations make).
+    blob, buckets, mask, scan = exact._blob, exact._buckets, exact._mask, _scan
 
     def users(ctx: Context) -> bool:
         uid = ctx.user_id
@@ -217,11 +184,10 @@ def users_test(names: Sequence[str]) -> Callable[[Context], bool]:
             end = buckets[b + 1]
             key = ctx.user_key
             if pos != end and key is not None:
-                size = len(key)
-                if end - pos == size + 1 and size < 128:
-                    if blob[pos] == size and blob.startswith(key, pos + 1):
+                if end - pos == len(key) + 1:  # FF + key, if a member, fills its bucket
+                    if blob.startswith(key, pos + 1):
                         return True
-                elif has(uid, key):
+                elif scan(blob, pos, end, key):
                     return True
         name = ctx.user_name
         if name is None:
