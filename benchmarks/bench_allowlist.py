@@ -42,6 +42,7 @@ from _row import Row
 
 from flagstaff import Context, evaluate
 from flagstaff.client import Client, Options
+from flagstaff.members import COMPACT_ABOVE
 from flagstaff.model import parse_flag, parse_text
 from flagstaff.segments import parse_segment_text
 from flagstaff.stores.memory import MemoryStore
@@ -124,7 +125,7 @@ def rows(n: int, batches: int) -> list[Row]:
         with _compact_above(_NOT_COMPACT):
             today = _held_mb(build)
             today_s = _seconds(build, 1)
-        with _compact_above(1_000):
+        with _compact_above(COMPACT_ABOVE):
             compact = _held_mb(build)
             compact_s = _seconds(build, 1 if n < 1_000_000 else 3)
         table.append(Row(GROUP, f"memory: {label} {what} (floor: today)", compact, "MB", today, mem_target))
@@ -134,7 +135,7 @@ def rows(n: int, batches: int) -> list[Row]:
 
     evaluated: dict[tuple[str, bool], float] = {}
     for compact in (False, True):
-        with _compact_above(1_000 if compact else _NOT_COMPACT):
+        with _compact_above(COMPACT_ABOVE if compact else _NOT_COMPACT):
             flag = parse_flag("allow", flag_doc)
         for case, contexts in (("hit", hits), ("miss", misses)):
             evaluated[case, compact] = _median_ns(partial(evaluate, flag), contexts, batches)
@@ -163,7 +164,7 @@ def _client_rows(
 ) -> list[Row]:
     figures: dict[tuple[str, str, bool], float] = {}
     for compact in (False, True):
-        with _compact_above(1_000 if compact else _NOT_COMPACT):
+        with _compact_above(COMPACT_ABOVE if compact else _NOT_COMPACT):
             store = MemoryStore()
             store.put("allow", json.dumps(flag_doc))
             store.put("segment:big", json.dumps(segment_doc))
