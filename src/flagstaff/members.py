@@ -175,7 +175,7 @@ def users_test(names: Sequence[str]) -> Callable[[Context], bool]:
     has_folded = MemberSet(folded).has if folded else None
     has = exact.has
     # MemberSet.has inlined for the user id (the call most evaluations make).
-    blob, buckets, mask, scan = exact._blob, exact._buckets, exact._mask, _scan
+    blob, buckets, mask, scan, sep = exact._blob, exact._buckets, exact._mask, _scan, _SEP
 
     def users(ctx: Context) -> bool:
         uid = ctx.user_id
@@ -185,11 +185,14 @@ def users_test(names: Sequence[str]) -> Callable[[Context], bool]:
             end = buckets[b + 1]
             key = ctx.user_key
             if pos != end and key is not None:
-                if end - pos == len(key) + 1:  # FF + key, if a member, fills its bucket
+                size = len(key)
+                if end - pos == size + 1:  # FF + key, if a member, fills its bucket
                     if blob.startswith(key, pos + 1):
                         return True
-                elif scan(blob, pos, end, key):
-                    return True
+                else:  # _scan's first step, inlined: an occurrence between two separators
+                    i = blob.find(key, pos + 1, end)
+                    if i >= 0 and (blob[i - 1] == sep == blob[i + size] or scan(blob, i, end, key)):
+                        return True
         name = ctx.user_name
         if name is None:
             return False
