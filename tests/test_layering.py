@@ -16,7 +16,7 @@ layer          modules                                       what it owns
 ground         errors, runtime, context, decision,           the vocabulary every layer uses
                bucketing, forcing, _extras
 document       document                                      the wire format
-model          rules, segments, checks, model                a document compiled into a Flag
+model          rules, segments, checks, model, members       a document compiled into a Flag
 evaluation     evaluate, snapshot                            pure decisions, immutable snapshots
 stores         stores, stores.*                              the backends (see below)
 client         cache, follower, edits, admin, scope,         following, writing, deciding,
@@ -61,7 +61,7 @@ PACKAGE = "flagstaff"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ground", ("errors", "runtime", "context", "decision", "bucketing", "forcing", "_extras")),
     ("document", ("document",)),
-    ("model", ("rules", "segments", "checks", "model")),
+    ("model", ("rules", "segments", "checks", "model", "members")),
     ("evaluation", ("evaluate", "snapshot")),
     ("stores", ("stores",)),
     (

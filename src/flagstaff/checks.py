@@ -57,6 +57,7 @@ from flagstaff.bucketing import (
 from flagstaff.context import Context
 from flagstaff.decision import Decision, Reason
 from flagstaff.errors import Problem
+from flagstaff.members import COMPACT_ABOVE, users_test
 from flagstaff.rules import Condition, attribute_getter
 
 __all__ = [
@@ -165,7 +166,11 @@ def logged_out(d: Decision, miss: Decision | None) -> Check:
 
 def users(d: Decision, names: Sequence[str], miss: Decision | None) -> Check:
     """``users``: ``d`` when the user id is one of ``names``, or the user name is,
-    compared case-insensitively."""
+    compared case-insensitively. A list longer than
+    :data:`~flagstaff.members.COMPACT_ABOVE` is held in a compact
+    :class:`~flagstaff.members.MemberSet` (same answers, a fifth of the memory)."""
+    if len(names) > COMPACT_ABOVE:
+        return passes(d, users_test(names), miss)
     exact = frozenset(names)
     lower = frozenset(u.lower() for u in names)
 
@@ -176,6 +181,11 @@ def users(d: Decision, names: Sequence[str], miss: Decision | None) -> Check:
         return d if name is not None and name.lower() in lower else miss
 
     return users_check
+
+
+def passes(d: Decision, test: Member, miss: Decision | None) -> Check:
+    """``d`` when ``test`` holds (a compiled membership test, such as a large ``users`` list's)."""
+    return lambda ctx: d if test(ctx) else miss
 
 
 def regex(d: Decision, search: Callable[[str], object | None], miss: Decision | None) -> Check:
