@@ -123,8 +123,10 @@ class Context:
             setattr_(self, "time", _to_epoch(self.time))
         if type(self.attributes) is not MappingProxyType:
             setattr_(self, "attributes", MappingProxyType(dict(self.attributes)))
-        setattr_(self, "user_key", None if uid is None else uid.encode())
-        setattr_(self, "cookie_key", None if cid is None else cid.encode())
+        # surrogatepass: an id holding a lone surrogate (decoded from bad bytes upstream) still
+        # gets bytes to bucket by, instead of failing to build (ids that are text are unchanged).
+        setattr_(self, "user_key", None if uid is None else uid.encode("utf-8", "surrogatepass"))
+        setattr_(self, "cookie_key", None if cid is None else cid.encode("utf-8", "surrogatepass"))
 
     @property
     def bucketing_id(self) -> str | None:

@@ -367,3 +367,10 @@ def test_the_shared_context_table_is_bounded(monkeypatch: pytest.MonkeyPatch) ->
     for i in range(35):
         assert to_context(f"bounded-{i}").user_id == f"bounded-{i}"
         assert len(context_module._BY_ID) <= 10
+
+
+def test_an_id_with_a_lone_surrogate_still_makes_a_context() -> None:
+    ctx = Context(user_id="u\ud800", cookie_id="c\udfff")
+    assert ctx.user_key == b"u\xed\xa0\x80" and ctx.cookie_key == b"c\xed\xbf\xbf"
+    decision = evaluate(parse_flag("pct", {"percentage": 50}), ctx)
+    assert decision.reason is not Reason.ERROR
