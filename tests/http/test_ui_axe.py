@@ -68,19 +68,21 @@ def site_fixture(browser: WebDriver, tmp_path_factory: pytest.TempPathFactory) -
     # accessibility, so this browser session ignores it while these tests run.
     browser.execute_cdp_cmd("Page.setBypassCSP", {"enabled": True})  # type: ignore[attr-defined]
     size = browser.get_window_size()
+    server = make_dashboard(browser, tmp_path_factory.mktemp("axe"))
     try:
-        for dashboard in make_dashboard(browser, tmp_path_factory.mktemp("axe")):
-            admin = dashboard.state.admin
-            assert admin.set("segment:staff", SEGMENT).changed
-            assert admin.set("staff_preview", RULES).changed
-            response = dashboard.api("PUT", "/flags/new_checkout", {"document": {"percentage": 40}})
-            assert response.status_code == 200, response.text
-            # Someone else proposes a change, so the admin's page shows approve and reject.
-            alice = make_token(dashboard.state, Permission.WRITE, "alice")
-            _post(dashboard, alice, "/change-requests", {"flag": "dark_mode", "document": "off"})
-            dashboard.login()
-            yield dashboard
+        dashboard = next(server)
+        admin = dashboard.state.admin
+        assert admin.set("segment:staff", SEGMENT).changed
+        assert admin.set("staff_preview", RULES).changed
+        response = dashboard.api("PUT", "/flags/new_checkout", {"document": {"percentage": 40}})
+        assert response.status_code == 200, response.text
+        # Someone else proposes a change, so the admin's page shows approve and reject.
+        alice = make_token(dashboard.state, Permission.WRITE, "alice")
+        _post(dashboard, alice, "/change-requests", {"flag": "dark_mode", "document": "off"})
+        dashboard.login()
+        yield dashboard
     finally:
+        server.close()  # stops the server
         browser.set_window_size(size["width"], size["height"])
         browser.execute_cdp_cmd("Page.setBypassCSP", {"enabled": False})  # type: ignore[attr-defined]
 
