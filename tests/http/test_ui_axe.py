@@ -97,18 +97,33 @@ def _post(dashboard: Dashboard, token: str, path: str, body: Any) -> None:
         assert response.status == 201, response.read()
 
 
-def _violations(driver: WebDriver) -> list[dict[str, Any]]:
+# axe-core 3.1 (the version axe-selenium-python 2.1 bundles; 3.0 needs Python 3.12) counts
+# autocomplete="off" as fitting only type=text inputs, a bug fixed upstream (dequelabs/axe-core
+# issue 1109): HTML allows "on" and "off" on every input, and the search box and the token
+# field use "off" on purpose. Its check takes extra term -> input types pairs as options, so
+# the rule keeps running on every page with the two state terms allowed for every type.
+_INPUT_TYPES = ["text", "search", "password", "email", "tel", "url", "number", "date", "month"]
+_AUTOCOMPLETE_FIX = json.dumps(
+    {"checks": [{"id": "autocomplete-appropriate", "options": {"on": _INPUT_TYPES, "off": _INPUT_TYPES}}]}
+)
+
+
+def _violations(driver: WebDriver, *, skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     axe = Axe(driver)
     axe.inject()
-    results = axe.run(options=json.dumps({"resultTypes": ["violations"]}))
+    driver.execute_script(f"axe.configure({_AUTOCOMPLETE_FIX});")
+    rules = {rule: {"enabled": False} for rule in skip}
+    results = axe.run(options=json.dumps({"resultTypes": ["violations"], "rules": rules}))
     return list(results["violations"])
 
 
 def _describe(violations: list[dict[str, Any]]) -> str:
     lines = []
     for v in violations:
-        targets = ", ".join(" ".join(node["target"]) for node in v["nodes"])
-        lines.append(f"{v['id']} ({v['impact']}): {v['help']} at {targets}")
+        lines.append(f"{v['id']} ({v['impact']}): {v['help']}")
+        for node in v["nodes"]:
+            why = " ".join((node.get("failureSummary") or "").split())
+            lines.append(f"  at {' '.join(node['target'])}: {why}")
     return "\n".join(lines)
 
 
@@ -126,3 +141,34 @@ def test_page_has_no_axe_violations(site: Dashboard, path: str, size: tuple[int,
     site.driver.execute_script("document.querySelectorAll('details').forEach(d => { d.open = true; });")
     violations = _violations(site.driver)
     assert violations == [], f"{path} at {width} px:\n{_describe(violations)}"
+
+
+def test_the_open_confirmation_dialog_has_no_axe_violations(site: Dashboard) -> None:
+    site.driver.set_window_size(WIDTH, HEIGHT)
+    site.open("/")
+    site.wait_live()
+    site.css("#flag-dark_mode button[data-action=kill]").click()
+    site.wait(lambda d: d.execute_script("return document.getElementById('confirm').open"))
+    # "region" cannot apply here: a modal dialog's content belongs outside the page's
+    # landmarks (ARIA Authoring Practices, landmark design), and axe-core 3.1 exempts only an
+    # explicit role="dialog", not the native <dialog> (later axe exempts both: axe-core PR
+    # 2586). The same page with the dialog closed passes "region" in the test above.
+    violations = _violations(site.driver, skip=("region",))
+    site.css("#confirm-cancel").click()
+    site.wait(lambda d: not d.execute_script("return document.getElementById('confirm').open"))
+    assert violations == [], f"the kill confirmation:\n{_describe(violations)}"
+    assert site.record("dark_mode")[1] == "on"  # cancelled: nothing changed
+
+
+def test_axe_reports_a_planted_fault(site: Dashboard) -> None:
+    """The harness is not vacuous: a field without its label and faint text are found."""
+    site.driver.set_window_size(WIDTH, HEIGHT)
+    site.open("/login")
+    site.driver.execute_script(
+        "document.querySelector('label[for=username]').remove();"
+        "document.querySelector('h1').style.color = '#c8c8c8';"
+    )
+    violations = {v["id"]: v for v in _violations(site.driver)}
+    assert {"label", "color-contrast"} <= set(violations), _describe(list(violations.values()))
+    assert [n["target"] for n in violations["label"]["nodes"]] == [["#username"]]
+    assert [n["target"] for n in violations["color-contrast"]["nodes"]] == [["h1"]]
