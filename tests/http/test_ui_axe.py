@@ -172,3 +172,22 @@ def test_axe_reports_a_planted_fault(site: Dashboard) -> None:
     assert {"label", "color-contrast"} <= set(violations), _describe(list(violations.values()))
     assert [n["target"] for n in violations["label"]["nodes"]] == [["#username"]]
     assert [n["target"] for n in violations["color-contrast"]["nodes"]] == [["h1"]]
+
+
+def test_error_messages_have_no_axe_violations(site: Dashboard) -> None:
+    """A refused experiment weight and a bad document, as the editors show them (checked, not saved)."""
+    site.driver.set_window_size(WIDTH, HEIGHT)
+    site.open("/flags/checkout_button")
+    site.wait_live()
+    weight = site.css("#experiment-panel tr[data-variant] input.weight")
+    weight.clear()
+    weight.send_keys("400")
+    site.css("#experiment-panel button[data-action=validate-experiment]").click()
+    document = site.css("#doc-text")
+    document.clear()
+    document.send_keys('{"percentage": "many"}')
+    site.css("#document-panel button[data-action=validate-document]").click()
+    for msg in ("exp-msg", "doc-msg"):
+        site.wait(lambda d, msg=msg: "error" in (d.find_element(By.ID, msg).get_attribute("class") or ""))
+    violations = _violations(site.driver)
+    assert violations == [], f"the error messages:\n{_describe(violations)}"
