@@ -427,7 +427,11 @@ def test_connection_flapping_on_every_fleet_store() -> None:
         deadline = healed + BOUND_CONVERGE
         while len(converged) < len(KINDS) and time.monotonic() < deadline:
             for kind in KINDS:
-                if kind not in converged and all(f.matches(stores[kind]) for f in followers[kind]):
+                # Converged means serving the store's state *and* saying so: a follower whose last
+                # connection was reset as the flapping stopped is stale until it has reconnected.
+                if kind not in converged and all(
+                    f.matches(stores[kind]) and f.client.status().state is State.LIVE for f in followers[kind]
+                ):
                     converged[kind] = time.monotonic() - healed
             time.sleep(0.05)
         for kind in KINDS:
