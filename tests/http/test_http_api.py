@@ -314,6 +314,33 @@ def test_list_with_filters(client: TestClient, state: ServerState) -> None:
     assert client.get("/api/v1/flags", params={"tags": "q3"}).status_code == 400
 
 
+def test_list_archived_include_exclude_only(client: TestClient, state: ServerState) -> None:
+    create(client, "live", "on")
+    create(client, "old", {"percentage": 5, "archived": True})
+    invalid_archived = '{"percentage": 500, "archived": true}'
+    state.store.put("broken_old", invalid_archived)  # invalid, archived by its metadata
+
+    def names(**params: str) -> list[str]:
+        response = client.get("/api/v1/flags", params=params)
+        assert response.status_code == 200, response.text
+        return [f["name"] for f in response.json()["flags"]]
+
+    # The default lists archived flags with the rest, as the API did before the parameter.
+    assert names() == ["broken_old", "live", "old"]
+    assert names(archived="include") == ["broken_old", "live", "old"]
+    assert names(archived="exclude") == ["live"]
+    assert names(archived="only") == ["broken_old", "old"]
+    assert names(archived="only", state="off") == ["old"]  # an archived flag is off for everyone
+    # Archiving through the API moves a flag from one list to the other.
+    assert client.patch("/api/v1/flags/live", json={"op": "archive"}).status_code == 200
+    assert names(archived="exclude") == []
+    assert client.patch("/api/v1/flags/old", json={"op": "restore"}).status_code == 200
+    assert names(archived="exclude") == ["old"]
+    bad = client.get("/api/v1/flags", params={"archived": "all"})
+    assert bad.status_code == 400
+    assert "'archived' must be one of include, exclude, only" in bad.json()["error"]
+
+
 def test_stale_temporary_flags(client: TestClient, app: Starlette, state: ServerState, db: Path) -> None:
     create(client, "old_temp", {"users": ["a"], "kind": "temporary"})
     create(client, "old_perm", {"users": ["a"], "kind": "permanent"})

@@ -595,6 +595,13 @@ def _paths() -> dict[str, Any]:
                     },
                     {"name": "stale", "in": "query", "schema": {"type": "boolean"}},
                     {
+                        "name": "archived",
+                        "in": "query",
+                        "description": "Archived flags: listed with the rest (include, the default), "
+                        "left out (exclude), or alone (only).",
+                        "schema": {"type": "string", "enum": ["include", "exclude", "only"]},
+                    },
+                    {
                         "name": "q",
                         "in": "query",
                         "description": "In the name or description.",

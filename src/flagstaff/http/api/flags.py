@@ -63,10 +63,15 @@ _FILTERS = {
     "kind": ("temporary", "permanent", "release", "experiment", "ops", "permission"),
     "state": ("on", "off", "partial", "invalid"),
     "stale": ("true", "false"),
+    "archived": ("include", "exclude", "only"),
 }
 
 
 def _matches(summary: dict[str, Any], query: Mapping[str, str]) -> bool:
+    # archived: include (the default, as before the parameter existed), exclude, only.
+    archived = query.get("archived", "include")
+    if (archived == "exclude" and summary["archived"]) or (archived == "only" and not summary["archived"]):
+        return False
     if "tag" in query and query["tag"] not in summary["tags"]:
         return False
     for key in ("owner", "kind", "state"):
@@ -81,7 +86,7 @@ def _matches(summary: dict[str, Any], query: Mapping[str, str]) -> bool:
 async def list_flags(request: Request) -> Response:
     require(request, Permission.READ)
     state = state_of(request)
-    filters = query(request, "tag", "owner", "kind", "state", "stale", "q")
+    filters = query(request, "tag", "owner", "kind", "state", "stale", "archived", "q")
     for key, allowed in _FILTERS.items():
         if key in filters and filters[key] not in allowed:
             raise ApiError(400, f"{key!r} must be one of {', '.join(allowed)}")
