@@ -156,6 +156,20 @@ def register(command: Command) -> None:
         help="origins (comma-separated, or '*') whose pages may call /api/v1/client/evaluate "
         "(docs/clientside.md)",
     )
+    for option, default, what in (
+        ("--client-key-rate", 50.0, "requests per second one client key may make, on average"),
+        ("--client-key-burst", 200.0, "requests one client key may make at once, above its rate"),
+        ("--client-address-rate", 2.0, "requests per second to the client-side endpoint from one address"),
+        ("--client-address-burst", 30.0, "requests one address may make at once, above its rate"),
+    ):
+        p.add_argument(option, type=float, default=default, metavar="N", help=f"{what} (default {default:g})")
+    p.add_argument(
+        "--schedule-interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="look for approved change requests whose apply_at has come every S seconds (default 5)",
+    )
     p = command("token", cmd_token, "API tokens: create NAME --scope S, list, revoke ID")
     p.add_argument("action", choices=("create", "list", "revoke"))
     p.add_argument("arg", nargs="?", metavar="NAME|ID", help="the new token's name, or the id to revoke")
@@ -327,6 +341,16 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
         raise _usage("--header-timeout and --login-link-seconds must be positive")
     if not args.guard_interval >= 0:
         raise _usage("--guard-interval must be 0 (off) or more seconds")
+    # The comparison also refuses nan; inf would make a loop that never looks again.
+    interval = args.schedule_interval
+    if not 0 < interval < float("inf"):
+        raise _usage(f"--schedule-interval must be a positive number of seconds, not {interval:g}")
+    for option in ("client_key_rate", "client_key_burst", "client_address_rate", "client_address_burst"):
+        value, flag = getattr(args, option), "--" + option.replace("_", "-")
+        if not 0 < value < float("inf"):
+            raise _usage(f"{flag} must be a positive number, not {value:g}")
+        if option.endswith("burst") and value < 1:  # a bucket that never holds 1 token admits nothing
+            raise _usage(f"{flag} must be at least 1 (a request), not {value:g}")
     _configure_logging(args.log_format, JsonFormatter, "debug" if args.debug else args.log_level)
     from flagstaff.cli._files import read_flag_set
 
@@ -337,7 +361,13 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
     from flagstaff.http.clientside import ClientSide
 
     try:
-        clientside = ClientSide(origins=tuple(o.strip() for o in args.client_origins.split(",") if o.strip()))
+        clientside = ClientSide(
+            origins=tuple(o.strip() for o in args.client_origins.split(",") if o.strip()),
+            key_rate=args.client_key_rate,
+            key_burst=args.client_key_burst,
+            address_rate=args.client_address_rate,
+            address_burst=args.client_address_burst,
+        )
     except ValueError as exc:
         raise _usage(f"--client-origins: {exc}") from None
     settings = Settings(
@@ -349,6 +379,7 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
         requires_comment=args.requires_comment,
         comment_environments=_marked_environments(args, "requires_comment", args.comment_env),
         clientside=clientside,
+        schedule_interval=args.schedule_interval,
     )
     try:
         app = create_app(stores, open_mode=args.insecure_no_auth, token_db=args.token_db, settings=settings)

@@ -66,8 +66,10 @@ class ClientSide:
     """Requests one address may make at once (a page load, a few tabs)."""
 
     def __post_init__(self) -> None:
-        if min(self.key_rate, self.key_burst, self.address_rate, self.address_burst) <= 0:
+        if not min(self.key_rate, self.key_burst, self.address_rate, self.address_burst) > 0:
             raise ValueError("client-side rates and bursts must be positive")
+        if min(self.key_burst, self.address_burst) < 1:  # a bucket never holding 1 token admits nothing
+            raise ValueError("client-side bursts must be at least 1 request")
         for origin in self.origins:
             if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
                 raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path), nor '*'")
