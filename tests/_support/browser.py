@@ -148,9 +148,16 @@ class Dashboard:
         rows = self.driver.find_elements(By.CSS_SELECTOR, "#flag-rows tr[data-flag]")
         return [r.get_attribute("data-flag") or "" for r in rows if r.is_displayed()]
 
-    def confirm(self, expected_title: str) -> None:
+    def confirm(self, expected_title: str, comment: str | None = None) -> None:
+        """Answer yes to the open dialog titled ``expected_title``, first typing ``comment``
+        in its comment box (which must then be shown)."""
         dialog = self.wait(lambda d: d.find_element(By.ID, "confirm") if _open(d) else None)
+        assert dialog is not None
         assert dialog.find_element(By.ID, "confirm-title").text == expected_title
+        if comment is not None:
+            box = dialog.find_element(By.ID, "confirm-comment")
+            assert box.is_displayed(), "the dialog asks no comment"
+            box.send_keys(comment)
         dialog.find_element(By.ID, "confirm-ok").click()
         self.wait(lambda d: not _open(d))
 

@@ -3,11 +3,23 @@ rollback, percentage, users and groups, the JSON document, live changes."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 
-from tests._support.browser import Dashboard, browser_fixture, dashboard_fixture  # noqa: F401 (fixtures)
+from flagstaff.http.app import Settings
+from tests._support.browser import (  # noqa: F401 (fixtures)
+    Dashboard,
+    browser_fixture,
+    dashboard_fixture,
+    make_dashboard,
+)
 
 
 def _weight(dashboard: Dashboard, variant: str) -> WebElement:
@@ -123,6 +135,61 @@ def test_roll_back_from_history(dashboard: Dashboard) -> None:
     assert dashboard.record("new_checkout") == (4, 25)
     assert "rolled back" in dashboard.css("#history-msg").text
     assert "25%" in dashboard.css("#state-panel").text
+
+
+def test_a_rollback_comment_is_kept_in_history(dashboard: Dashboard) -> None:
+    response = dashboard.api("PATCH", "/flags/new_checkout", {"op": "set_percentage", "percentage": 60})
+    assert response.status_code == 200, response.text
+    dashboard.login()
+    dashboard.open("/flags/new_checkout")
+    dashboard.wait_live()
+    dashboard.css("button[data-action=rollback][data-version='1']").click()
+    box = dashboard.wait(lambda d: d.find_element(By.ID, "confirm-comment"))
+    assert box.is_displayed() and box.get_attribute("value") == ""
+    # Enter in the box neither cancels nor confirms: the dialog stays open with the text.
+    box.send_keys("checkout errors at 60%", Keys.ENTER)
+    assert dashboard.driver.execute_script("return document.getElementById('confirm').open")
+    dashboard.confirm("Roll back new_checkout to version 1?")
+    _message(dashboard, "history-msg", "ok")
+    assert dashboard.record("new_checkout") == (3, 25)
+    entry = json.loads(dashboard.api("GET", "/flags/new_checkout/history?limit=1").text)["entries"][0]
+    assert entry["version"] == 3 and entry["comment"] == "checkout errors at 60%"
+    # The page shows it on the new history row once the live update lands.
+    row = "tr[data-history-version='3']"
+    dashboard.wait(lambda d: "checkout errors at 60%" in d.find_element(By.CSS_SELECTOR, row).text)
+    # The kill switch asks no comment: the box is hidden in its dialog.
+    dashboard.css("button[data-action=kill]").click()
+    dashboard.wait(lambda d: d.find_element(By.ID, "confirm-title").text == "Kill new_checkout?")
+    assert not dashboard.css("#confirm-comment").is_displayed()
+    dashboard.css("#confirm-cancel").click()
+
+
+@pytest.fixture
+def commenting(browser: WebDriver, tmp_path: Path) -> Iterator[Dashboard]:
+    yield from make_dashboard(browser, tmp_path, Settings(requires_comment=True))
+
+
+def test_a_rollback_without_a_comment_where_one_is_required_shows_why(commenting: Dashboard) -> None:
+    dashboard = commenting
+    response = dashboard.api(
+        "PATCH", "/flags/new_checkout", {"op": "set_percentage", "percentage": 60, "comment": "ramp"}
+    )
+    assert response.status_code == 200, response.text
+    dashboard.login()
+    dashboard.open("/flags/new_checkout")
+    dashboard.wait_live()
+    dashboard.css("button[data-action=rollback][data-version='1']").click()
+    dashboard.confirm("Roll back new_checkout to version 1?")
+    error = _message(dashboard, "history-msg", "error")
+    assert "requires a comment with every change" in error
+    assert dashboard.record("new_checkout") == (2, 60)  # nothing written
+    # With a comment the same rollback goes through, and history keeps the comment.
+    dashboard.css("button[data-action=rollback][data-version='1']").click()
+    dashboard.confirm("Roll back new_checkout to version 1?", comment="ramp broke checkout")
+    _message(dashboard, "history-msg", "ok")
+    assert dashboard.record("new_checkout") == (3, 25)
+    entry = json.loads(dashboard.api("GET", "/flags/new_checkout/history?limit=1").text)["entries"][0]
+    assert entry["comment"] == "ramp broke checkout"
 
 
 def test_percentage_users_and_groups(dashboard: Dashboard) -> None:

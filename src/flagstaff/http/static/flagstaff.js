@@ -165,7 +165,9 @@
   }
 
   // The confirmation dialog: resolves true when the operator confirms.
-  function confirmAction(title, text, okLabel, danger) {
+  // withComment: the dialog also asks why (an empty box each time); the caller reads
+  // it from #confirm-comment once the promise says yes.
+  function confirmAction(title, text, okLabel, danger, withComment) {
     const dialog = $("#confirm");
     const opener = document.activeElement;
     $("#confirm-title").textContent = title;
@@ -173,6 +175,10 @@
     const ok = $("#confirm-ok");
     ok.textContent = okLabel;
     ok.className = danger ? "danger" : "primary";
+    const commentRow = $("#confirm-comment-row");
+    const comment = $("#confirm-comment");
+    if (commentRow) commentRow.hidden = !withComment;
+    if (comment) comment.value = "";
     dialog.returnValue = "";
     return new Promise(function (resolve) {
       dialog.addEventListener(
@@ -184,9 +190,15 @@
         { once: true },
       );
       dialog.showModal();
-      $("#confirm-cancel").focus();
+      (withComment && comment ? comment : $("#confirm-cancel")).focus();
     });
   }
+
+  // Enter in the dialog's comment box would submit its form with the first button
+  // (Cancel), dropping what was typed: it does nothing; the buttons act.
+  document.addEventListener("keydown", function (ev) {
+    if (ev.key === "Enter" && ev.target && ev.target.id === "confirm-comment") ev.preventDefault();
+  });
 
   function messageBox(el) {
     const section = el.closest("section, main");
@@ -272,9 +284,13 @@
           ", for everyone, at once. The change is recorded and can itself be rolled back.",
         "Roll back " + name,
         true,
+        true,
       );
       if (!sure) return;
-      const res = await call("POST", flagUrl(name, "/rollback"), { version: version }, ifMatch(base));
+      const payload = { version: version };
+      const comment = $("#confirm-comment").value.trim();
+      if (comment) payload.comment = comment;
+      const res = await call("POST", flagUrl(name, "/rollback"), payload, ifMatch(base));
       if (res.ok) {
         show(box, "ok", name + " rolled back to the document of version " + version + " (now version " + res.data.version + ").");
         announce(name + " rolled back to version " + version);
