@@ -4,8 +4,10 @@ the client-key API and CLI."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,3 +236,130 @@ def test_client_key_cli(tmp_path: Path) -> None:
     assert main(["--store", url, "client-key", "revoke", info.id], stdout=io.StringIO(), stderr=err) == 0
     assert main(["--store", url, "client-key", "revoke", "nope"], stdout=io.StringIO(), stderr=err) == 2
     assert main(["--store", url, "client-key", "create"], stdout=io.StringIO(), stderr=err) == 2
+
+
+# --------------------------------------------------------------------------- keys per environment
+
+
+@pytest.fixture
+def two_envs(tmp_path: Path) -> Iterator[Starlette]:
+    app = create_app(
+        {"production": f"sqlite:///{tmp_path}/prod.db", "staging": f"sqlite:///{tmp_path}/staging.db"},
+        token_db=str(tmp_path / "flags.db.tokens"),
+    )
+    envs = app.state.environments
+    envs.states["production"].admin.set("banner", {"client_visible": True, "percentage": 0})
+    envs.states["staging"].admin.set("banner", {"client_visible": True, "percentage": 100})
+    envs.states["staging"].admin.set("staging_only", {"client_visible": True, "everyone": True})
+    for state in envs.states.values():
+        settle(state)
+    yield app
+    envs.close()
+
+
+def _evaluate(app: Starlette, key: str, env: str | None) -> Any:
+    path = EVAL if env is None else f"/api/v1/envs/{env}/client/evaluate"
+    return browser(app, key).post(path, json={"context": {"user_id": "u1"}})
+
+
+def test_a_key_evaluates_only_the_environment_it_was_made_for(two_envs: Starlette) -> None:
+    admin = {"Authorization": f"Bearer {make_token(two_envs.state.flagstaff, Permission.ADMIN)}"}
+    api = TestClient(two_envs, headers=admin)
+    made = api.post("/api/v1/envs/staging/client-keys", json={"name": "staging app"})
+    assert made.status_code == 201, made.text
+    assert made.json()["environment"] == "staging"
+    staging_key = made.json()["key"]
+    answer = _evaluate(two_envs, staging_key, "staging")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["flags"] == {
+        "banner": {"enabled": True, "variant": None, "value": True},
+        "staging_only": {"enabled": True, "variant": None, "value": True},
+    }
+    for elsewhere in ("production", None):  # by name, and the default environment's usual URL
+        refused = _evaluate(two_envs, staging_key, elsewhere)
+        assert refused.status_code == 403, refused.text
+        error = refused.json()["error"]
+        assert "this client key is for environment 'staging', not 'production'" in error
+        assert "/api/v1/envs/production/client-keys" in error
+        assert "flags" not in refused.json()
+    # A production key made at the usual URL is production's, and refused in staging.
+    prod = api.post("/api/v1/client-keys", json={"name": "web"}).json()
+    assert prod["environment"] == "production"
+    assert _evaluate(two_envs, prod["key"], None).json()["flags"] == {
+        "banner": {"enabled": False, "variant": None, "value": False}
+    }
+    assert _evaluate(two_envs, prod["key"], "staging").status_code == 403
+    # Each environment lists and revokes its own keys only.
+    listed = api.get("/api/v1/envs/staging/client-keys").json()["client_keys"]
+    assert [k["name"] for k in listed] == ["staging app"]
+    assert [k["name"] for k in api.get("/api/v1/client-keys").json()["client_keys"]] == ["web"]
+    assert api.delete(f"/api/v1/envs/staging/client-keys/{prod['id']}").status_code == 404
+    assert _evaluate(two_envs, prod["key"], None).status_code == 200  # not revoked by that
+    assert api.delete(f"/api/v1/client-keys/{prod['id']}").status_code == 200
+    assert _evaluate(two_envs, prod["key"], None).status_code == 401
+
+
+def test_a_key_without_an_environment_is_the_default_ones(two_envs: Starlette) -> None:
+    # As made before keys had an environment (and by `client-key create` without --env).
+    info, key = two_envs.state.flagstaff.client_keys.create("old app")
+    assert info.environment is None
+    assert _evaluate(two_envs, key, None).status_code == 200
+    assert _evaluate(two_envs, key, "production").status_code == 200
+    refused = _evaluate(two_envs, key, "staging")
+    assert refused.status_code == 403
+    assert "for environment 'production', not 'staging'" in refused.json()["error"]
+    admin = {"Authorization": f"Bearer {make_token(two_envs.state.flagstaff, Permission.ADMIN)}"}
+    listed = TestClient(two_envs, headers=admin).get("/api/v1/client-keys").json()["client_keys"]
+    assert [(k["name"], k["environment"]) for k in listed] == [("old app", None)]
+
+
+def test_an_admin_of_staging_only_makes_keys_for_staging_only(two_envs: Starlette) -> None:
+    _, secret = two_envs.state.flagstaff.tokens.create("t", Permission.ADMIN, environments=["staging"])
+    api = TestClient(two_envs, headers={"Authorization": f"Bearer {secret}"})
+    assert api.post("/api/v1/envs/staging/client-keys", json={"name": "s"}).status_code == 201
+    assert api.post("/api/v1/client-keys", json={"name": "p"}).status_code == 403
+
+
+def test_a_key_table_from_before_environments_gains_the_column_and_its_keys_work(tmp_path: Path) -> None:
+    path = tmp_path / "flags.db.tokens"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE client_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,"
+        " created_at REAL NOT NULL, revoked_at REAL);"
+    )
+    old_key = "fsc_0a1b2c3d_" + "x" * 43
+    digest = hashlib.sha256(old_key.encode()).hexdigest()
+    conn.execute("INSERT INTO client_keys VALUES ('0a1b2c3d', 'legacy', ?, 1.0, NULL)", (digest,))
+    conn.commit()
+    conn.close()
+    store = ClientKeyStore(str(path))
+    try:
+        info = store.verify(old_key)
+        assert info is not None and info.name == "legacy" and info.environment is None
+        assert info.environment_or("production") == "production"
+        made, _ = store.create("new", "staging")
+        assert [(k.name, k.environment) for k in store.list()] == [("legacy", None), ("new", "staging")]
+        assert made.environment_or("production") == "staging"
+    finally:
+        store.close()
+
+
+def test_client_key_cli_makes_a_key_for_an_environment(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/flags.db"
+    out, err = io.StringIO(), io.StringIO()
+    assert (
+        main(["--store", url, "client-key", "create", "ios", "--env", "staging"], stdout=out, stderr=err) == 0
+    )
+    assert "in environment 'staging'" in err.getvalue()
+    out = io.StringIO()
+    assert main(["--store", url, "--json", "client-key", "list"], stdout=out, stderr=err) == 0
+    assert [(k["name"], k["environment"]) for k in json.loads(out.getvalue())] == [("ios", "staging")]
+    out = io.StringIO()
+    assert main(["--store", url, "client-key", "list"], stdout=out, stderr=err) == 0
+    assert "staging" in out.getvalue()
+    err = io.StringIO()
+    assert main(["--store", url, "client-key", "create", "x", "--env", "Prod!"], stdout=out, stderr=err) == 2
+    assert "--env: bad environment name 'Prod!'" in err.getvalue()
+    err = io.StringIO()
+    assert main(["--store", url, "client-key", "list", "--env", "staging"], stdout=out, stderr=err) == 2
+    assert "--env is for client-key create" in err.getvalue()

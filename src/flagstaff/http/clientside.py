@@ -3,7 +3,9 @@
 A *client key* (``fsc_<id>_<secret>``) is meant to be shipped inside a web page or a
 mobile app, so it is public by design: it can do exactly one thing, ask
 ``/api/v1/client/evaluate`` for the decisions of flags whose document says
-``"client_visible": true`` (never a document, never history; see docs/clientside.md).
+``"client_visible": true`` (never a document, never history; see docs/clientside.md),
+in the one environment it was made for (a key without one, made before keys had one or
+without naming one, is the default environment's).
 Its shape is not a token's (``fst_``), so no other endpoint accepts it. Only its SHA-256
 is stored (the ``client_keys`` table of the token database), and a revocation takes
 effect at the next request.
@@ -47,6 +49,9 @@ CREATE TABLE IF NOT EXISTS client_keys (
     revoked_at REAL
 );
 """
+# Added after the first release: (column, declaration), added to an older table on open.
+_LATER_COLUMNS = (("environment", "TEXT"),)  # the environment it evaluates in (NULL: the default)
+_COLUMNS = "id, name, created_at, revoked_at, environment"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +92,16 @@ class ClientKey:
     name: str
     created_at: float
     revoked_at: float | None
+    environment: str | None = None
+    """The environment whose flags it evaluates; ``None``: the default environment."""
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    def environment_or(self, default: str) -> str:
+        """The environment it is good in, given the name of the server's default one."""
+        return self.environment if self.environment is not None else default
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -99,6 +110,7 @@ class ClientKey:
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
             "active": self.active,
+            "environment": self.environment,
         }
 
 
@@ -129,6 +141,10 @@ class ClientKeyStore:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
             try:
                 conn.executescript(_SCHEMA)
+                have = {row[1] for row in conn.execute("PRAGMA table_info(client_keys)")}
+                for column, declaration in _LATER_COLUMNS:
+                    if column not in have:
+                        conn.execute(f"ALTER TABLE client_keys ADD COLUMN {column} {declaration}")
             except sqlite3.Error:
                 conn.close()
                 raise
@@ -144,50 +160,55 @@ class ClientKeyStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the client key table in {self.path}: {exc}") from None
 
-    def create(self, name: str) -> tuple[ClientKey, str]:
-        """A new key: its listing and its text (shown once; only its hash is kept)."""
+    def create(self, name: str, environment: str | None = None) -> tuple[ClientKey, str]:
+        """A new key for ``environment`` (``None``: the default one): its listing and its
+        text (shown once; only its hash is kept)."""
         if not name.strip():
             raise ClientKeyError("a client key needs a name (the app that ships it)")
+        if environment is not None and not environment.strip():
+            raise ClientKeyError("a client key's environment, when given, needs a name")
         while True:
             key_id = secrets.token_hex(4)
             key = f"fsc_{key_id}_{secrets.token_urlsafe(32)}"
             now = time.time()
             try:
                 self._run(
-                    "INSERT INTO client_keys (id, name, hash, created_at) VALUES (?, ?, ?, ?)",
-                    (key_id, name, _hash(key), now),
+                    "INSERT INTO client_keys (id, name, hash, created_at, environment)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (key_id, name, _hash(key), now, environment),
                 )
             except sqlite3.IntegrityError:  # the id is taken: draw again
                 continue
-            return ClientKey(key_id, name, now, None), key
+            return ClientKey(key_id, name, now, None, environment), key
 
     def verify(self, key: str) -> ClientKey | None:
         """The active key matching ``key``, or ``None`` (malformed, unknown, revoked)."""
         match = _FORMAT.match(key)
         if match is None:
             return None
-        row = self._run(
-            "SELECT id, name, created_at, revoked_at, hash FROM client_keys WHERE id = ?", (match[1],)
-        ).fetchone()
-        if row is None or not hmac.compare_digest(row[4], _hash(key)) or row[3] is not None:
+        row = self._run(f"SELECT {_COLUMNS}, hash FROM client_keys WHERE id = ?", (match[1],)).fetchone()
+        if row is None or not hmac.compare_digest(row[5], _hash(key)) or row[3] is not None:
             return None
-        return ClientKey(row[0], row[1], row[2], row[3])
+        return ClientKey(*row[:5])
 
     def list(self) -> list[ClientKey]:
-        rows = self._run("SELECT id, name, created_at, revoked_at FROM client_keys ORDER BY created_at")
+        rows = self._run(f"SELECT {_COLUMNS} FROM client_keys ORDER BY created_at")
         return [ClientKey(*r) for r in rows.fetchall()]
+
+    def get(self, key_id: str) -> ClientKey | None:
+        """The key with id ``key_id`` (revoked or not), or ``None``."""
+        row = self._run(f"SELECT {_COLUMNS} FROM client_keys WHERE id = ?", (key_id,)).fetchone()
+        return None if row is None else ClientKey(*row)
 
     def revoke(self, key_id: str) -> ClientKey:
         """Revoke a key (idempotent); it stops working at the next request."""
         self._run(
             "UPDATE client_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), key_id)
         )
-        row = self._run(
-            "SELECT id, name, created_at, revoked_at FROM client_keys WHERE id = ?", (key_id,)
-        ).fetchone()
-        if row is None:
+        info = self.get(key_id)
+        if info is None:
             raise ClientKeyError(f"no client key with id {key_id!r}")
-        return ClientKey(*row)
+        return info
 
     def close(self) -> None:
         with self._lock:

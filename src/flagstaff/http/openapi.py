@@ -1210,6 +1210,11 @@ _CLIENT_KEY = {
         "created_at": {"type": "number"},
         "revoked_at": _NUM_OR_NULL,
         "active": {"type": "boolean"},
+        "environment": {
+            **_STR_OR_NULL,
+            "description": "The environment it evaluates in (null: the default one; made before "
+            "keys had one, or by the CLI without --env).",
+        },
         "key": {"type": "string", "description": "(create only) the fsc_… key, shown once."},
     },
     "required": ["id", "name", "created_at", "active"],
@@ -1241,11 +1246,12 @@ def _client_paths() -> dict[str, Any]:
     answers = {
         "200": _json(_CLIENT_ANSWER, "The client-visible flags' decisions.", etag),
         "304": {"description": "Not modified (If-None-Match matched)."},
-        **_errors(400, 401, 413, 429, 503),
+        **_errors(400, 401, 403, 413, 429, 503),
     }
     summary = (
         "Decisions (enabled, variant, value) of the flags with client_visible: true, for a context; "
-        "Authorization: Bearer fsc_… (a public client key). Limited per key and per address."
+        "Authorization: Bearer fsc_… (a public client key, of this environment: 403 for another's). "
+        "Limited per key and per address."
     )
     return {
         "/api/v1/client/evaluate": {

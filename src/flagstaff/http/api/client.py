@@ -12,6 +12,11 @@ do) and ``Cache-Control: private, no-cache``: a client sends ``If-None-Match`` a
 ``304`` while nothing changed. Requests are limited per client address and per key
 (:class:`~flagstaff.http.clientside.TokenBuckets`; 429 with ``Retry-After``), and pages
 of the origins in ``Settings.clientside.origins`` may call it (CORS, preflight included).
+
+A key evaluates in the environment it was made for (``POST /api/v1/envs/E/client-keys``
+makes one for E; a key without an environment is the default one's): used under another
+environment's URL it is refused with 403, whatever flags that environment has. The key
+endpoints list and revoke the keys of the environment they are called in.
 See docs/clientside.md.
 """
 
@@ -30,7 +35,8 @@ from flagstaff.errors import StoreUnavailable
 from flagstaff.http.api._common import ApiError, fields, query, read_json
 from flagstaff.http.api.evaluate import parse_context
 from flagstaff.http.auth import client_address, require
-from flagstaff.http.clientside import ClientKeyError, cors_headers
+from flagstaff.http.clientside import ClientKey, ClientKeyError, cors_headers
+from flagstaff.http.environments import current, environments_of
 from flagstaff.http.state import state_of
 from flagstaff.http.tokens import Permission
 
@@ -82,6 +88,15 @@ async def client_evaluate(request: Request) -> Response:
         return _refuse(
             429, "too many requests with this client key", cors, **{"Retry-After": str(math.ceil(wait))}
         )
+    here, default = current(request), environments_of(request).default
+    if info.environment_or(default) != here:
+        # 403, not 401: the key is good, for another environment (its flags are never read here).
+        return _refuse(
+            403,
+            f"this client key is for environment {info.environment_or(default)!r}, not {here!r}: "
+            f"use a key made for {here!r} (POST /api/v1/envs/{here}/client-keys)",
+            cors,
+        )
     try:
         context = parse_context(await _context(request))
     except ApiError as exc:
@@ -121,11 +136,16 @@ async def _context(request: Request) -> Any:
 # --------------------------------------------------------------------------- keys (admin)
 
 
+def _here(request: Request, key: ClientKey) -> bool:
+    """Whether ``key`` is the environment of ``request``'s."""
+    return key.environment_or(environments_of(request).default) == current(request)
+
+
 async def list_client_keys(request: Request) -> Response:
     query(request)
     require(request, Permission.ADMIN)
     keys = await run_in_threadpool(state_of(request).client_keys.list)
-    return JSONResponse({"client_keys": [k.to_dict() for k in keys]})
+    return JSONResponse({"client_keys": [k.to_dict() for k in keys if _here(request, k)]})
 
 
 async def create_client_key(request: Request) -> Response:
@@ -135,7 +155,9 @@ async def create_client_key(request: Request) -> Response:
     if not isinstance(body["name"], str):
         raise ApiError(400, "'name' must be a string")
     try:
-        info, key = await run_in_threadpool(state_of(request).client_keys.create, body["name"])
+        info, key = await run_in_threadpool(
+            state_of(request).client_keys.create, body["name"], current(request)
+        )
     except ClientKeyError as exc:
         raise ApiError(400, str(exc)) from None
     return JSONResponse({**info.to_dict(), "key": key}, 201)
@@ -144,8 +166,13 @@ async def create_client_key(request: Request) -> Response:
 async def revoke_client_key(request: Request) -> Response:
     query(request)
     require(request, Permission.ADMIN)
+    keys = state_of(request).client_keys
+    key_id = request.path_params["key_id"]
+    found = await run_in_threadpool(keys.get, key_id)
+    if found is None or not _here(request, found):  # another environment's key is not revoked from here
+        raise ApiError(404, f"no client key with id {key_id!r} in environment {current(request)!r}")
     try:
-        info = await run_in_threadpool(state_of(request).client_keys.revoke, request.path_params["key_id"])
+        info = await run_in_threadpool(keys.revoke, key_id)
     except ClientKeyError as exc:
         raise ApiError(404, str(exc)) from None
     return JSONResponse(info.to_dict())
