@@ -339,6 +339,7 @@ def test_cli_user_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             "name": "ann",
             "roles": {"*": "viewer", "staging": "editor"},
             "created_at": json.loads(out)[0]["created_at"],
+            "disabled": False,
         }
     ]
     assert run("user", "role", "ann", "none", "--env", "staging")[0] == 0

@@ -6,7 +6,8 @@ two stores (:mod:`flagstaff.http.promote`).
 
 * ``flagstaff user add NAME [--role ROLE] [--env ENV]``: the password is read from
   the terminal (twice) or, with ``--password-stdin``, from the first line of stdin;
-* ``user list``, ``user remove NAME``, ``user passwd NAME``;
+* ``user list``, ``user remove NAME``, ``user passwd NAME``, ``user disable NAME`` (its
+  sessions end, it cannot log in; roles kept), ``user enable NAME``;
 * ``user role NAME ROLE [--env ENV]``: ``ROLE`` is viewer, editor, approver, admin, or
   ``none`` to take the role in ``ENV`` away (``--env`` default ``*``: every environment
   not given a role of its own).
@@ -42,8 +43,12 @@ __all__ = ["register"]
 
 
 def register(command: Commands) -> None:
-    p = command("user", cmd_user, "dashboard users: add NAME, list, remove NAME, passwd NAME, role NAME ROLE")
-    p.add_argument("action", choices=("add", "list", "remove", "passwd", "role"))
+    p = command(
+        "user",
+        cmd_user,
+        "dashboard users: add NAME, list, remove NAME, passwd NAME, role NAME ROLE, disable/enable NAME",
+    )
+    p.add_argument("action", choices=("add", "list", "remove", "passwd", "role", "disable", "enable"))
     p.add_argument("name", nargs="?", metavar="NAME")
     p.add_argument("role", nargs="?", metavar="ROLE", help="(role) viewer, editor, approver, admin or none")
     p.add_argument("--role", dest="add_role", metavar="ROLE", help="(add) the user's role (default viewer)")
@@ -116,9 +121,14 @@ def _user_action(args: argparse.Namespace, out: Out, users: UserStore) -> int:
             out.emit([u.to_dict() for u in listed])
         else:
             rows = [
-                [u.name, ", ".join(f"{env}: {lv.role}" for env, lv in u.roles) or "(none)"] for u in listed
+                [
+                    u.name,
+                    ", ".join(f"{env}: {lv.role}" for env, lv in u.roles) or "(none)",
+                    "disabled" if u.disabled else "",
+                ]
+                for u in listed
             ]
-            out.table(["name", "roles"], rows)
+            out.table(["name", "roles", "status"], rows)
         return 0
     if not args.name:
         raise UsageError(f"user {args.action} needs a NAME")
@@ -133,6 +143,14 @@ def _user_action(args: argparse.Namespace, out: Out, users: UserStore) -> int:
     elif args.action == "passwd":
         users.set_password(name, _password(args))
         out.line(f"changed the password of {name!r}; their sessions ended")
+    elif args.action in ("disable", "enable"):
+        user = users.set_disabled(name, args.action == "disable")
+        if out.json:
+            out.emit(user.to_dict())
+        elif user.disabled:
+            out.line(f"disabled {name!r}: their sessions ended and they cannot log in (roles kept)")
+        else:
+            out.line(f"enabled {name!r}")
     else:
         if not args.role:
             raise UsageError("user role needs NAME and ROLE (viewer, editor, approver, admin or none)")

@@ -508,6 +508,22 @@ _SCHEMAS: dict[str, Any] = {
         },
         "required": ["id", "name", "scope", "created_at", "active"],
     },
+    "User": {
+        "type": "object",
+        "description": "A user of the local user store (never its password hash).",
+        "properties": {
+            "name": {"type": "string"},
+            "roles": {
+                "type": "object",
+                "description": "Environment (or '*': every one not named) -> role.",
+                "additionalProperties": {"type": "string", "enum": ["viewer", "editor", "approver", "admin"]},
+            },
+            "created_at": {"type": "number"},
+            "disabled": {"type": "boolean"},
+        },
+        "required": ["name", "roles", "created_at", "disabled"],
+        "additionalProperties": False,
+    },
     "NewToken": {
         "type": "object",
         "properties": {
@@ -986,7 +1002,82 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _json(_ref("Token"), "Revoked."), **_errors(*_AUTH, 404, 503)},
             },
         },
+        **_user_paths(),
         **_environment_paths(),
+    }
+
+
+def _user_paths() -> dict[str, Any]:
+    """The local user store (flagstaff.http.api.users): admin only, audited."""
+    # Any string: roles and scope words are both read, in any case (400 for others).
+    roles = {"type": "object", "additionalProperties": {"type": "string"}}
+    user_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    users = {"type": "object", "properties": {"users": {"type": "array", "items": _ref("User")}}}
+    return {
+        "/api/v1/users": {
+            "get": {
+                "operationId": "listUsers",
+                "summary": "Users with their roles per environment and whether disabled. Admin.",
+                "responses": {"200": _json(users, "Users."), **_errors(400, *_AUTH, 501, 503)},
+            },
+            "post": {
+                "operationId": "createUser",
+                "summary": "A new user (the password is stored hashed, scrypt). Admin in each "
+                "environment it gets a role in ('*': every one).",
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$"},
+                            "password": {"type": "string", "minLength": 10},
+                            "roles": roles,
+                        },
+                        "required": ["name", "password"],
+                        "additionalProperties": False,
+                    }
+                ),
+                "responses": {
+                    "201": _json(_ref("User"), "Created."),
+                    **_errors(400, *_AUTH, 409, 413, 501, 503),
+                },
+            },
+        },
+        "/api/v1/users/{name}": {
+            "parameters": [user_name],
+            "get": {
+                "operationId": "getUser",
+                "summary": "One user. Admin.",
+                "responses": {"200": _json(_ref("User"), "The user."), **_errors(400, *_AUTH, 404, 501, 503)},
+            },
+            "patch": {
+                "operationId": "patchUser",
+                "summary": "Disable or enable a user (disabling ends its sessions), and give or take "
+                "roles (null takes one away). Admin where it changes access.",
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "disabled": {"type": "boolean"},
+                            "roles": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string", "nullable": True},
+                            },
+                        },
+                        "minProperties": 1,
+                        "additionalProperties": False,
+                    }
+                ),
+                "responses": {
+                    "200": _json(_ref("User"), "The user as changed."),
+                    **_errors(400, *_AUTH, 404, 409, 413, 501, 503),
+                },
+            },
+            "delete": {
+                "operationId": "deleteUser",
+                "summary": "Remove a user; its sessions end. Admin wherever it has a role.",
+                "responses": {"204": {"description": "Removed."}, **_errors(400, *_AUTH, 404, 409, 501, 503)},
+            },
+        },
     }
 
 

@@ -14,7 +14,9 @@ wrong password, so timing does not tell which names exist.
 The database is SQLite, beside the token database (``flagstaff.db.tokens`` ->
 ``flagstaff.db.users``; :func:`default_user_db`). Sessions are rows too (the
 SHA-256 of the cookie's random secret, an expiry, a revocation), so logging out,
-removing a user or changing its password ends its sessions server-side. Like the
+removing, disabling a user or changing its password ends its sessions server-side. A
+disabled user is kept (name, roles, history) but neither logs in, by password or single
+sign-on, nor keeps a session until enabled again. Like the
 token database, a write that cannot be made raises
 :class:`~flagstaff.http.tokens.TokenStoreUnavailable` (HTTP 503, CLI exit 5).
 """
@@ -77,6 +79,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     revoked_at REAL
 );
 """
+# Added after the first release: (column, declaration), added to an older users table on open.
+_LATER_COLUMNS = (("disabled_at", "REAL"),)  # when an admin disabled the user (NULL: enabled)
 
 
 class UserError(FlagstaffError):
@@ -90,6 +94,8 @@ class User:
     name: str
     roles: tuple[tuple[str, Permission], ...]  # (environment or "*", role), sorted
     created_at: float
+    disabled: bool = False
+    """Disabled by an admin: no log-in, no session, roles kept for when it is enabled again."""
 
     def principal(self) -> Principal:
         """The user as the server's :class:`~flagstaff.http.tokens.Principal`: its roles as grants."""
@@ -101,6 +107,7 @@ class User:
             "name": self.name,
             "roles": {env: level.role for env, level in self.roles},
             "created_at": self.created_at,
+            "disabled": self.disabled,
         }
 
 
@@ -156,6 +163,10 @@ class UserStore:
                 self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(_SCHEMA)
+            have = {row[1] for row in self._conn.execute("PRAGMA table_info(users)")}
+            for column, declaration in _LATER_COLUMNS:
+                if column not in have:
+                    self._conn.execute(f"ALTER TABLE users ADD COLUMN {column} {declaration}")
         except sqlite3.Error as exc:
             raise TokenStoreUnavailable(f"cannot open the user database {path}: {exc}") from None
 
@@ -182,7 +193,7 @@ class UserStore:
 
     def add(self, name: str, password: str, roles: Mapping[str, Permission] | None = None) -> User:
         """A new user with ``roles`` (environment or ``"*"`` -> level; none: no access yet)."""
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):  # fullmatch: "$" alone admits a trailing newline
             raise UserError(f"bad user name {name!r}: 1 to 64 letters, digits, '.', '_', '@', '+' or '-'")
         stored = hash_password(_checked_password(password))
         now = time.time()
@@ -206,8 +217,10 @@ class UserStore:
         environment (``None``: no role until an admin gives one); later sign-ins change nothing."""
         user = self.get(name)
         if user is not None:
+            if user.disabled:
+                raise UserError(f"the user {name!r} is disabled: an admin can enable it again")
             return user
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):  # fullmatch: "$" alone admits a trailing newline
             raise UserError(f"the single sign-on name {name!r} cannot name a user here")
         now = time.time()
         grants = [] if role is None else [("INSERT INTO roles (name, environment, role) VALUES (?, ?, ?)",
@@ -222,13 +235,16 @@ class UserStore:
 
     def get(self, name: str) -> User | None:
         with self._lock:
-            row = self._conn.execute("SELECT name, created_at FROM users WHERE name = ?", (name,)).fetchone()
+            row = self._conn.execute(
+                "SELECT name, created_at, disabled_at FROM users WHERE name = ?", (name,)
+            ).fetchone()
             if row is None:
                 return None
             grants = self._conn.execute(
                 "SELECT environment, role FROM roles WHERE name = ? ORDER BY environment", (name,)
             ).fetchall()
-        return User(row[0], tuple((env, Permission.parse(role)) for env, role in grants), float(row[1]))
+        roles = tuple((env, Permission.parse(role)) for env, role in grants)
+        return User(row[0], roles, float(row[1]), row[2] is not None)
 
     def _need(self, name: str) -> User:
         user = self.get(name)
@@ -248,6 +264,20 @@ class UserStore:
             ("UPDATE sessions SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (time.time(), name)),
             ("DELETE FROM users WHERE name = ?", (name,)),
         )
+
+    def set_disabled(self, name: str, disabled: bool) -> User:
+        """Disable ``name`` (its sessions end at once; it cannot log in) or enable it again
+        (its roles as they were). Idempotent."""
+        self._need(name)
+        now = time.time()
+        if disabled:
+            self._write(
+                ("UPDATE users SET disabled_at = ? WHERE name = ? AND disabled_at IS NULL", (now, name)),
+                ("UPDATE sessions SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name)),
+            )
+        else:
+            self._write(("UPDATE users SET disabled_at = NULL WHERE name = ?", (name,)))
+        return self._need(name)
 
     def set_password(self, name: str, password: str) -> None:
         """Change a user's password; its sessions end (log in again with the new one)."""
@@ -279,7 +309,8 @@ class UserStore:
         with self._lock:
             row = self._conn.execute("SELECT password FROM users WHERE name = ?", (name,)).fetchone()
         ok = verify_password(password, _DUMMY if row is None else str(row[0]))
-        return self.get(name) if ok and row is not None else None
+        user = self.get(name) if ok and row is not None else None
+        return None if user is None or user.disabled else user
 
     # ----------------------------------------------------------------------- sessions
 
@@ -302,7 +333,8 @@ class UserStore:
             ).fetchone()
         if row is None or row[2] is not None or row[1] <= time.time():
             return None
-        return self.get(str(row[0]))
+        user = self.get(str(row[0]))
+        return None if user is None or user.disabled else user
 
     def end_session(self, secret: str) -> None:
         self._write(

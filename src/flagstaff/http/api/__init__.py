@@ -12,6 +12,7 @@ One module per resource, each a handful of Starlette handlers:
 * :mod:`~flagstaff.http.api.guard`: a flag's guardrails as the guard loop judged them, check now;
 * :mod:`~flagstaff.http.api.report`: an experiment's results (JSON or SVG);
 * :mod:`~flagstaff.http.api.tokens`: API tokens;
+* :mod:`~flagstaff.http.api.users`: the local user store (list, create, disable, roles, remove);
 * :mod:`~flagstaff.http.api.changes`: change requests (propose, approve, apply);
 * :mod:`~flagstaff.http.api.client`: client-side evaluation with public client keys, and those keys;
 * :mod:`~flagstaff.http.api.forcing`: signed QA forcing tokens;
@@ -48,6 +49,7 @@ from flagstaff.http.api import (
     report,
     segments,
     tokens,
+    users,
 )
 from flagstaff.http.api._common import PREFIX, ApiError
 from flagstaff.http.api.flags import PATCH_OPS
@@ -89,6 +91,11 @@ def routes() -> list[BaseRoute]:
         Route(f"{PREFIX}/tokens", tokens.list_tokens, methods=["GET"]),
         Route(f"{PREFIX}/tokens", tokens.create_token, methods=["POST"]),
         Route(f"{PREFIX}/tokens/{{token_id}}", tokens.revoke_token, methods=["DELETE"]),
+        Route(f"{PREFIX}/users", users.list_users, methods=["GET"]),
+        Route(f"{PREFIX}/users", users.create_user, methods=["POST"]),
+        Route(f"{PREFIX}/users/{{name}}", users.get_user, methods=["GET"]),
+        Route(f"{PREFIX}/users/{{name}}", users.patch_user, methods=["PATCH"]),
+        Route(f"{PREFIX}/users/{{name}}", users.delete_user, methods=["DELETE"]),
         Route(f"{PREFIX}/change-requests", changes.list_requests, methods=["GET"]),
         Route(f"{PREFIX}/change-requests", changes.propose, methods=["POST"]),
         Route(f"{PREFIX}/change-requests/{{change_id}}", changes.get_request, methods=["GET"]),
