@@ -182,6 +182,10 @@ class Client:
         self._tally = None if recorder is None else recorder.tally
         self._usage = None if self._tally is None else self._tally.counts
         self._scope_observer = _scope_observer(recorder)
+        # Whether is_enabled may take its fast path: nothing to do per evaluation beyond the
+        # decision (no plain exposures, no usage tally) and no overrides (kept by set_overrides).
+        self._quiet = self._plain_skip is None and self._usage is None
+        self._lean = self._quiet
         if recorder is not None:
             recorder.follow_revision(lambda: follower._snapshot.revision)
         # Evaluation counters: next() on an itertools.count is one C call and atomic under the
@@ -212,6 +216,19 @@ class Client:
     def is_enabled(self, name: str, context: ContextLike = None) -> bool:
         """Whether ``name`` is on for ``context``. Never raises."""
         next(self._counted)
+        if self._lean:
+            # The fast path (no overrides, no usage tally, no exposures of plain flags): a flag
+            # whose decision needs only the context (Flag.quick), in one call. Anything else
+            # (an unknown flag, no context, a bad one, a failure) goes on to the full path.
+            try:
+                quick = self._follower._snapshot.flags[name].quick
+                if quick is not None:
+                    if type(context) is Context:
+                        return quick(context).enabled
+                    if context is not None:
+                        return quick(to_context(context)).enabled
+            except Exception:  # the full path decides, and counts what failed
+                pass
         if context is None:
             scope = current_scope()
             if scope is not None and scope.owner is self:
@@ -536,7 +553,11 @@ class Client:
             old = self._overrides or {}
             self._pinned = MappingProxyType(dict(flags))
             served = self._overlay()
+            # Off the fast path before overrides are served; back on after they are gone.
+            if served:
+                self._lean = False
             self._overrides = MappingProxyType(served) if served else None
+            self._lean = self._quiet and not served
             if flags and self._relinking is None:
                 self._relinking = self._follower.on_change(self._relink_overrides)
             elif not flags and self._relinking is not None:

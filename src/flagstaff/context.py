@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 __all__ = ["FIELDS", "Context", "ContextLike", "to_context"]
 
@@ -67,30 +67,55 @@ def _to_epoch(value: Any) -> float | None:
     return float(value)
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class Context:
+class _Fields:
+    """The storage of a :class:`Context`: its slots, settable. ``Context`` adds no slot of
+    its own and makes them read-only; ``_Building`` (also adding none) fills them when a
+    context is built, then becomes a ``Context`` (see ``Context.__new__``)."""
+
+    __slots__ = (
+        "attributes",
+        "cookie_id",
+        "cookie_key",
+        "features",
+        "groups",
+        "location",
+        "logged_in",
+        "oauth_client",
+        "subdomain",
+        "time",
+        "user_id",
+        "user_key",
+        "user_name",
+    )
+
+
+@dataclass(frozen=True, init=False)
+class Context(_Fields):
     """Immutable facts about one request or user. Cheap to evaluate against.
 
     ``user_key`` and ``cookie_key`` hold the UTF-8 bytes of the ids, encoded once
     here so that bucketing on the hot path does no encoding of its own.
     """
 
-    user_id: str | None = None
-    user_name: str | None = None
-    groups: frozenset[str] = frozenset()
-    logged_in: bool | None = None
-    cookie_id: str | None = None
-    features: tuple[str, ...] = ()
-    subdomain: str | None = None
-    location: str | None = None
-    oauth_client: str | None = None
-    time: float | None = None
-    attributes: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    __slots__ = ()
+
+    # The defaults are __new__'s (a default here would be a class attribute hiding the slot).
+    user_id: str | None
+    user_name: str | None
+    groups: frozenset[str]
+    logged_in: bool | None
+    cookie_id: str | None
+    features: tuple[str, ...]
+    subdomain: str | None
+    location: str | None
+    oauth_client: str | None
+    time: float | None
+    attributes: Mapping[str, Any]
     user_key: bytes | None = field(init=False, repr=False, compare=False)
     cookie_key: bytes | None = field(init=False, repr=False, compare=False)
 
-    def __init__(  # noqa: PLR0913 (the public constructor: one keyword per fact, as the fields)
-        self,
+    def __new__(  # noqa: PLR0913 (the public constructor: one keyword per fact, as the fields)
+        cls,
         user_id: str | None = None,
         user_name: str | None = None,
         groups: frozenset[str] = frozenset(),
@@ -102,12 +127,15 @@ class Context:
         oauth_client: str | None = None,
         time: float | None = None,
         attributes: Mapping[str, Any] = _EMPTY,
-    ) -> None:
+    ) -> Context:
         # Written by hand, not generated: a frozen dataclass's __init__ sets each of the 13
-        # slots through object.__setattr__ and then normalises in __post_init__ (~1.7 us); here
-        # every value is normalised first and each slot set once through its descriptor
-        # (about half). Loosely-typed input is normalised once, so evaluation can trust the
-        # types; exact type checks first, so the common case converts nothing.
+        # slots through object.__setattr__ (a call each) and then normalises in __post_init__.
+        # Here every value is normalised first (exact type checks first, so the common case
+        # converts nothing), and the slots are filled on a _Building, a class with the same
+        # slots that may be set: plain attribute stores, which the interpreter specialises,
+        # instead of a call each. The finished object then becomes a Context by one
+        # __class__ assignment, and from then on it is frozen. Context defines no __init__
+        # (object's accepts what __new__ took). About half the cost of the slot setters.
         uid: Any = user_id
         if uid is not None and type(uid) is not str:
             uid = _opt_str(uid)
@@ -132,22 +160,53 @@ class Context:
             time = _to_epoch(time)
         if type(attributes) is not MappingProxyType:
             attributes = MappingProxyType(dict(attributes))
-        s = _SLOTS
-        s[0](self, uid)
-        s[1](self, user_name)
-        s[2](self, groups)
-        s[3](self, uid is not None if logged_in is None else logged_in)
-        s[4](self, cid)
-        s[5](self, features)
-        s[6](self, subdomain)
-        s[7](self, location)
-        s[8](self, oauth_client)
-        s[9](self, time)
-        s[10](self, attributes)
+        out: Any = _new(_Building)
+        out.user_id = uid
+        out.user_name = user_name
+        out.groups = groups
+        out.logged_in = uid is not None if logged_in is None else logged_in
+        out.cookie_id = cid
+        out.features = features
+        out.subdomain = subdomain
+        out.location = location
+        out.oauth_client = oauth_client
+        out.time = time
+        out.attributes = attributes
         # surrogatepass: an id holding a lone surrogate (decoded from bad bytes upstream) still
         # gets bytes to bucket by, instead of failing to build (ids that are text are unchanged).
-        s[11](self, None if uid is None else uid.encode("utf-8", "surrogatepass"))
-        s[12](self, None if cid is None else cid.encode("utf-8", "surrogatepass"))
+        out.user_key = None if uid is None else uid.encode("utf-8", "surrogatepass")
+        out.cookie_key = None if cid is None else cid.encode("utf-8", "surrogatepass")
+        if cls is Context:
+            out.__class__ = Context
+            return cast(Context, out)
+        # A subclass (which may add a __dict__, so no __class__ assignment): copy the slots.
+        made = _new(cls)
+        for name, set_slot in _SLOTS.items():
+            set_slot(made, getattr(out, name))
+        return made
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Copied and pickled by rebuilding (the slots are read-only once built); the attributes
+        # travel as a dict, which __new__ wraps again.
+        return type(self), (
+            self.user_id,
+            self.user_name,
+            self.groups,
+            self.logged_in,
+            self.cookie_id,
+            self.features,
+            self.subdomain,
+            self.location,
+            self.oauth_client,
+            self.time,
+            dict(self.attributes),
+        )
+
+    def __copy__(self) -> Context:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: Any) -> Context:
+        return self  # immutable, and its attributes are copied in when it is built
 
     @property
     def bucketing_id(self) -> str | None:
@@ -208,26 +267,20 @@ class Context:
         return cls(**known)
 
 
-# The slots' own setters, in __init__'s order: they bypass the frozen __setattr__ (which only
-# raises) the way the generated __init__ does, minus a lookup and a call per field.
-_SLOTS: tuple[Callable[[Context, Any], None], ...] = tuple(
-    Context.__dict__[name].__set__
-    for name in (
-        "user_id",
-        "user_name",
-        "groups",
-        "logged_in",
-        "cookie_id",
-        "features",
-        "subdomain",
-        "location",
-        "oauth_client",
-        "time",
-        "attributes",
-        "user_key",
-        "cookie_key",
-    )
-)
+_new = object.__new__
+
+
+class _Building(_Fields):
+    """A :class:`Context` being built: the same slots, settable (see ``Context.__new__``)."""
+
+    __slots__ = ()
+
+
+# The slots' own setters, which bypass the frozen __setattr__: a subclass of Context (which may
+# add a __dict__, so its instances cannot be a _Building first) is built through them.
+_SLOTS: dict[str, Callable[[Context, Any], None]] = {
+    f.name: _Fields.__dict__[f.name].__set__ for f in fields(Context)
+}
 
 
 def _replace_time(ctx: Context, now: float) -> Context:
@@ -309,13 +362,16 @@ def to_context(value: ContextLike | Iterable[Any]) -> Context:
         return value
     if value is None:
         return ANONYMOUS
+    # The shared context of a bare id, and of {"user_id": uid} (the form applications write
+    # most), looked up here rather than in _user_context: a call less when it is there.
     if type(value) is str:
-        return _user_context(value)
+        ctx = _BY_ID.get(value)
+        return ctx if ctx is not None else _user_context(value)
     if type(value) is dict and len(value) == 1:
-        # {"user_id": uid}, the form applications write most: the shared context of that id.
         uid = value.get("user_id")
         if type(uid) is str:
-            return _user_context(uid)
+            ctx = _BY_ID.get(uid)
+            return ctx if ctx is not None else _user_context(uid)
     if isinstance(value, str | int) and not isinstance(value, bool):
         return _user_context(str(value))
     if isinstance(value, Mapping):

@@ -169,6 +169,7 @@ def override_flag(name: str, document: Any, source: str) -> Flag:
         constant=None if flag.constant is None else tag(flag.constant),
         scheduled_off=None if flag.scheduled_off is None else tag(flag.scheduled_off),
         run=tagged(flag.run),
+        quick=None,  # served through the client's full path, which tags the decision
         link=None if link is None else linked,
     )
 

@@ -348,7 +348,7 @@ def _relink(
                 if required in members
             }
             linked = linker.link(flag, members)
-            flags[name] = replace(linked, run=_explain(linked.run, explained))
+            flags[name] = replace(linked, run=_explain(linked.run, explained), quick=None)
 
 
 class _Linker:

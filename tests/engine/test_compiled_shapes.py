@@ -82,7 +82,55 @@ def test_a_lone_percentage_document_compiles_as_the_general_path() -> None:
         fast = parse_flag("f", {"percentage": p})
         general = parse_flag("f", {"percentage": p, "enabled": True})  # not the lone shape
         for f in fields(Flag):
-            if f.name not in ("run", "document"):
+            if f.name not in ("run", "quick", "document"):
                 assert getattr(fast, f.name) == getattr(general, f.name), (p, f.name)
         assert fast.document == f'{{"percentage":{p}}}'
         assert [evaluate(fast, c) for c in contexts] == [evaluate(general, c) for c in contexts]
+
+
+QUICK_DOCUMENTS: list[object] = [
+    "on",
+    "off",
+    10,
+    {"percentage": 37.25, "salt": "s"},
+    {"users": ["u1", "u7"], "percentage": 5},
+    {"groups": ["beta"], "percent_loggedout": 50},
+    {"rules": [{"attribute": "plan", "op": "in", "value": ["pro"]}], "variants": ["a", "b"]},
+    {"targeting": [{"groups": ["beta"], "serve": {"percentage": 20}}], "default": "off"},
+    {"deny": {"users": ["u3"]}, "percentage": 60},
+    {"archived": True, "percentage": 100},
+    {"bucket_by": "org", "percentage": 50},
+]
+SLOW_DOCUMENTS: list[object] = [
+    {"percentage": 50, "schedule": {"start": "2020-01-01T00:00:00Z"}},
+    {"experiment": {"loggedin": True, "variants": {"a": 20, "b": 20}}},
+    {"prerequisites": ["other"], "percentage": 50},
+]
+
+
+def test_quick_is_the_decision_where_only_the_context_decides() -> None:
+    # Flag.quick is what Client.is_enabled calls on its fast path: it must give the decision
+    # evaluate() gives, and be absent where the clock or an exposure is involved.
+    contexts = [
+        Context(
+            user_id=f"u{i}",
+            groups=frozenset({"beta"} if i % 3 else ()),
+            attributes={"plan": "pro", "org": f"o{i % 7}"},
+        )
+        for i in range(200)
+    ] + [Context(cookie_id="c1"), Context(), Context(user_id="u3", logged_in=False, cookie_id="c9")]
+    for doc in QUICK_DOCUMENTS:
+        flag = parse_flag("f", doc)
+        assert flag.quick is not None, doc
+        assert [flag.quick(c) for c in contexts] == [evaluate(flag, c) for c in contexts], doc
+    for doc in SLOW_DOCUMENTS:
+        assert parse_flag("f", doc).quick is None, doc
+
+
+def test_quick_follows_the_segments_a_flag_is_linked_to() -> None:
+    flag = _linked(
+        {"targeting": [{"segments": ["s"], "serve": "on"}], "default": "off"}, {"s": ["m1"]}
+    ).flags["f"]
+    assert flag.quick is flag.run
+    assert flag.quick(MEMBER).enabled is True
+    assert flag.quick(Context(user_id="m2")).enabled is False

@@ -21,6 +21,7 @@ from flagstaff.http.app import Settings, create_app
 from flagstaff.http.environments import (
     Environment,
     EnvironmentConfigError,
+    check_name,
     load_environments,
     parse_environment,
     split_env_path,
@@ -368,6 +369,8 @@ def test_environment_options_and_files(tmp_path: Path) -> None:
     for bad in ("staging", "Staging=x", "=x", "a="):
         with pytest.raises(EnvironmentConfigError):
             parse_environment(bad)
+    with pytest.raises(EnvironmentConfigError, match="bad environment name"):
+        check_name("prod\n")  # a trailing newline is not part of a name
     path = tmp_path / "envs.json"
     path.write_text('[{"name": "dev", "url": "memory://"}, {"name": "prod", "url": "memory://"}]')
     assert [e.name for e in load_environments(str(path))] == ["dev", "prod"]

@@ -96,7 +96,7 @@ class Environment:
 
 def check_name(name: str) -> str:
     """``name`` if it may name an environment (lower case letters, digits, ``-``, ``_``; 1 to 32)."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # fullmatch: "$" would let a trailing newline through
         raise EnvironmentConfigError(
             f"bad environment name {name!r}: use 1 to 32 lower-case letters, digits, '-' or '_'"
         )
