@@ -1,4 +1,4 @@
-"""Flag.linked copies every field of the flag but ``run`` and ``quick`` (a copier generated from the slots)."""
+"""Flag.linked copies every field but ``run`` and ``quick`` (a copier generated from the slots)."""
 
 from __future__ import annotations
 
