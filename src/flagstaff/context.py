@@ -337,6 +337,30 @@ _BY_ID: dict[str, Context] = {}
 _BY_ID_LIMIT = 4096
 
 
+def _of_user(uid: str) -> Context:
+    """``Context(user_id=uid)`` for a non-empty ``uid`` that is a ``str``, without the
+    keywords and checks: the build a bare id costs once per request (see Context.__new__)."""
+    out: Any = _new(_Building)
+    out.user_id = uid
+    out.user_name = None
+    out.groups = _NO_GROUPS
+    out.logged_in = True
+    out.cookie_id = None
+    out.features = ()
+    out.subdomain = None
+    out.location = None
+    out.oauth_client = None
+    out.time = None
+    out.attributes = _EMPTY
+    out.user_key = uid.encode("utf-8", "surrogatepass")
+    out.cookie_key = None
+    out.__class__ = Context
+    return cast(Context, out)
+
+
+_NO_GROUPS: frozenset[str] = frozenset()
+
+
 def _user_context(uid: str) -> Context:
     """The context of a bare user id, shared: a request checks many flags for one user,
     and a context is immutable, so the second check onwards costs one dict lookup rather
@@ -344,7 +368,7 @@ def _user_context(uid: str) -> Context:
     on the hot path); a miss only costs the build it would have cost anyway."""
     ctx = _BY_ID.get(uid)
     if ctx is None:
-        ctx = Context(user_id=uid)
+        ctx = _of_user(uid) if uid else ANONYMOUS
         if len(_BY_ID) >= _BY_ID_LIMIT:
             _BY_ID.clear()
         _BY_ID[uid] = ctx

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from flagstaff import Context
-from flagstaff.context import FIELDS
+from flagstaff.context import FIELDS, to_context
 
 FULL = Context(
     user_id="u1",
@@ -68,3 +68,21 @@ def test_a_subclass_is_built_with_the_same_fields() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         ctx.user_id = "x"  # type: ignore[misc]
     assert pickle.loads(pickle.dumps(Context(user_id="u9"))) == Context(user_id="u9")
+
+
+def test_a_bare_id_gets_the_context_the_constructor_builds() -> None:
+    # to_context's shared contexts for a bare id (and {"user_id": id}) skip the constructor's
+    # keywords and checks: they must still be the very context Context(user_id=id) is.
+    for uid in ("u1", "42", "é", "\udc80x", " spaced "):
+        for given in (uid, {"user_id": uid}):
+            ctx = to_context(given)
+            assert type(ctx) is Context and ctx == Context(user_id=uid), uid
+            assert (ctx.user_key, ctx.cookie_key, ctx.logged_in) == (
+                Context(user_id=uid).user_key,
+                None,
+                True,
+            )
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                ctx.user_id = "other"  # type: ignore[misc]
+    assert to_context("") == Context() and to_context("").logged_in is False
+    assert to_context({"user_id": ""}) == Context()
