@@ -711,9 +711,10 @@ def diff_documents(left: Mapping[str, Any], right: Mapping[str, Any]) -> list[Di
 def parse_document(name: str, value: Any) -> Flag | Segment:
     """The document stored under ``name`` validated: a :class:`~flagstaff.segments.Segment`
     for a segment key (``segment:NAME``), else a :class:`~flagstaff.model.Flag`.
-    Raises :class:`ValidationError`."""
+    A segment may be as large as a segment stored in parts may be
+    (:data:`~flagstaff.parts.MAX_SEGMENT_BYTES`). Raises :class:`ValidationError`."""
     if is_segment_key(name):
-        return parse_segment(name, value)
+        return parse_segment(name, value, limit=MAX_SEGMENT_BYTES)
     return parse_flag(name, value)
 
 

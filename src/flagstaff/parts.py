@@ -51,9 +51,9 @@ still exist; apply the full member list again instead (``flagstaff apply``).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 from flagstaff.document import (
@@ -141,11 +141,12 @@ def split(name: str, value: Any) -> tuple[Any, dict[str, str]]:
     users = [str(u) for u in value["users"]]
     empty = encode_document({"part_of": name, "users": []})
     budget = PART_BYTES - _size(empty)
-    encode_item = json.JSONEncoder(ensure_ascii=False).encode
     parts: dict[str, str] = {}
     digests: list[str] = []
     start, used = 0, 0
-    sizes = [_size(encode_item(u)) + 1 for u in users]  # the item and its comma
+    # Each item's bytes in the canonical text, and its comma (C speed: a million ids).
+    quoted = map(encode_basestring, users)
+    sizes = [n + 1 for n in (map(len, quoted) if text.isascii() else map(_size, quoted))]
     for i, size in enumerate(sizes):
         if size > budget:
             message = f"users[{i}] is {size:,} bytes, longer than a part ({PART_BYTES:,} bytes) holds"
