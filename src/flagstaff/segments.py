@@ -22,6 +22,13 @@ A context is a member when it is not excluded and any of ``users``, ``groups``,
 ``rules`` or ``percentage`` takes it. ``holdout: true`` makes the segment a
 global holdout: its members get :attr:`~flagstaff.decision.Reason.HOLDOUT` from
 every experiment.
+
+Large segments are stored in parts (:mod:`flagstaff.parts`, which describes the
+design): a segment whose document would exceed 512 KiB keeps its ``users`` in part
+documents ``segment:NAME:part:DIGEST`` and its head lists their digests under
+``user_parts``. :func:`parse_segment` compiles such a head with its parts (given as
+``parts``) into one segment with one compact member set; a missing or invalid part is
+a :class:`~flagstaff.errors.ValidationError` naming it.
 """
 
 from __future__ import annotations
