@@ -206,5 +206,10 @@ def test_export_and_apply_round_trip(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["--store", url, "segment", "list"]) == EXIT.OK
     listing = capsys.readouterr().out
     assert "big" in listing and ":part:" not in listing
+    # A head is shown as stored, and is valid with its parts.
+    assert main(["--store", url, "segment", "get", "big"]) == EXIT.OK
+    assert PARTS_KEY in json.loads(capsys.readouterr().out)
+    assert main(["--store", url, "get", "segment:big"]) == EXIT.OK
+    assert main(["--store", url, "check", "segment:big", "--user", "u-00000"]) == EXIT.OK
     assert main(["--store", url, "check", "vip", "--user", "u-00599"]) == EXIT.OK
     assert main(["--store", url, "check", "vip", "--user", "stranger"]) == EXIT.NO

@@ -107,12 +107,12 @@ def _write(args: argparse.Namespace, out: Out, key: str, verb: str, action: Any)
 def _get(args: argparse.Namespace, out: Out, key: str) -> int:
     with opened(args.store) as store:
         rec = Admin(store).get(key)
-        part_texts = _part_texts(store.get)
+        records = store.load().records if PARTS_KEY in rec.raw else {}
     name = segment_name(key)
     doc = decoded(rec.raw)
     problem: ValidationError | None = None
     try:
-        parse_segment_text(key, rec.raw, parts=part_texts)
+        parse_segment_text(key, rec.raw, parts=_part_texts(records.get))
     except ValidationError as exc:
         problem = exc
     if out.json:
