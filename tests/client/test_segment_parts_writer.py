@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
 from flagstaff.admin import Admin, read_documents
 from flagstaff.cli import EXIT, main
@@ -19,9 +20,12 @@ from flagstaff.context import Context
 from flagstaff.document import is_part_key
 from flagstaff.errors import ValidationError
 from flagstaff.follower import Follower
+from flagstaff.http.app import create_app
+from flagstaff.http.tokens import Permission
 from flagstaff.parts import PARTS_KEY
 from flagstaff.stores.memory import MemoryStore
 from flagstaff.stores.sqlite import SQLiteStore
+from tests._support.http_server import make_token
 
 SMALL = 2048
 
@@ -213,3 +217,34 @@ def test_export_and_apply_round_trip(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["--store", url, "check", "segment:big", "--user", "u-00000"]) == EXIT.OK
     assert main(["--store", url, "check", "vip", "--user", "u-00599"]) == EXIT.OK
     assert main(["--store", url, "check", "vip", "--user", "stranger"]) == EXIT.NO
+
+
+def test_the_http_api_and_dashboard_list_a_segment_in_parts_once(tmp_path: Path) -> None:
+    app = create_app(f"sqlite:///{tmp_path / 'flags.db'}")
+    state = app.state.flagstaff
+    try:
+        http = TestClient(
+            app, headers={"Authorization": f"Bearer {make_token(state, Permission.WRITE, 'al')}"}
+        )
+        response = http.put(
+            "/api/v1/segments/big", json={"document": {"description": "d", "users": users(600)}}
+        )
+        assert response.status_code in (200, 201), response.text
+        assert len(parts_of(state.store)) >= 3
+        listed = http.get("/api/v1/segments").json()["segments"]
+        assert [s["name"] for s in listed] == ["big"] and listed[0]["valid"], listed
+        assert listed[0]["description"] == "d"
+        flags = http.get("/api/v1/flags").json()
+        assert ":part:" not in json.dumps(flags)
+        page = http.get("/segments")
+        assert page.status_code == 200 and ":part:" not in page.text and "big" in page.text
+        changes = http.get("/changes")
+        assert changes.status_code == 200 and ":part:" not in changes.text
+        # The document shown (the head) can be written back as it is: its parts exist.
+        head_doc = http.get("/api/v1/segments/big").json()["document"]
+        assert PARTS_KEY in head_doc
+        again = http.put("/api/v1/segments/big", json={"document": {**head_doc, "description": "e"}})
+        assert again.status_code == 200, again.text
+        assert read_documents(state.store)["segment:big"]["users"] == users(600)
+    finally:
+        state.close()
