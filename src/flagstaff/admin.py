@@ -309,17 +309,18 @@ class Admin:
         """Write ``value`` after validating it. ``expect`` as in :meth:`Store.put`."""
         prepared = _prepare(name, value, self._lookup())
         parsed, value, raw = prepared.parsed, prepared.value, prepared.raw
-        self._write_parts(prepared.parts)
         before = self.store.get(name)
         # Compare before writing: the same document again is not a change, so it must not bump
         # the version or add a history entry (watchers would see a write that changed nothing).
         # With ``expect`` the version must still match, so a stale expectation stays a conflict.
         if before is not None and _same(before.raw, raw) and expect in (None, before.version):
+            self._write_parts(prepared.parts)  # the same head: put back any part lost meanwhile
             return Outcome(name, before.raw, before.raw, before, False)
         world = _World(self.store)
         if before is None:  # a new flag: the stricter name rule and no look-alike (docs/flags.md)
             _check_new_name(name, world.keys())
         _check_references(name, value, parsed, None if before is None else before.raw, world)
+        self._write_parts(prepared.parts)  # before the head: a reader never sees a head without them
         record = self.store.put(name, raw, expect=expect, author=self.author)
         self._collect_parts(name, prepared.parts)
         return Outcome(name, before.raw if before else None, raw, record, True)

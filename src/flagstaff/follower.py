@@ -615,7 +615,8 @@ class Follower:
         self._records[name] = record
         self._documents[name] = record.raw
         waiting = self._records.get(head)
-        if head in self._invalid and waiting is not None:
+        digest = name.rpartition(PART_MARK)[2]
+        if head in self._invalid and waiting is not None and _uses(waiting.raw, digest):
             return self._apply(Change(head, waiting, change.revision), snap, changed)
         return snap.at(change.revision, time.time())
 
