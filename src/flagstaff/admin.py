@@ -332,6 +332,12 @@ class Admin:
         the flag as a prerequisite, unless ``force`` (they then dangle: a missing
         segment has no member, a missing prerequisite fails).
         """
+        if is_part_key(name):
+            message = (
+                f"{name!r} is a part of the segment {part_owner(name)!r}: delete or rewrite the segment, "
+                "flagstaff deletes the parts it no longer uses"
+            )
+            raise ValidationError([Problem("name", message)], flag=name)
         before = self.get(name)
         if not force:
             _check_unused(name, self.store.load().records)

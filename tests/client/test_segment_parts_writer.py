@@ -105,6 +105,9 @@ def test_parts_are_written_by_the_writer_only(store: MemoryStore) -> None:
     key = sorted(parts_of(store))[0]
     with pytest.raises(ValidationError, match="write the segment, flagstaff writes its parts"):
         admin.set(key, {"part_of": "big", "users": []})
+    with pytest.raises(ValidationError, match="delete or rewrite the segment"):
+        admin.delete(key)
+    assert key in parts_of(store)
     assert list(admin.segments()) == ["big"]
     assert list(admin.flags()) == []
 
