@@ -251,3 +251,14 @@ def test_the_http_api_and_dashboard_list_a_segment_in_parts_once(tmp_path: Path)
         assert read_documents(state.store)["segment:big"]["users"] == users(600)
     finally:
         state.close()
+
+
+def test_a_segment_over_the_total_limit_is_refused_and_nothing_written(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("flagstaff.admin.MAX_SEGMENT_BYTES", 4 * SMALL)
+    monkeypatch.setattr("flagstaff.parts.MAX_SEGMENT_BYTES", 4 * SMALL)
+    admin = Admin(store, author="t")
+    with pytest.raises(ValidationError, match="a segment may hold"):
+        admin.set("segment:big", {"users": users(1000)})
+    assert store.load().records == {}
