@@ -258,6 +258,7 @@ def test_a_segment_over_the_total_limit_is_refused_and_nothing_written(
 ) -> None:
     monkeypatch.setattr("flagstaff.admin.MAX_SEGMENT_BYTES", 4 * SMALL)
     monkeypatch.setattr("flagstaff.parts.MAX_SEGMENT_BYTES", 4 * SMALL)
+    monkeypatch.setattr("flagstaff.segments.MAX_SEGMENT_BYTES", 4 * SMALL)
     admin = Admin(store, author="t")
     with pytest.raises(ValidationError, match="a segment may hold"):
         admin.set("segment:big", {"users": users(1000)})
