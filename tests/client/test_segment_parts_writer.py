@@ -244,6 +244,9 @@ def test_the_http_api_and_dashboard_list_a_segment_in_parts_once(tmp_path: Path)
         changes = http.get("/changes")
         assert changes.status_code == 200 and ":part:" not in changes.text
         # The document shown (the head) can be written back as it is: its parts exist.
+        part = sorted(parts_of(state.store))[0].removeprefix("segment:")
+        assert http.get(f"/api/v1/segments/{part}").status_code == 404
+        assert http.get(f"/segments/{part}").status_code == 404
         head_doc = http.get("/api/v1/segments/big").json()["document"]
         assert PARTS_KEY in head_doc
         again = http.put("/api/v1/segments/big", json={"document": {**head_doc, "description": "e"}})

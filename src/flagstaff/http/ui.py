@@ -325,7 +325,7 @@ def segment_page(request: Request) -> HTMLResponse:
     state = state_of(request)
     key = segment_key(request.path_params["name"])
     records = state.store.load().records
-    record = records.get(key)
+    record = None if is_part_key(key) else records.get(key)  # a part is no segment
     if record is None:
         return _render(request, "segment_missing.html", 404, nav="segments", name=segment_name(key))
     name = segment_name(key)
