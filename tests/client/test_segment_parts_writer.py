@@ -249,6 +249,11 @@ def test_the_http_api_and_dashboard_list_a_segment_in_parts_once(tmp_path: Path)
         assert http.get(f"/segments/{part}").status_code == 404
         head_doc = http.get("/api/v1/segments/big").json()["document"]
         assert PARTS_KEY in head_doc
+        checked = http.post("/api/v1/validate", json={"name": "segment:big", "document": head_doc})
+        assert checked.status_code == 200 and checked.json()["ok"], checked.text
+        broken = {**head_doc, PARTS_KEY: ["0" * 20]}
+        refused = http.post("/api/v1/validate", json={"name": "segment:big", "document": broken}).json()
+        assert not refused["ok"] and "is missing" in json.dumps(refused["problems"])
         again = http.put("/api/v1/segments/big", json={"document": {**head_doc, "description": "e"}})
         assert again.status_code == 200, again.text
         assert read_documents(state.store)["segment:big"]["users"] == users(600)
