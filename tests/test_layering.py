@@ -61,7 +61,7 @@ PACKAGE = "flagstaff"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ground", ("errors", "runtime", "context", "decision", "bucketing", "forcing", "_extras")),
     ("document", ("document",)),
-    ("model", ("rules", "segments", "checks", "model", "members")),
+    ("model", ("rules", "parts", "segments", "checks", "model", "members")),
     ("evaluation", ("evaluate", "snapshot")),
     ("stores", ("stores",)),
     (

@@ -22,6 +22,14 @@ Segments
     segment's NAME follows the new-flag-name rule. :meth:`Admin.flags` and
     :meth:`Admin.segments` list each kind apart.
 
+    A segment larger than :data:`flagstaff.parts.PART_BYTES` is stored in parts
+    (:mod:`flagstaff.parts`): every write of a segment validates the whole document
+    (up to :data:`~flagstaff.parts.MAX_SEGMENT_BYTES`), writes the parts it needs
+    (each on its own, idempotent), then the head with compare-and-set, then deletes the
+    parts of that segment its stored head no longer names (best effort, logged). An edit
+    (:meth:`Admin.update`) sees the segment's whole ``users`` list, as if stored in one
+    document; writing a head that names parts (a rollback) needs those parts to exist.
+
 References (checked at write time)
     A flag write is refused with a :class:`~flagstaff.errors.ValidationError` naming
     the path when it would add a reference to a segment that does not exist
@@ -61,7 +69,7 @@ from typing import Any
 
 from flagstaff import edits
 from flagstaff.decision import Reason
-from flagstaff.document import is_segment_key, segment_key, segment_name
+from flagstaff.document import is_part_key, is_segment_key, part_key, part_owner, segment_key, segment_name
 from flagstaff.errors import (
     ConflictError,
     FlagstaffError,
@@ -80,6 +88,7 @@ from flagstaff.model import (
     printable_text,
     references,
 )
+from flagstaff.parts import MAX_SEGMENT_BYTES, PARTS_KEY, Lookup, expand, split
 from flagstaff.segments import Segment, parse_segment
 from flagstaff.stores.base import Record, Store, Write
 
@@ -232,27 +241,88 @@ class Admin:
         return {k: records[k] for k in sorted(records) if not is_segment_key(k)}
 
     def segments(self) -> dict[str, Record]:
-        """Every segment's record by segment name (without the ``segment:`` prefix), sorted."""
+        """Every segment's record by segment name (without the ``segment:`` prefix), sorted;
+        a segment stored in parts by its head (the parts are left out)."""
         records = self.store.load().records
-        return {segment_name(k): records[k] for k in sorted(records) if is_segment_key(k)}
+        return {
+            segment_name(k): records[k] for k in sorted(records) if is_segment_key(k) and not is_part_key(k)
+        }
+
+    def _lookup(self) -> Lookup:
+        """Reads a part's text from the store (for a segment stored in parts)."""
+
+        def lookup(key: str) -> str | None:
+            record = self.store.get(key)
+            return None if record is None else record.raw
+
+        return lookup
+
+    def _write_parts(self, parts: Mapping[str, str]) -> None:
+        """Store the parts a segment head is about to name: each on its own, before the
+        head; a part already stored with the same text is left as it is."""
+        for key, raw in parts.items():
+            old = self.store.get(key)
+            if old is not None and _same(old.raw, raw):
+                continue
+            try:
+                self.store.put(key, raw, expect=0 if old is None else old.version, author=self.author)
+            except ConflictError:  # written meanwhile: by the same content unless someone tampers
+                now = self.store.get(key)
+                if now is None or not _same(now.raw, raw):
+                    self.store.put(key, raw, author=self.author)
+
+    def _collect_parts(self, name: str, mine: Mapping[str, str] | None = None) -> list[str]:
+        """Delete the parts of segment ``name`` that its stored head does not name; when that
+        head is the one just written (its parts ``mine``), put back any of them another
+        writer's collection deleted meanwhile. Best effort: returns the parts left over."""
+        if not is_segment_key(name):
+            return []
+        bare = segment_name(name)
+        try:
+            records = self.store.load().records
+            head = records.get(name)
+            value = _decoded(head.raw) if head is not None else None
+            listed = value.get(PARTS_KEY) if isinstance(value, dict) else None
+            digests = listed if isinstance(listed, list) else []
+            keep = {part_key(bare, d) for d in digests if isinstance(d, str)}
+            for key, raw in (mine or {}).items():
+                if key in keep and key not in records:
+                    self.store.put(key, raw, author=self.author)
+            doomed = sorted(k for k in records if is_part_key(k) and part_owner(k) == bare and k not in keep)
+        except FlagstaffError as exc:
+            log.warning("segment %r: cannot look for parts it no longer uses: %s", bare, exc)
+            return []
+        left: list[str] = []
+        for key in doomed:
+            try:
+                self.store.delete(key, expect=records[key].version, author=self.author)
+            except NotFoundError:
+                pass  # collected by another writer
+            except FlagstaffError as exc:
+                left.append(key)
+                log.warning("segment %r: cannot delete the unused part %r (harmless): %s", bare, key, exc)
+        return left
 
     # -- writes ----------------------------------------------------------------
 
     def set(self, name: str, value: Any, *, expect: int | None = None) -> Outcome:
         """Write ``value`` after validating it. ``expect`` as in :meth:`Store.put`."""
-        parsed = parse_document(name, value)
-        raw = encode_document(value)
+        prepared = _prepare(name, value, self._lookup())
+        parsed, value, raw = prepared.parsed, prepared.value, prepared.raw
         before = self.store.get(name)
         # Compare before writing: the same document again is not a change, so it must not bump
         # the version or add a history entry (watchers would see a write that changed nothing).
         # With ``expect`` the version must still match, so a stale expectation stays a conflict.
         if before is not None and _same(before.raw, raw) and expect in (None, before.version):
+            self._write_parts(prepared.parts)  # the same head: put back any part lost meanwhile
             return Outcome(name, before.raw, before.raw, before, False)
         world = _World(self.store)
         if before is None:  # a new flag: the stricter name rule and no look-alike (docs/flags.md)
             _check_new_name(name, world.keys())
         _check_references(name, value, parsed, None if before is None else before.raw, world)
+        self._write_parts(prepared.parts)  # before the head: a reader never sees a head without them
         record = self.store.put(name, raw, expect=expect, author=self.author)
+        self._collect_parts(name, prepared.parts)
         return Outcome(name, before.raw if before else None, raw, record, True)
 
     def delete(self, name: str, *, expect: int | None = None, force: bool = False) -> Outcome:
@@ -262,10 +332,17 @@ class Admin:
         the flag as a prerequisite, unless ``force`` (they then dangle: a missing
         segment has no member, a missing prerequisite fails).
         """
+        if is_part_key(name):
+            message = (
+                f"{name!r} is a part of the segment {part_owner(name)!r}: delete or rewrite the segment, "
+                "flagstaff deletes the parts it no longer uses"
+            )
+            raise ValidationError([Problem("name", message)], flag=name)
         before = self.get(name)
         if not force:
             _check_unused(name, self.store.load().records)
         self.store.delete(name, expect=before.version if expect is None else expect, author=self.author)
+        self._collect_parts(name)
         return Outcome(name, before.raw, None, None, True)
 
     def update(
@@ -290,12 +367,15 @@ class Admin:
             if record is None:  # a new flag: the stricter name rule and no look-alike (docs/flags.md)
                 _check_new_name(name, world.keys())
             current = None if record is None else decode_document(record.raw)
-            new = edit(current)
-            parsed = parse_document(name, new)
-            raw = encode_document(new)
-            if record is not None and raw == encode_document(current):
+            lookup = self._lookup()
+            if current is not None and is_segment_key(name):
+                current = expand(name, current, lookup)  # an edit sees all of a segment's users
+            prepared = _prepare(name, edit(current), lookup)
+            new, parsed, raw = prepared.value, prepared.parsed, prepared.raw
+            if record is not None and raw == encode_document(decode_document(record.raw)):
                 return Outcome(name, record.raw, record.raw, record, False)
             _check_references(name, new, parsed, None if record is None else record.raw, world)
+            self._write_parts(prepared.parts)
             try:
                 written = self.store.put(
                     name, raw, expect=0 if record is None else record.version, author=self.author
@@ -306,6 +386,7 @@ class Admin:
                 # Jitter so that writers racing on one flag do not collide in lockstep.
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue
+            self._collect_parts(name, prepared.parts)
             return Outcome(name, None if record is None else record.raw, raw, written, True)
         assert conflict is not None
         raise conflict
@@ -432,7 +513,10 @@ class Admin:
         both = sorted(set(doomed) & set(documents))
         if both:
             raise ValidationError([Problem(n, "both written and deleted in one put_many") for n in both])
-        raws = validate_documents(documents)
+        lookup = self._lookup()
+        prepared = _prepare_all(documents, lookup)
+        raws = {name: p.raw for name, p in prepared.items()}
+        documents = {name: p.value for name, p in prepared.items()}
         existing = self.store.load().records
         problems: list[Problem] = []
         for name in doomed:
@@ -465,7 +549,12 @@ class Admin:
         for name in doomed:
             writes.append(Write(name, None, expect.get(name, existing[name].version)))
             outcomes.append(Outcome(name, existing[name].raw, None, None, True))
+        for p in prepared.values():
+            self._write_parts(p.parts)
         records = iter(self.store.put_many(writes, author=self.author) if writes else [])
+        for w in writes:
+            if is_segment_key(w.name):
+                self._collect_parts(w.name, prepared[w.name].parts if w.name in prepared else None)
         return [Outcome(o.name, o.before, o.after, next(records), True) if o.changed else o for o in outcomes]
 
     def import_documents(
@@ -483,10 +572,13 @@ class Admin:
         References are checked against the store as the import leaves it: a flag may
         name a segment or prerequisite that comes in the same import.
         """
-        raws = validate_documents(documents)
+        prepared = _prepare_all(documents, self._lookup())
+        raws = {name: p.raw for name, p in prepared.items()}
+        documents = {name: p.value for name, p in prepared.items()}
         state = self.store.load()
         existing = state.records
-        doomed = sorted(set(existing) - set(raws)) if prune else []
+        # A segment's parts go and come with it: never pruned on their own.
+        doomed = sorted(k for k in set(existing) - set(raws) if not is_part_key(k)) if prune else []
         _check_import(documents, raws, existing, doomed)
         total = len(raws) + len(doomed)
         created: list[str] = []
@@ -497,7 +589,9 @@ class Admin:
             if old is not None and _same(old.raw, raw):
                 unchanged.append(name)
             else:
+                self._write_parts(prepared[name].parts)
                 self._put_fresh(name, raw, old)
+                self._collect_parts(name, prepared[name].parts)
                 (created if old is None else updated).append(name)
             if progress is not None:
                 progress(i, total)
@@ -506,6 +600,7 @@ class Admin:
                 self.store.delete(name, expect=existing[name].version, author=self.author)
             except NotFoundError:
                 log.info("flag %r was deleted meanwhile", name)
+            self._collect_parts(name)
             if progress is not None:
                 progress(j, total)
         return CopyResult(tuple(created), tuple(updated), tuple(unchanged), tuple(doomed))
@@ -537,24 +632,74 @@ def _restored(doc: Any) -> Any:
     return {k: v for k, v in doc.items() if k != "archived"}
 
 
-def validate_documents(documents: Mapping[str, Any]) -> dict[str, str]:
-    """Validate every document; canonical text by name, or one ValidationError for all."""
-    raws: dict[str, str] = {}
+def validate_documents(documents: Mapping[str, Any], parts: Lookup | None = None) -> dict[str, str]:
+    """Validate every document; the canonical text to store by name (a large segment's
+    head, :mod:`flagstaff.parts`), or one ValidationError for all. A segment head naming
+    parts is read with them, through ``parts``."""
+    return {name: p.raw for name, p in _prepare_all(documents, parts or _no_parts).items()}
+
+
+def _no_parts(key: str) -> str | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A document validated for writing: the parse, the whole document (a segment's users
+    joined), the text stored under its name (a segment's head) and the parts to store first."""
+
+    parsed: Flag | Segment
+    value: Any
+    raw: str
+    parts: Mapping[str, str]
+
+
+def _prepare(name: str, value: Any, lookup: Lookup) -> _Prepared:
+    if is_part_key(name):
+        message = (
+            f"{name!r} is a part of the segment {part_owner(name)!r}, stored in parts: "
+            "write the segment, flagstaff writes its parts"
+        )
+        raise ValidationError([Problem("name", message)], flag=name)
+    if not is_segment_key(name):
+        return _Prepared(parse_flag(name, value), value, encode_document(value), {})
+    whole = expand(name, value, lookup)
+    parsed = parse_segment(name, whole, limit=MAX_SEGMENT_BYTES)
+    head, parts = split(segment_name(name), whole)
+    return _Prepared(parsed, whole, encode_document(head), parts)
+
+
+def _prepare_all(documents: Mapping[str, Any], lookup: Lookup) -> dict[str, _Prepared]:
+    out: dict[str, _Prepared] = {}
     problems: list[Problem] = []
     for name, value in documents.items():
         try:
-            raws[name] = _validated(name, value)
+            out[name] = _prepare(name, value, lookup)
         except ValidationError as exc:
             problems.extend(Problem(_join(name, p.path), p.message) for p in exc.problems)
     if problems:
         raise ValidationError(problems)
-    return raws
+    return out
 
 
 def read_documents(store: Store) -> dict[str, Any]:
-    """Every document in ``store``, decoded (or raw text if undecodable), by name, sorted."""
+    """Every document in ``store``, decoded (or raw text if undecodable), by name, sorted.
+    A segment stored in parts is read whole (its ``users`` joined from its parts, which
+    are left out); one whose parts cannot be read is given as stored."""
     records = store.load().records
-    return {name: _loads_or_text(records[name].raw) for name in sorted(records)}
+    texts = {name: record.raw for name, record in records.items()}
+    out: dict[str, Any] = {}
+    for name in sorted(records):
+        if is_part_key(name):
+            continue
+        value = _loads_or_text(records[name].raw)
+        if is_segment_key(name):
+            try:
+                value = expand(name, value, texts)
+            except ValidationError as exc:
+                log.warning("segment %r: %s; reading its head as stored", segment_name(name), exc)
+        out[name] = value
+    return out
 
 
 def diff_documents(left: Mapping[str, Any], right: Mapping[str, Any]) -> list[DiffEntry]:
@@ -573,15 +718,11 @@ def diff_documents(left: Mapping[str, Any], right: Mapping[str, Any]) -> list[Di
 def parse_document(name: str, value: Any) -> Flag | Segment:
     """The document stored under ``name`` validated: a :class:`~flagstaff.segments.Segment`
     for a segment key (``segment:NAME``), else a :class:`~flagstaff.model.Flag`.
-    Raises :class:`ValidationError`."""
+    A segment may be as large as a segment stored in parts may be
+    (:data:`~flagstaff.parts.MAX_SEGMENT_BYTES`). Raises :class:`ValidationError`."""
     if is_segment_key(name):
-        return parse_segment(name, value)
+        return parse_segment(name, value, limit=MAX_SEGMENT_BYTES)
     return parse_flag(name, value)
-
-
-def _validated(name: str, value: Any) -> str:
-    parse_document(name, value)
-    return encode_document(value)
 
 
 def _not_found(name: str) -> NotFoundError:

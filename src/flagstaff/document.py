@@ -48,6 +48,7 @@ __all__ = [
     "MAX_DOCUMENT_BYTES",
     "META_KEYS",
     "NEW_NAME_CHARS",
+    "PART_MARK",
     "PERCENT_KEYS",
     "PREREQUISITE_KEYS",
     "RAMP_KEYS",
@@ -62,9 +63,12 @@ __all__ = [
     "check_new_name",
     "decode_document",
     "encode_document",
+    "is_part_key",
     "is_segment_key",
     "json_schema",
     "name_key",
+    "part_key",
+    "part_owner",
     "printable_text",
     "segment_key",
     "segment_name",
@@ -146,6 +150,7 @@ SEGMENT_KEYS = (
     "owner",
     "tags",
     "users",
+    "user_parts",  # a large segment's users, stored in parts (flagstaff.parts)
     "groups",
     "rules",
     "exclude_users",
@@ -161,8 +166,35 @@ SEGMENT_PREFIX = "segment:"
 
 
 def is_segment_key(key: str) -> bool:
-    """Whether a store key names a segment (``segment:NAME``) rather than a flag."""
+    """Whether a store key names a segment (``segment:NAME``) rather than a flag.
+
+    A segment's part (:func:`is_part_key`) has the prefix too, so everything that leaves
+    segments out of a list of flags leaves parts out; a list of segments must also leave
+    out :func:`is_part_key`."""
     return key.startswith(SEGMENT_PREFIX)
+
+
+# A large segment keeps its ``users`` in part documents (flagstaff.parts) under
+# "segment:NAME:part:DIGEST". ':' is in no segment NAME (the name rule allows
+# A-Z a-z 0-9 . _ -), so no segment a user creates collides with a part, and every store
+# already holds keys with ':' (every segment key has one).
+PART_MARK = ":part:"
+
+
+def is_part_key(key: str) -> bool:
+    """Whether a store key names a part of a segment stored in parts
+    (``segment:NAME:part:DIGEST``, :mod:`flagstaff.parts`), not a flag or a segment."""
+    return key.startswith(SEGMENT_PREFIX) and PART_MARK in key
+
+
+def part_key(name: str, digest: str) -> str:
+    """The store key of the part ``digest`` of the segment ``name``."""
+    return f"{segment_key(name)}{PART_MARK}{digest}"
+
+
+def part_owner(key: str) -> str:
+    """The segment NAME a part key belongs to (``segment:NAME:part:DIGEST`` -> ``NAME``)."""
+    return segment_name(key).partition(PART_MARK)[0]
 
 
 def segment_key(name: str) -> str:

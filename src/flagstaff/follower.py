@@ -22,6 +22,13 @@ Guarantees
       <flagstaff.snapshot.Snapshot.with_segment>`), so it reaches all of them in
       one swap. An invalid segment is skipped like an invalid flag (its last good
       version kept, the problem in :meth:`Follower.status` under its key).
+    * A large segment is stored in parts (:mod:`flagstaff.parts`): its head
+      (``segment:NAME``) names part documents (``segment:NAME:part:DIGEST``). Parts
+      are held as text and never served as flags or segments; a head is compiled
+      with its parts into one segment. A head whose part is missing or invalid is an
+      invalid segment (last good version kept, the part named in ``status()``),
+      compiled again when the part arrives; a part of the served head deleted by
+      another route is reported the same way while the segment keeps serving.
     * All store work runs on one task of the follower's :class:`Runtime` (the
       *watch task*), so changes are applied in order by a single writer. The
       store's watch callback only queues events. Listeners run on a second task
@@ -49,6 +56,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import json
 import logging
 import os
 import time
@@ -59,9 +67,10 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from flagstaff.cache import CachedFlags, SnapshotCache
-from flagstaff.document import is_segment_key, segment_name
+from flagstaff.document import PART_MARK, is_part_key, is_segment_key, part_owner, segment_key, segment_name
 from flagstaff.errors import ClientError, Problem, StoreUnavailable, ValidationError
 from flagstaff.model import Flag, parse_text, printable_text
+from flagstaff.parts import PARTS_KEY, Lookup
 from flagstaff.runtime import Event, Runtime, Task, default_runtime
 from flagstaff.segments import Segment, parse_segment_text
 from flagstaff.snapshot import Snapshot
@@ -550,6 +559,8 @@ class Follower:
         depends on it). Returns the new snapshot; ``changed`` gains the key and the flags it
         may reach."""
         name, record, now = change.name, change.record, time.time()
+        if is_part_key(name):
+            return self._apply_part(change, snap, changed)
         if record is None:
             self._invalid.pop(name, None)
             self._documents.pop(name, None)
@@ -559,7 +570,7 @@ class Follower:
             return snap.without(name, change.revision, now)
         self._records[name] = record
         try:
-            parsed = _parse(name, record.raw)
+            parsed = _parse(name, record.raw, self._part_text)
         except ValidationError as exc:
             self._skip(name, exc, kept=_holds(snap, name))
             return snap.at(change.revision, now)  # same documents, newer revision
@@ -574,6 +585,40 @@ class Follower:
         changed.update(snap.dependents(name))
         changed.update(new.dependents(name))
         return new
+
+    def _part_text(self, key: str) -> str | None:
+        record = self._records.get(key)
+        return None if record is None else record.raw
+
+    def _apply_part(self, change: Change, snap: Snapshot, changed: set[str]) -> Snapshot:
+        """A part of a segment stored in parts was written or deleted: held as text; a head
+        of its segment waiting for it is compiled again, and a served head that loses it
+        is reported (it keeps serving what it compiled)."""
+        name, record = change.name, change.record
+        head = segment_key(part_owner(name))
+        if record is None:
+            self._records.pop(name, None)
+            self._documents.pop(name, None)
+            digest = name.rpartition(PART_MARK)[2]
+            served = self._documents.get(head)
+            if (
+                served is not None
+                and head not in self._invalid
+                and digest in served
+                and _uses(served, digest)
+            ):
+                self._invalid[head] = (
+                    f"{head}: {PARTS_KEY}: the part {name!r} is missing (deleted); "
+                    "serving the segment as compiled before"
+                )
+            return snap.at(change.revision, time.time())
+        self._records[name] = record
+        self._documents[name] = record.raw
+        waiting = self._records.get(head)
+        digest = name.rpartition(PART_MARK)[2]
+        if head in self._invalid and waiting is not None and _uses(waiting.raw, digest):
+            return self._apply(Change(head, waiting, change.revision), snap, changed)
+        return snap.at(change.revision, time.time())
 
     def _adopt(self, state: StoreState, *, trust_empty: bool = False) -> None:
         """A full load: reuse every flag whose document did not change."""
@@ -601,14 +646,23 @@ class Follower:
         segments: dict[str, Segment] = {}
         documents: dict[str, str] = {}
         invalid: dict[str, str] = {}
-        for name, record in state.records.items():
+        records = state.records
+
+        def lookup(key: str) -> str | None:
+            record = records.get(key)
+            return None if record is None else record.raw
+
+        for name, record in records.items():
+            if is_part_key(name):
+                documents[name] = record.raw  # compiled with its head, kept for the disk cache
+                continue
             segment = is_segment_key(name)
             prior: Flag | Segment | None = (
                 old.segments.get(segment_name(name)) if segment else old.flags.get(name)
             )
             if prior is None or self._documents.get(name) != record.raw:
                 try:
-                    parsed: Flag | Segment | None = _parse(name, record.raw)
+                    parsed: Flag | Segment | None = _parse(name, record.raw, lookup)
                     documents[name] = record.raw
                 except ValidationError as exc:
                     invalid[name] = str(exc)
@@ -628,7 +682,11 @@ class Follower:
         self._initialized = state.initialized
         # A full build: every flag that uses a segment or another flag is linked anew.
         self._snapshot = new = Snapshot(flags, state.revision, time.time(), segments)
-        changed = {n for n in documents.keys() | previous.keys() if documents.get(n) != previous.get(n)}
+        changed = {
+            n
+            for n in documents.keys() | previous.keys()
+            if documents.get(n) != previous.get(n) and not is_part_key(n)
+        }
         if changed and (len(old) or old.segments):
             changed |= old.dependents(changed) | new.dependents(changed)
         self._dirty = True
@@ -712,8 +770,11 @@ class Follower:
         segments: dict[str, Segment] = {}
         with _collector_paused(len(cached.documents)):
             for name, raw in cached.documents.items():
+                if is_part_key(name):
+                    self._documents[name] = raw
+                    continue
                 try:
-                    parsed = _parse(name, raw)
+                    parsed = _parse(name, raw, cached.documents.get)
                     if isinstance(parsed, Segment):
                         segments[segment_name(name)] = parsed
                     else:
@@ -788,18 +849,31 @@ def _collector_paused(documents: int) -> Iterator[None]:
         gc.enable()
 
 
-def _parse(key: str, raw: str) -> Flag | Segment:
-    """The document stored under ``key``: a segment for ``segment:NAME``, else a flag.
+def _parse(key: str, raw: str, parts: Lookup) -> Flag | Segment:
+    """The document stored under ``key``: a segment for ``segment:NAME`` (its parts, if
+    stored in parts, read through ``parts``), else a flag.
     Raises :class:`ValidationError`, for a parser's own failure too (a bug, logged with
     its traceback): one document must never stop the others from loading."""
     try:
-        return parse_segment_text(key, raw) if is_segment_key(key) else parse_text(key, raw)
+        return parse_segment_text(key, raw, parts=parts) if is_segment_key(key) else parse_text(key, raw)
     except ValidationError:
         raise
     except Exception as exc:
         log.exception("parsing the document %r failed", key)
         problem = Problem("", f"could not be parsed: {type(exc).__name__}: {exc}")
         raise ValidationError([problem], flag=key) from exc
+
+
+def _uses(head: str, digest: str) -> bool:
+    """Whether the head document text ``head`` lists the part ``digest``."""
+    if digest not in head:
+        return False
+    try:
+        value = json.loads(head)
+    except ValueError:
+        return False
+    listed = value.get(PARTS_KEY) if isinstance(value, dict) else None
+    return isinstance(listed, list) and digest in listed
 
 
 def _holds(snap: Snapshot, key: str) -> bool:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from flagstaff.admin import Admin
 from flagstaff.context import Context
-from flagstaff.document import is_segment_key
+from flagstaff.document import is_part_key, is_segment_key
 from flagstaff.errors import ValidationError
 from flagstaff.evaluate import evaluate
 from flagstaff.model import Flag, Guardrail, Switch, parse_flag, parse_text
@@ -187,10 +187,14 @@ class Guard:
             return flag
         flags: dict[str, Flag] = {}
         segments: dict[str, Segment] = {}
-        for key, record in self.admin.store.load().records.items():
+        records = self.admin.store.load().records
+        texts = {key: record.raw for key, record in records.items()}  # the parts of large segments
+        for key, record in records.items():
+            if is_part_key(key):
+                continue  # compiled with its segment's head
             try:
                 if is_segment_key(key):
-                    segments[key] = parse_segment_text(key, record.raw)
+                    segments[key] = parse_segment_text(key, record.raw, parts=texts)
                 elif key != flag.name:
                     flags[key] = parse_text(key, record.raw)
             except ValidationError:

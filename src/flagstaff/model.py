@@ -396,9 +396,14 @@ def parse_flag(name: str, value: Any) -> Flag:
     except (TypeError, ValueError) as exc:
         raise ValidationError([Problem("", f"not representable as JSON: {exc}")], flag=name) from None
     if size > MAX_DOCUMENT_BYTES:
-        raise ValidationError(
-            [Problem("", f"document is larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB")], flag=name
-        )
+        message = f"document is larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB"
+        if isinstance(value, dict) and '"users":[' in text:
+            # A flag is one document; a segment's users may fill 64 MiB (stored in parts).
+            message += (
+                ": use a segment for lists this large (a segment's users are stored in parts, "
+                "up to 64 MiB; name it in a targeting rule's segments)"
+            )
+        raise ValidationError([Problem("", message)], flag=name)
     builder = _Builder(name, text, problems)
     flag = builder.build(value)
     if problems or flag is None:

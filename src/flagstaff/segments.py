@@ -22,6 +22,13 @@ A context is a member when it is not excluded and any of ``users``, ``groups``,
 ``rules`` or ``percentage`` takes it. ``holdout: true`` makes the segment a
 global holdout: its members get :attr:`~flagstaff.decision.Reason.HOLDOUT` from
 every experiment.
+
+Large segments are stored in parts (:mod:`flagstaff.parts`, which describes the
+design): a segment whose document would exceed 512 KiB keeps its ``users`` in part
+documents ``segment:NAME:part:DIGEST`` and its head lists their digests under
+``user_parts``. :func:`parse_segment` compiles such a head with its parts (given as
+``parts``) into one segment with one compact member set; a missing or invalid part is
+a :class:`~flagstaff.errors.ValidationError` naming it.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +54,7 @@ from flagstaff.document import (
 )
 from flagstaff.errors import Problem, ValidationError
 from flagstaff.members import COMPACT_ABOVE, users_test
+from flagstaff.parts import MAX_SEGMENT_BYTES, PARTS_KEY, Lookup, join
 from flagstaff.rules import Condition, parse_rules, show, suggest
 
 __all__ = ["Segment", "parse_segment", "parse_segment_text"]
@@ -75,11 +83,17 @@ class Segment:
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
-def parse_segment(name: str, value: Any) -> Segment:
+def parse_segment(
+    name: str, value: Any, *, parts: Lookup | Mapping[str, str] | None = None, limit: int = MAX_DOCUMENT_BYTES
+) -> Segment:
     """Validate ``value`` (a decoded JSON document) and compile it into a :class:`Segment`.
 
-    ``name`` is the segment's name or its store key. Raises
-    :class:`~flagstaff.errors.ValidationError` naming every field at fault.
+    ``name`` is the segment's name or its store key. A head of a segment stored in parts
+    (``user_parts``, :mod:`flagstaff.parts`) takes its users from ``parts`` (part key ->
+    stored text); a part missing there, or invalid, is a problem naming the part.
+    ``limit`` is the largest document accepted, in bytes (the writer validates a whole
+    segment before storing it in parts, up to :data:`flagstaff.parts.MAX_SEGMENT_BYTES`).
+    Raises :class:`~flagstaff.errors.ValidationError` naming every field at fault.
     """
     key = segment_key(str(name))
     bare = segment_name(str(name))
@@ -95,10 +109,18 @@ def parse_segment(name: str, value: Any) -> Segment:
         size = len(text.encode())
     except (TypeError, ValueError) as exc:
         raise ValidationError([Problem("", f"not representable as JSON: {exc}")], flag=key) from None
-    if size > MAX_DOCUMENT_BYTES:
-        raise ValidationError(
-            [Problem("", f"document is larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB")], flag=key
+    if size > limit:
+        problem = Problem(
+            "", f"the segment is larger than the {limit // (1024 * 1024)} MiB a segment may hold"
         )
+        if limit < MAX_SEGMENT_BYTES:
+            problem = Problem(
+                "",
+                f"document is larger than {limit // (1024 * 1024)} MiB "
+                f"(write it through flagstaff: a segment's users are stored in parts, up to "
+                f"{MAX_SEGMENT_BYTES // (1024 * 1024)} MiB)",
+            )
+        raise ValidationError([problem], flag=key)
     if not isinstance(value, dict):
         problem = Problem(
             "",
@@ -107,17 +129,19 @@ def parse_segment(name: str, value: Any) -> Segment:
         )
         raise ValidationError([problem], flag=key)
     problems: list[Problem] = []
-    segment = _build(bare, text, value, problems)
+    segment = _build(bare, text, value, problems, parts)
     if problems or segment is None:
         raise ValidationError(problems or [Problem("", "invalid segment")], flag=key)
     return segment
 
 
-def parse_segment_text(name: str, raw: str | bytes) -> Segment:
+def parse_segment_text(
+    name: str, raw: str | bytes, *, parts: Lookup | Mapping[str, str] | None = None
+) -> Segment:
     """The one step from a stored record to a :class:`Segment` (as
-    :func:`flagstaff.model.parse_text` for a flag)."""
+    :func:`flagstaff.model.parse_text` for a flag); ``parts`` as for :func:`parse_segment`."""
     try:
-        return parse_segment(name, decode_document(raw))
+        return parse_segment(name, decode_document(raw), parts=parts)
     except ValidationError:
         raise
     except Exception as exc:
@@ -159,7 +183,13 @@ def _users(items: list[str]) -> Callable[[Context], bool]:
     return users
 
 
-def _build(name: str, text: str, doc: dict[str, Any], problems: list[Problem]) -> Segment | None:
+def _build(
+    name: str,
+    text: str,
+    doc: dict[str, Any],
+    problems: list[Problem],
+    parts: Lookup | Mapping[str, str] | None,
+) -> Segment | None:
     for key in doc:
         if key not in SEGMENT_KEYS:
             problems.append(Problem(str(key), f"unknown key{suggest(str(key), SEGMENT_KEYS)}"))
@@ -193,6 +223,15 @@ def _build(name: str, text: str, doc: dict[str, Any], problems: list[Problem]) -
         users = _names(doc["users"], "users", problems)
         if users:
             takes.append(_users(users))
+    if PARTS_KEY in doc:
+        if "users" in doc:
+            problems.append(
+                Problem(PARTS_KEY, "a segment has users or user_parts (its users stored in parts), not both")
+            )
+        joined, missing = join(name, doc[PARTS_KEY], parts if parts is not None else {})
+        problems += missing
+        if joined:
+            takes.append(_users(joined))
     if "groups" in doc:
         groups = _names(doc["groups"], "groups", problems)
         if groups:

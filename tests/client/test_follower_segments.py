@@ -41,7 +41,7 @@ ALICE = Context(user_id="alice")
 BOB = Context(user_id="bob")
 
 
-def fake_segment(name: str, raw: str | bytes) -> Segment:
+def fake_segment(name: str, raw: str | bytes, *, parts: object = None) -> Segment:
     doc = json.loads(raw)
     if not isinstance(doc, dict) or not isinstance(doc.get("users"), list):
         raise ValidationError([Problem("users", "must be a list of strings")], flag=name)
@@ -243,7 +243,7 @@ def test_the_cache_written_holds_segments_by_key(store: MemoryStore, tmp_path: P
 def test_a_parser_that_fails_unexpectedly_skips_one_document_only(
     store: MemoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(name: str, raw: str | bytes) -> Segment:
+    def broken(name: str, raw: str | bytes, *, parts: object = None) -> Segment:
         raise KeyError("a bug in the parser")
 
     monkeypatch.setattr("flagstaff.follower.parse_segment_text", broken)

@@ -50,9 +50,10 @@ from flagstaff.cli._files import is_flags_mapping, opened, read_flags_file
 from flagstaff.cli._output import EXIT, Out, UsageError, compact, decoded
 from flagstaff.cli._registry import Commands
 from flagstaff.cli.segments import store_env
-from flagstaff.document import encode_document, is_segment_key, segment_key
+from flagstaff.document import encode_document, is_part_key, is_segment_key, segment_key, segment_name
 from flagstaff.errors import ValidationError
 from flagstaff.model import Flag
+from flagstaff.parts import split
 from flagstaff.stores.base import Record
 
 __all__ = ["Plan", "cmd_apply", "plan", "read_declared", "register"]
@@ -151,10 +152,22 @@ def plan(declared: Mapping[str, Any], current: Mapping[str, Record], *, prune: b
         record = current.get(name)
         if record is None:
             created[name] = doc
-        elif _canonical(record.raw) != encode_document(doc):
+        elif _canonical(record.raw) != _stored_text(name, doc):
             updated[name] = doc
-    missing = tuple(sorted(set(current) - set(declared)))
+    # A large segment's parts (flagstaff.parts) go and come with its head: never listed alone.
+    missing = tuple(sorted(k for k in set(current) - set(declared) if not is_part_key(k)))
     return Plan(created, updated, missing if prune else (), () if prune else missing, current)
+
+
+def _stored_text(name: str, doc: Any) -> str:
+    """The text the store holds for ``doc`` once written: a large segment's head, whose
+    parts are named by their content (so equal heads mean equal members)."""
+    if is_segment_key(name):
+        try:
+            return encode_document(split(segment_name(name), doc)[0])
+        except ValidationError:
+            pass  # refused when written; compared as it is meanwhile
+    return encode_document(doc)
 
 
 def _canonical(raw: str) -> str:

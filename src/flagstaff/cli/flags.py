@@ -28,6 +28,7 @@ from flagstaff.cli.segments import compile_record, print_segment_rows, segment_r
 from flagstaff.document import is_segment_key, segment_name
 from flagstaff.errors import NotFoundError, ValidationError
 from flagstaff.model import decode_document, parse_text, printable_text
+from flagstaff.parts import PARTS_KEY
 
 __all__ = [
     "UnknownFlag",
@@ -124,8 +125,10 @@ def _summary(switch: str, flag: Any) -> str:
 def cmd_get(args: argparse.Namespace, out: Out) -> int:
     with opened(args.store) as store:
         rec = Admin(store).get(args.name)
+        # A segment key (segment:NAME) as a segment, with its parts if stored in parts.
+        records = store.load().records if PARTS_KEY in rec.raw and is_segment_key(rec.name) else None
     doc = decoded(rec.raw)
-    compiled = compile_record(rec.name, rec.raw)  # a segment key (segment:NAME) as a segment
+    compiled = compile_record(rec.name, rec.raw, records)
     problem = compiled if isinstance(compiled, ValidationError) else None
     what = "segment" if is_segment_key(rec.name) else "flag"
     shown = segment_name(rec.name) if what == "segment" else rec.name

@@ -19,16 +19,17 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flagstaff.admin import Admin
 from flagstaff.cli._files import opened, read_flags_file
 from flagstaff.cli._output import EXIT, Out, UsageError, decoded
 from flagstaff.cli._registry import Commands
-from flagstaff.document import decode_document, is_segment_key, segment_key, segment_name
+from flagstaff.document import decode_document, is_part_key, is_segment_key, segment_key, segment_name
 from flagstaff.errors import ValidationError
 from flagstaff.model import Flag, parse_text, printable_text
+from flagstaff.parts import PARTS_KEY, Lookup
 from flagstaff.segments import Segment, parse_segment_text
 from flagstaff.snapshot import Snapshot
 from flagstaff.stores.base import Record
@@ -106,11 +107,12 @@ def _write(args: argparse.Namespace, out: Out, key: str, verb: str, action: Any)
 def _get(args: argparse.Namespace, out: Out, key: str) -> int:
     with opened(args.store) as store:
         rec = Admin(store).get(key)
+        records = store.load().records if PARTS_KEY in rec.raw else {}
     name = segment_name(key)
     doc = decoded(rec.raw)
     problem: ValidationError | None = None
     try:
-        parse_segment_text(key, rec.raw)
+        parse_segment_text(key, rec.raw, parts=_part_texts(records.get))
     except ValidationError as exc:
         problem = exc
     if out.json:
@@ -139,7 +141,7 @@ def _used_by(url: str, name: str) -> list[str]:
     for key in sorted(records):
         if is_segment_key(key):
             continue
-        flag = compile_record(key, records[key].raw)
+        flag = compile_record(key, records[key].raw, records)
         if isinstance(flag, Flag) and name in flag.segments:
             users.append(key)
     return users
@@ -168,10 +170,10 @@ def segment_rows(records: Mapping[str, Record]) -> list[dict[str, Any]]:
                 for seg in flag.segments:
                     users.setdefault(seg, []).append(key)
     rows = []
-    for key in sorted(k for k in records if is_segment_key(k)):
+    for key in sorted(k for k in records if is_segment_key(k) and not is_part_key(k)):
         rec = records[key]
         name = segment_name(key)
-        compiled = compile_record(key, rec.raw)
+        compiled = compile_record(key, rec.raw, records)
         if isinstance(compiled, Segment):
             summary, desc = segment_summary(decoded(rec.raw), compiled), compiled.description
         else:
@@ -207,6 +209,8 @@ def segment_summary(doc: Any, seg: Segment) -> str:
     for key in ("users", "groups", "rules", "exclude_users"):
         if isinstance(doc.get(key), list) and doc[key]:
             parts.append(f"{key}={len(doc[key])}")
+        if key == "users" and isinstance(doc.get(PARTS_KEY), list):
+            parts.append(f"users in {len(doc[PARTS_KEY])} parts")
     if isinstance(doc.get("percentage"), int | float):
         parts.append(f"percentage={doc['percentage']:g}%")
     if seg.holdout:
@@ -217,12 +221,25 @@ def segment_summary(doc: Any, seg: Segment) -> str:
 # --------------------------------------------------------------------------- linking
 
 
-def compile_record(key: str, raw: str) -> Flag | Segment | ValidationError:
-    """The flag or segment (by its key) a stored text compiles to, or why it does not."""
+def compile_record(
+    key: str, raw: str, records: Mapping[str, Record] | None = None
+) -> Flag | Segment | ValidationError:
+    """The flag or segment (by its key) a stored text compiles to, or why it does not; a
+    segment stored in parts (:mod:`flagstaff.parts`) is compiled with its parts in ``records``."""
     try:
-        return parse_segment_text(key, raw) if is_segment_key(key) else parse_text(key, raw)
+        if is_segment_key(key):
+            return parse_segment_text(key, raw, parts=_part_texts(records.get if records else None))
+        return parse_text(key, raw)
     except ValidationError as exc:
         return exc
+
+
+def _part_texts(get: Callable[[str], Record | None] | None) -> Lookup:
+    def lookup(key: str) -> str | None:
+        record = get(key) if get is not None else None
+        return None if record is None else record.raw
+
+    return lookup
 
 
 def store_env(
@@ -235,7 +252,9 @@ def store_env(
     flags: dict[str, Flag] = {}
     bad: dict[str, ValidationError] = {}
     for key, rec in records.items():
-        item = compile_record(key, rec.raw)
+        if is_part_key(key):
+            continue  # compiled with its segment's head
+        item = compile_record(key, rec.raw, records)
         if isinstance(item, ValidationError):
             bad[key] = item
         elif isinstance(item, Segment):

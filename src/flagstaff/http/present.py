@@ -23,7 +23,8 @@ from flagstaff.admin import COMMENT_MARK
 from flagstaff.document import is_segment_key, segment_name
 from flagstaff.errors import ValidationError
 from flagstaff.model import Flag, Kind, Switch, decode_document, encode_document, parse_text, printable_text
-from flagstaff.segments import Segment, parse_segment_text
+from flagstaff.parts import PARTS_KEY
+from flagstaff.segments import Segment, parse_segment, parse_segment_text
 from flagstaff.stores.base import HistoryEntry, Record
 
 __all__ = [
@@ -90,8 +91,16 @@ def compiled(name: str, raw: str) -> Flag | ValidationError:
 
 @functools.lru_cache(maxsize=1024)
 def compiled_segment(name: str, raw: str) -> Segment | ValidationError:
-    """The stored text as a segment (:func:`flagstaff.segments.parse_segment_text`), or why it is not one."""
+    """The stored text as a segment (:func:`flagstaff.segments.parse_segment_text`), or why it is not one.
+
+    The head of a segment stored in parts (:mod:`flagstaff.parts`) is compiled without its
+    users (for its description, owner, tags and holdout: a page does not compile a million
+    members); a client following the store checks its parts (``status().invalid``)."""
     try:
+        if PARTS_KEY in raw:
+            value = decode_document(raw)
+            if isinstance(value, dict) and PARTS_KEY in value and "users" not in value:
+                return parse_segment(name, {k: v for k, v in value.items() if k != PARTS_KEY})
         return parse_segment_text(name, raw)
     except ValidationError as exc:
         return exc

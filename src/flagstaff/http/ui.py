@@ -52,7 +52,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from flagstaff.document import is_segment_key, printable_text, segment_key, segment_name
+from flagstaff.document import is_part_key, is_segment_key, printable_text, segment_key, segment_name
 from flagstaff.http import auth, environments
 from flagstaff.http.compare import compare_context
 from flagstaff.http.guarding import guard_view
@@ -269,7 +269,9 @@ def flag_page(request: Request) -> Response:
         results_note=results_note,
         guard=guard_view(state.guard, name, view.document),
         operators=list(OPERATORS),
-        segment_names=sorted(segment_name(k) for k in state.store.load().records if is_segment_key(k)),
+        segment_names=sorted(
+            segment_name(k) for k in state.store.load().records if is_segment_key(k) and not is_part_key(k)
+        ),
     )
 
 
@@ -302,7 +304,8 @@ def changes_page(request: Request) -> HTMLResponse:
     state = state_of(request)
     records = state.store.load().records
     entries = state.store.history(None, limit=_HISTORY_LIMIT * 2)
-    history = [change_view(e, records.get(e.name)) for e in entries]
+    # A large segment's parts (flagstaff.parts) change with its head, which is listed.
+    history = [change_view(e, records.get(e.name)) for e in entries if not is_part_key(e.name)]
     return _render(request, "changes.html", nav="changes", history=history, show_flag=True)
 
 
@@ -311,7 +314,7 @@ def segments_page(request: Request) -> HTMLResponse:
     state = state_of(request)
     records = state.store.load().records
     users = segment_users(records)
-    keys = sorted(k for k in records if is_segment_key(k))
+    keys = sorted(k for k in records if is_segment_key(k) and not is_part_key(k))
     last = _last_changes(state, keys)
     views = [segment_view(records[k], last.get(k), users.get(segment_name(k), [])) for k in keys]
     return _render(request, "segments.html", nav="segments", segments=views)
@@ -322,7 +325,7 @@ def segment_page(request: Request) -> HTMLResponse:
     state = state_of(request)
     key = segment_key(request.path_params["name"])
     records = state.store.load().records
-    record = records.get(key)
+    record = None if is_part_key(key) else records.get(key)  # a part is no segment
     if record is None:
         return _render(request, "segment_missing.html", 404, nav="segments", name=segment_name(key))
     name = segment_name(key)

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from flagstaff.admin import COMMENT_MARK, Admin, NothingToEnable, Outcome
-from flagstaff.document import is_segment_key, segment_key, segment_name
+from flagstaff.document import is_part_key, is_segment_key, segment_key, segment_name
 from flagstaff.errors import (
     ConflictError,
     InUseError,
@@ -239,7 +239,7 @@ def segment_summary_of(state: ServerState, name: str) -> dict[str, Any]:
     """The segment's summary as stored now, with the flags that use it (404 if there is none)."""
     key = segment_key(name)
     loaded = state.store.load()
-    record = loaded.records.get(key)
+    record = None if is_part_key(key) else loaded.records.get(key)  # a part is no segment
     if record is None:
         raise ApiError(404, f"no segment named {segment_name(key)!r}")
     entries = state.store.history(key, limit=1)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -45,6 +46,7 @@ from flagstaff.http.present import flag_summary, problems
 from flagstaff.http.state import state_of
 from flagstaff.http.tokens import Permission
 from flagstaff.model import parse_flag
+from flagstaff.parts import MAX_SEGMENT_BYTES, expand
 from flagstaff.segments import parse_segment
 
 __all__ = [
@@ -267,12 +269,23 @@ async def validate(request: Request) -> Response:
     name = body.get("name", "flag")
     if not isinstance(name, str):
         raise ApiError(400, "'name' must be a string")
-    try:
-        # A segment's key (segment:NAME) checks a segment document, as PUT /segments/NAME would.
+    store = state_of(request).store
+
+    def check() -> None:
+        # A segment's key (segment:NAME) checks a segment document, as PUT /segments/NAME would:
+        # up to the size of a segment stored in parts, a head's parts read from the store.
         if is_segment_key(name):
-            parse_segment(name, body["document"])
+
+            def part(key: str) -> str | None:
+                record = store.get(key)
+                return None if record is None else record.raw
+
+            parse_segment(name, expand(name, body["document"], part), limit=MAX_SEGMENT_BYTES)
         else:
             parse_flag(name, body["document"])
+
+    try:
+        await run_in_threadpool(check)  # not call(): a refusal is this endpoint's answer, not an error
     except ValidationError as exc:
         return JSONResponse({"ok": False, "problems": problems(exc)})
     return JSONResponse({"ok": True, "problems": []})

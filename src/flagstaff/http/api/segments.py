@@ -17,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from flagstaff.document import is_segment_key, segment_key, segment_name
+from flagstaff.document import is_part_key, is_segment_key, segment_key, segment_name
 from flagstaff.http.api._common import (
     ApiError,
     call,
@@ -52,7 +52,7 @@ async def list_segments(request: Request) -> Response:
 
     def work() -> dict[str, Any]:
         loaded = state.store.load()
-        keys = sorted(k for k in loaded.records if is_segment_key(k))
+        keys = sorted(k for k in loaded.records if is_segment_key(k) and not is_part_key(k))
         latest = last_changes(state, keys)
         users = segment_users(loaded.records)
         segments = [
