@@ -185,9 +185,8 @@ def test_a_missing_part_keeps_the_last_good_version_and_is_reported(store: Store
         follower.close()
 
 
+@pytest.mark.parametrize("kind", MILLION_ON, indirect=True)  # the 1,000,000 case: three stores
 def test_a_million_members(kind: tuple[str, Callable[[], str]], store: Store) -> None:
-    if kind[0] not in MILLION_ON:
-        pytest.skip(f"the 1,000,000-member case runs on {', '.join(MILLION_ON)}")
     admin = Admin(store, author="tester")
     admin.set("plain", "on")
     follower = follow(store)
