@@ -51,7 +51,6 @@ from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar, cast
 
 from flagstaff.cache import SnapshotCache
-from flagstaff.context import _BY_ID as _SHARED
 from flagstaff.context import Context, ContextLike, to_context
 from flagstaff.decision import Decision, Reason
 from flagstaff.errors import ClientError
@@ -226,16 +225,6 @@ class Client:
                 if quick is not None:
                     if type(context) is Context:
                         return quick(context).enabled
-                    # A bare id or {"user_id": id} already seen: its shared context, looked up
-                    # here (to_context's first step), a call less.
-                    if type(context) is str:
-                        shared = _SHARED.get(context)
-                    elif type(context) is dict and len(context) == 1:
-                        shared = _SHARED.get(context.get("user_id"))  # type: ignore[arg-type]  # any key: a miss
-                    else:
-                        shared = None
-                    if shared is not None:
-                        return quick(shared).enabled
                     if context is not None:
                         return quick(to_context(context)).enabled
             except Exception:  # the full path decides, and counts what failed
