@@ -40,16 +40,20 @@ Every loop and wait is bounded. ``--quick``: 10 processes and 1,000 flags. Run:
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import json
 import os
+import re
+import signal
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
@@ -326,24 +330,30 @@ class _Measured:
 
 
 class _Target(NamedTuple):
-    """One store's run: where, how many processes, flags and measured writes, the children's env."""
+    """One store's run: which, what to add to its URL's query, how many processes, flags and
+    measured writes, the children's environment, how long they may take to hold the flags."""
 
     kind: str
-    url: str
+    query: str
     n: int
     flags: int
     writes: int
     env: dict[str, str]
+    ready_timeout: float
 
 
-def _run_fleet(target: _Target, mode: str, write: Callable[[int], None], first_seq: int) -> _Measured:
-    kind, url, n, expected, writes, env = target
+def _run_fleet(
+    target: _Target, url: str, mode: str, write: Callable[[int], None], first_seq: int
+) -> _Measured:
+    kind, _, n, expected, writes, env, ready_timeout = target
     m = _Measured()
     logs = Path(tempfile.mkdtemp(prefix=f"bench-fleet-{kind}-{mode}-"))
     fleet = Fleet(n, [__file__, "--child", kind, url, mode, str(expected)], logs=logs, env=env)
     try:
-        if not fleet.wait(lambda: len(fleet.ready) == n, READY_TIMEOUT):
-            raise TimeoutError(f"{kind}: {len(fleet.ready)} of {n} {mode} processes ready; logs in {logs}")
+        if not fleet.wait(lambda: len(fleet.ready) == n, ready_timeout):
+            raise TimeoutError(
+                f"{kind}: {len(fleet.ready)} of {n} {mode} processes held the flags in {ready_timeout:.0f} s"
+            )
         counts = [count for count, _ in fleet.ready]
         if any(count != expected for count in counts):
             raise RuntimeError(f"{kind}: {mode} processes hold {sorted(set(counts))} flags, not {expected}")
@@ -377,13 +387,25 @@ def _run_fleet(target: _Target, mode: str, write: Callable[[int], None], first_s
         m.peak = [_rss_kb(pid, "VmHWM") / 1024 for pid in pids]
     finally:
         fleet.close()
-    for log in logs.iterdir():
+        _summarize_logs(f"{kind} {mode}", logs)
+    return m
+
+
+def _summarize_logs(what: str, logs: Path) -> None:
+    """Print what the children wrote on stderr, each distinct line once with a count; remove the logs."""
+    lines: collections.Counter[str] = collections.Counter()
+    writers = 0
+    for log in sorted(logs.iterdir()):
         text = log.read_text(errors="replace").strip()
         if text:
-            print(f"# {kind} {mode} {log.name}: {text[-400:]}", file=sys.stderr)
+            writers += 1
+            lines.update(re.sub(r"\d+(\.\d+)?", "N", line)[:200] for line in text.splitlines())
         log.unlink()
     logs.rmdir()
-    return m
+    if writers:
+        print(f"# {what}: {writers} processes wrote on stderr; the lines, numbers as N:", file=sys.stderr)
+        for line, count in lines.most_common(8):
+            print(f"#   {count:6d}  {line}", file=sys.stderr)
 
 
 def _bare_writer(kind: str, url: str) -> tuple[Callable[[int], None], Callable[[], None]]:
@@ -453,11 +475,12 @@ def _warm(env: dict[str, str], kind: str) -> None:
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
 
 
-def _store_rows(kind: str, n: int, flags: int, writes: int, env: dict[str, str]) -> list[Row]:
+def _store_rows(target: _Target) -> list[Row]:
     from flagstaff.model import parse_text
     from flagstaff.stores import Write, open_store
     from tests._support.fleet_backends import Backend
 
+    kind, flags = target.kind, target.flags
     load_before = os.getloadavg()[0]
     docs = documents(flags)
     for name, raw in docs.items():
@@ -465,6 +488,8 @@ def _store_rows(kind: str, n: int, flags: int, writes: int, env: dict[str, str])
     backend = Backend(kind, persist=False)
     try:
         url = backend.url(f"fleet-{uuid.uuid4().hex[:8]}")
+        if target.query:
+            url += ("&" if "?" in url else "?") + target.query
         store = open_store(url)
         try:
             names = sorted(docs)
@@ -480,14 +505,13 @@ def _store_rows(kind: str, n: int, flags: int, writes: int, env: dict[str, str])
             def put(seq: int) -> None:
                 store.put(FLAG, _bench_doc(seq))
 
-            _warm(env, kind)
-            target = _Target(kind, url, n, flags, writes, env)
-            ours = _run_fleet(target, "client", put, 1)
+            _warm(target.env, kind)
+            ours = _run_fleet(target, url, "client", put, 1)
         finally:
             store.close()
         bare_write, bare_close = _bare_writer(kind, url)
         try:
-            floor = _run_fleet(target, "floor", bare_write, 1001)
+            floor = _run_fleet(target, url, "floor", bare_write, 1001)
         finally:
             bare_close()
     finally:
@@ -524,14 +548,29 @@ def _rows(target: _Target, writing: str, written: float, ours: _Measured, floor:
     return rows
 
 
-def run(quick: bool, stores: Sequence[str] = KINDS, writes: int = WRITES) -> list[Row]:
+def run(
+    quick: bool,
+    stores: Sequence[str] = KINDS,
+    writes: int = WRITES,
+    options: Mapping[str, str] | None = None,
+) -> list[Row]:
+    """The rows of each store in ``stores``; ``options``: a URL query to add to a store's URL
+    (e.g. ``{"zookeeper": "timeout=60"}``). A store whose run fails gets one ``FAILED`` row
+    (value NaN) and the others still run."""
     n, flags = (10, 1_000) if quick else (50, 10_000)
+    ready_timeout = READY_TIMEOUT / 5 if quick else READY_TIMEOUT
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-fleet-pyc-") as cache:
         env = _child_env(cache)
         for kind in stores:  # one server at a time, stopped before the next starts
             t0 = time.monotonic()
-            rows += _store_rows(kind, n, flags, writes, env)
+            target = _Target(kind, (options or {}).get(kind, ""), n, flags, writes, env, ready_timeout)
+            try:
+                rows += _store_rows(target)
+            except Exception as exc:
+                traceback.print_exc()
+                why = f"FAILED: {type(exc).__name__}: {exc}"
+                rows.append(Row(f"fleet {kind}", why[:160], float("nan"), "", None, ""))
             print(f"# bench_fleet {kind}: {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
     return rows
 
@@ -541,7 +580,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10 processes x 1,000 flags (else 50 x 10,000)")
     parser.add_argument("--stores", default=",".join(KINDS), help="comma-separated, from " + ",".join(KINDS))
     parser.add_argument("--writes", type=int, default=WRITES, help="measured writes of the bench flag")
+    parser.add_argument(
+        "--query",
+        action="append",
+        default=[],
+        metavar="STORE:QUERY",
+        help="add QUERY to STORE's URL, e.g. zookeeper:timeout=60 (repeatable)",
+    )
     args = parser.parse_args(argv)
+    options = dict(q.partition(":")[::2] for q in args.query)
+    if any(k not in KINDS or not v for k, v in options.items()):
+        parser.error(f"--query takes STORE:QUERY with STORE one of {', '.join(KINDS)}")
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     unknown = [s for s in stores if s not in KINDS]
     if unknown or not stores:
@@ -550,11 +599,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--writes must be at least 1")
     from run import render
 
+    # A plain kill runs the finally blocks: the servers and the processes are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
-    rows = run(args.quick, stores, args.writes)
+    rows = run(args.quick, stores, args.writes, options)
     print(f"# {os.cpu_count()} cores, quick={args.quick}, {time.monotonic() - started:.0f} s")
     print(render(rows))
-    return 0
+    return 1 if any(r.name.startswith("FAILED") for r in rows) else 0
 
 
 if __name__ == "__main__":
