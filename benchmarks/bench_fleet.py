@@ -81,7 +81,9 @@ _DRIVERS = {"zookeeper": "kazoo.client", "etcd": "json", "redis": "redis", "post
 READY_TIMEOUT = 600.0  # seconds for every process to hold the flags
 WAIT = 30.0  # seconds a write may take to reach every process before the run fails
 QUIET_TIMEOUT = 120.0  # longest wait for the processes to go idle after holding the flags
-QUIET_CPU = 0.1  # idle: the processes together used under this many CPU seconds in a second
+# Idle: the processes together use under this share of a core, plus 0.5% per process (a
+# PostgreSQL client polls for notices 4 times a second and its watchdog wakes 10 times: 0.2%).
+QUIET_CPU = 0.05
 FLOOR_CHANNEL = "bench_floor"  # PostgreSQL NOTIFY channel of the bare floor
 
 
@@ -300,18 +302,24 @@ def _cpu_seconds(pids: Sequence[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _settle(pids: Sequence[int]) -> float:
-    """Seconds until ``pids`` together use under QUIET_CPU of a core for a second (bounded;
-    sampled every quarter second, so that is the resolution)."""
+def _settle(pids: Sequence[int]) -> tuple[float, float]:
+    """Seconds until ``pids`` are idle for a second (see QUIET_CPU; bounded; sampled every
+    quarter second, so that is the resolution), and their CPU use per process in that last
+    second (% of a core)."""
+    quiet = QUIET_CPU + 0.005 * len(pids)
     started = time.monotonic()
     samples = [(started, _cpu_seconds(pids))]
-    while time.monotonic() - started < QUIET_TIMEOUT:
+    while True:
         time.sleep(0.25)
         samples.append((time.monotonic(), _cpu_seconds(pids)))
         window = [s for s in samples if s[0] >= samples[-1][0] - 1.01]
-        if samples[-1][0] - window[0][0] >= 0.99 and samples[-1][1] - window[0][1] < QUIET_CPU:
-            return window[0][0] - started
-    return QUIET_TIMEOUT
+        span = samples[-1][0] - window[0][0]
+        used = samples[-1][1] - window[0][1]
+        rate = used / span / len(pids) * 100 if span else 0.0
+        if span >= 0.99 and used / span < quiet:
+            return window[0][0] - started, rate
+        if samples[-1][0] - started >= QUIET_TIMEOUT:
+            return QUIET_TIMEOUT, rate
 
 
 class _Measured:
@@ -324,6 +332,7 @@ class _Measured:
         self.cpu: list[float] = []  # CPU seconds of the process, start -> holding
         self.connect_cpu: list[float] = []  # CPU seconds, imports done -> holding
         self.settle = 0.0
+        self.idle_cpu = 0.0  # % of a core per process, once settled
         self.rss: list[float] = []  # MB once holding (client) / after imports (floor)
         self.peak: list[float] = []  # MB, VmHWM after the propagation runs
         self.latencies: list[float] = []  # ms, write start -> last process
@@ -367,7 +376,7 @@ def _run_fleet(
         key = "rss" if mode == "client" else "idle_rss"
         m.rss = [d[key] / 1024 for d in details.values()]
         pids = [p.pid for p in fleet.procs]
-        m.settle = _settle(pids)
+        m.settle, m.idle_cpu = _settle(pids)
         for i in range(WARMUP + writes):
             seq = first_seq + i
             t0 = time.time()
@@ -517,9 +526,12 @@ def _store_rows(target: _Target) -> list[Row]:
     finally:
         backend.close()
     rows = _rows(target, f"write {flags:,} flags (put_many, {size} a batch)", written, ours, floor)
-    # Context for every figure above: on a shared machine, other work takes cores from the fleet.
-    loads = f"{load_before:.1f} before the store's run, after"
-    return [*rows, Row(f"fleet {kind}", f"load average (1 min): {loads}", os.getloadavg()[0], "", None, "")]
+    # Context for every figure above: on a shared machine, other work takes cores from the fleet
+    # (taken before: during the run the fleet's own processes make most of the load average).
+    return [
+        *rows,
+        Row(f"fleet {kind}", "machine load average (1 min) before the run", load_before, "", None, ""),
+    ]
 
 
 def _rows(target: _Target, writing: str, written: float, ours: _Measured, floor: _Measured) -> list[Row]:
@@ -536,6 +548,7 @@ def _rows(target: _Target, writing: str, written: float, ours: _Measured, floor:
         ("  CPU per process, own start -> holding, median", lambda m: med(m.cpu), "s"),
         ("  CPU per process, connect() -> holding, median", lambda m: med(m.connect_cpu), "s"),
         ("busy after holding (until idle)", lambda m: m.settle, "s"),
+        ("  CPU per process once idle", lambda m: m.idle_cpu, "% core"),
         (f"RSS per process holding {f} flags, median", lambda m: med(m.rss), "MB"),
         (f"RSS per process holding {f} flags, max", lambda m: max(m.rss), "MB"),
         ("peak RSS per process (VmHWM), median", lambda m: med(m.peak), "MB"),
