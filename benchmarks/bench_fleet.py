@@ -304,22 +304,24 @@ def _cpu_seconds(pids: Sequence[int]) -> float:
 
 def _settle(pids: Sequence[int]) -> tuple[float, float]:
     """Seconds until ``pids`` are idle for a second (see QUIET_CPU; bounded; sampled every
-    quarter second, so that is the resolution), and their CPU use per process in that last
+    quarter second, so that is the resolution), and their CPU use per process over that
     second (% of a core)."""
     quiet = QUIET_CPU + 0.005 * len(pids)
     started = time.monotonic()
     samples = [(started, _cpu_seconds(pids))]
-    while True:
+    rate = 0.0
+    while samples[-1][0] - started < QUIET_TIMEOUT:
         time.sleep(0.25)
-        samples.append((time.monotonic(), _cpu_seconds(pids)))
-        window = [s for s in samples if s[0] >= samples[-1][0] - 1.01]
-        span = samples[-1][0] - window[0][0]
-        used = samples[-1][1] - window[0][1]
-        rate = used / span / len(pids) * 100 if span else 0.0
-        if span >= 0.99 and used / span < quiet:
-            return window[0][0] - started, rate
-        if samples[-1][0] - started >= QUIET_TIMEOUT:
-            return QUIET_TIMEOUT, rate
+        now, cpu = time.monotonic(), _cpu_seconds(pids)
+        samples.append((now, cpu))
+        # The newest sample at least a second old (a loaded machine oversleeps: not always 4 back).
+        older = [s for s in samples if s[0] <= now - 1.0]
+        if older:
+            since, used = older[-1][0], cpu - older[-1][1]
+            rate = used / (now - since) / len(pids) * 100
+            if used / (now - since) < quiet:
+                return since - started, rate
+    return QUIET_TIMEOUT, rate
 
 
 class _Measured:
