@@ -13,10 +13,12 @@ loopback from the test fixtures (``tests/_support/fleet_backends.py``) and stopp
 3. The rows, one group per store:
 
    - *connect + hold*: seconds from starting the first process until the last holds every flag;
-     per process, the median from its own start (interpreter, imports, connect, load); and the
-     median of ``connect()`` alone (imports done) until it holds them;
+     per process, the median from its own start (interpreter, imports, connect, load) and from
+     ``connect()`` (imports done) until it holds them, in wall time and in the process's CPU
+     seconds (which a loaded machine does not inflate);
    - *busy after holding*: seconds from the last process holding the flags until the processes
-     are idle (together under 10% of one core for a second): the background work of a load;
+     are idle (together under 5% of a core plus 0.5% per process, for a second): the background
+     work of a load; and what each uses once idle;
    - *RSS per process*: ``VmRSS`` after ``gc.collect()`` once the flags are held (median, max),
      and the peak (``VmHWM``) after the propagation runs;
    - *propagation*: after 3 unmeasured writes, 20 writes of the bench flag (``store.put``), each
@@ -32,9 +34,15 @@ after ``KazooClient.set``; a ``/v3/watch`` stream on the key after a bare ``kv/p
 JSON gateway the store speaks; redis-py pub/sub after ``PUBLISH``; psycopg ``LISTEN`` after
 ``NOTIFY``.
 
+The children run with bytecode cached, as an installed package does; their stderr is
+summarised after each fleet (each distinct line with its count), which is where a reload storm
+shows. A store whose run fails gets one ``FAILED`` row and the others still run.
+
 Every loop and wait is bounded. ``--quick``: 10 processes and 1,000 flags. Run:
 ``.venv/bin/python benchmarks/run.py --only bench_fleet`` or this file directly,
-``python benchmarks/bench_fleet.py [--quick] [--stores zookeeper,etcd] [--writes N]``.
+``python benchmarks/bench_fleet.py [--quick] [--stores zookeeper,etcd] [--writes N]
+[--query STORE:QUERY]`` (``--query`` adds options to a store's URL, e.g.
+``zookeeper:timeout=60``).
 """
 
 from __future__ import annotations
