@@ -418,7 +418,7 @@ def _summarize_logs(what: str, logs: Path) -> None:
         text = log.read_text(errors="replace").strip()
         if text:
             writers += 1
-            lines.update(re.sub(r"\d+(\.\d+)?", "N", line)[:200] for line in text.splitlines())
+            lines.update(re.sub(r"\d+(\.\d+)?", "N", line)[:300] for line in text.splitlines())
         log.unlink()
     logs.rmdir()
     if writers:
