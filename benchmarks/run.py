@@ -64,7 +64,9 @@ def render(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (each module < 10 s)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer rounds (each module < 10 s but bench_fleet: 1-2 min)"
+    )
     parser.add_argument("--only", nargs="*", default=None, help="module names, e.g. bench_eval")
     args = parser.parse_args(argv)
     rows: list[Row] = []
