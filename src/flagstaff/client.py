@@ -51,7 +51,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar, cast
 
 from flagstaff.cache import SnapshotCache
-from flagstaff.context import Context, ContextLike, to_context
+from flagstaff.context import _BY_ID, Context, ContextLike, _new_user_context, to_context
 from flagstaff.decision import Decision, Reason
 from flagstaff.errors import ClientError
 from flagstaff.evaluate import evaluate, unknown
@@ -79,6 +79,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("flagstaff.client")
+
+_shared_context = _BY_ID.get
+"""A bare id's shared context, if built (``to_context``'s first step, bound here: 3.11
+compiles ``_BY_ID.get(...)`` on an imported name as an attribute load plus a call)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,10 +225,23 @@ class Client:
             # whose decision needs only the context (Flag.quick), in one call. Anything else
             # (an unknown flag, no context, a bad one, a failure) goes on to the full path.
             try:
-                quick = self._follower._snapshot.flags[name].quick
+                quick = self._follower._snapshot._table[name].quick
                 if quick is not None:
                     if type(context) is Context:
                         return quick(context).enabled
+                    # A bare id or {"user_id": id}: its shared context (to_context's first step).
+                    if type(context) is str:
+                        shared = _shared_context(context)
+                        if shared is None:
+                            shared = _new_user_context(context)
+                        return quick(shared).enabled
+                    if type(context) is dict and len(context) == 1:
+                        uid = context.get("user_id")
+                        if type(uid) is str:
+                            shared = _shared_context(uid)
+                            if shared is None:
+                                shared = _new_user_context(uid)
+                            return quick(shared).enabled
                     if context is not None:
                         return quick(to_context(context)).enabled
             except Exception:  # the full path decides, and counts what failed

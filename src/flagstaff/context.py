@@ -32,7 +32,7 @@ import datetime as _dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
 
 __all__ = ["FIELDS", "Context", "ContextLike", "to_context"]
 
@@ -178,7 +178,7 @@ class Context(_Fields):
         out.cookie_key = None if cid is None else cid.encode("utf-8", "surrogatepass")
         if cls is Context:
             out.__class__ = Context
-            return cast(Context, out)
+            return out  # type: ignore[no-any-return]  # (typing.cast is a call: this is the hot path)
         # A subclass (which may add a __dict__, so no __class__ assignment): copy the slots.
         made = _new(cls)
         for name, set_slot in _SLOTS.items():
@@ -337,9 +337,25 @@ _BY_ID: dict[str, Context] = {}
 _BY_ID_LIMIT = 4096
 
 
-def _of_user(uid: str) -> Context:
-    """``Context(user_id=uid)`` for a non-empty ``uid`` that is a ``str``, without the
-    keywords and checks: the build a bare id costs once per request (see Context.__new__)."""
+_NO_GROUPS: frozenset[str] = frozenset()
+
+
+def _user_context(uid: str) -> Context:
+    """The context of a bare user id, shared: a request checks many flags for one user,
+    and a context is immutable, so the second check onwards costs one dict lookup rather
+    than a build. Bounded: the table is emptied when full (no LRU bookkeeping on the hot
+    path); a miss only costs the build it would have cost anyway."""
+    ctx = _BY_ID.get(uid)
+    return ctx if ctx is not None else _new_user_context(uid)
+
+
+def _new_user_context(uid: str) -> Context:
+    """Build the shared context of ``uid`` (not in the table: the caller looked) and keep it.
+
+    ``Context(user_id=uid)`` without the keywords and checks, for a ``str`` id (empty: no
+    id): the build a bare id costs once per request (see Context.__new__), in one frame."""
+    if not uid:
+        return ANONYMOUS
     out: Any = _new(_Building)
     out.user_id = uid
     out.user_name = None
@@ -355,24 +371,10 @@ def _of_user(uid: str) -> Context:
     out.user_key = uid.encode("utf-8", "surrogatepass")
     out.cookie_key = None
     out.__class__ = Context
-    return cast(Context, out)
-
-
-_NO_GROUPS: frozenset[str] = frozenset()
-
-
-def _user_context(uid: str) -> Context:
-    """The context of a bare user id, shared: a request checks many flags for one user,
-    and a context is immutable, so the second check onwards costs one dict lookup rather
-    than a build (~1.5 us). Bounded: the table is emptied when full (no LRU bookkeeping
-    on the hot path); a miss only costs the build it would have cost anyway."""
-    ctx = _BY_ID.get(uid)
-    if ctx is None:
-        ctx = _of_user(uid) if uid else ANONYMOUS
-        if len(_BY_ID) >= _BY_ID_LIMIT:
-            _BY_ID.clear()
-        _BY_ID[uid] = ctx
-    return ctx
+    if len(_BY_ID) >= _BY_ID_LIMIT:
+        _BY_ID.clear()
+    _BY_ID[uid] = out
+    return out  # type: ignore[no-any-return]  # (no typing.cast: a call on the hot path)
 
 
 def to_context(value: ContextLike | Iterable[Any]) -> Context:

@@ -95,6 +95,9 @@ class Snapshot:
     holdouts: tuple[Segment, ...] = field(default=(), init=False)
     """The segments with ``holdout: true``, by name."""
     _links: _Links = field(default=_NO_LINKS, init=False, repr=False, compare=False)
+    _table: dict[str, Flag] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """The dict ``flags`` shows read-only: the client's hot path subscripts it (a plain dict
+    subscript is specialised by the interpreter; a mappingproxy's is not). Never mutated."""
 
     def __post_init__(self) -> None:
         flags = dict(self.flags)
@@ -103,6 +106,7 @@ class Snapshot:
         links = _index(flags)
         _relink(flags, {name for name, flag in flags.items() if flag.link is not None}, segments, holdouts)
         object.__setattr__(self, "flags", MappingProxyType(flags))
+        object.__setattr__(self, "_table", flags)
         object.__setattr__(self, "segments", MappingProxyType(segments))
         object.__setattr__(self, "holdouts", holdouts)
         object.__setattr__(self, "_links", links)
@@ -152,7 +156,7 @@ class Snapshot:
 
     def at(self, revision: int, loaded_at: float) -> Snapshot:
         """The same flags and segments at a newer revision (a change that served nothing new)."""
-        return _make(self.flags, self.segments, self.holdouts, self._links, revision, loaded_at)
+        return _make(self._table, self.segments, self.holdouts, self._links, revision, loaded_at, self.flags)
 
     def with_flag(self, flag: Flag, revision: int, at: float) -> Snapshot:
         """A new snapshot with ``flag`` added or replaced, linked, and the flags that
@@ -167,7 +171,7 @@ class Snapshot:
             names.add(flag.name)
         if names:
             _relink(flags, names, self.segments, self.holdouts)
-        return _make(MappingProxyType(flags), self.segments, self.holdouts, links, revision, at)
+        return _make(flags, self.segments, self.holdouts, links, revision, at)
 
     def with_segment(self, segment: Segment, revision: int, at: float) -> Snapshot:
         """A new snapshot with ``segment`` added or replaced, and the flags that use it re-linked."""
@@ -192,7 +196,7 @@ class Snapshot:
         names = links.required_by.get(key, _NOTHING)
         if names:
             _relink(flags, self._required_by_closure(names, set(names), links), self.segments, self.holdouts)
-        return _make(MappingProxyType(flags), self.segments, self.holdouts, links, revision, at)
+        return _make(flags, self.segments, self.holdouts, links, revision, at)
 
     def _segments_changed(
         self,
@@ -210,10 +214,10 @@ class Snapshot:
         if holdout:
             direct.update(links.experiments)
         if not direct:
-            return _make(self.flags, MappingProxyType(segments), holdouts, links, revision, at)
+            return _make(self._table, MappingProxyType(segments), holdouts, links, revision, at, self.flags)
         flags = _copy(self.flags)
         _relink(flags, self._required_by_closure(direct, direct), segments, holdouts)
-        return _make(MappingProxyType(flags), MappingProxyType(segments), holdouts, links, revision, at)
+        return _make(flags, MappingProxyType(segments), holdouts, links, revision, at)
 
     def _required_by_closure(
         self, names: Iterable[str], found: set[str], links: _Links | None = None
@@ -232,17 +236,20 @@ class Snapshot:
 # --------------------------------------------------------------------------- building
 
 
-def _make(
-    flags: Mapping[str, Flag],
+def _make(  # noqa: PLR0913 (the parts of one snapshot)
+    flags: dict[str, Flag],
     segments: Mapping[str, Segment],
     holdouts: tuple[Segment, ...],
     links: _Links,
     revision: int,
     at: float,
+    view: Mapping[str, Flag] | None = None,
 ) -> Snapshot:
-    """A snapshot from parts already linked (no full build)."""
+    """A snapshot from parts already linked (no full build); ``flags`` is held as it is,
+    behind a read-only ``view`` of it (the unchanged snapshot's own, when given)."""
     snap = object.__new__(Snapshot)
-    object.__setattr__(snap, "flags", flags)
+    object.__setattr__(snap, "flags", MappingProxyType(flags) if view is None else view)
+    object.__setattr__(snap, "_table", flags)
     object.__setattr__(snap, "revision", revision)
     object.__setattr__(snap, "loaded_at", at)
     object.__setattr__(snap, "segments", segments)
