@@ -11,7 +11,8 @@ apart. Modes: ``tree`` (one persistent recursive watch, ZooKeeper 3.6+) and
 ``per-flag`` (a data watch per flag: the fallback for servers before 3.6, and what
 every server got before the tree watch).
 
-Run: ``python benchmarks/bench_zookeeper_reconnect.py [--flags 10000] [--rounds 3]``.
+Run: ``.venv/bin/python benchmarks/run.py --only bench_zookeeper_reconnect [--quick]`` (2,000
+flags with ``--quick``), or this file directly with ``[--flags 10000] [--rounds 3] [--modes ...]``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:
-    sys.path.insert(0, str(HERE.parent))
+for extra in (HERE, HERE.parent):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
 
+from _row import Row  # noqa: E402
 from kazoo.client import KazooClient  # noqa: E402
 
 from flagstaff.stores.zookeeper import ZooKeeperStore  # noqa: E402
@@ -38,7 +41,9 @@ from flagstaff.testing import EventRecorder, wait_until  # noqa: E402
 from flagstaff.testing.conformance import document  # noqa: E402
 from tests._support.zk_server import standalone  # noqa: E402
 
+GROUP = "zookeeper"
 CHUNK = 500  # flags created per kazoo transaction
+MODES = {"tree": "tree watch", "per-flag": "a watch per flag"}
 
 
 def _count_requests(store: ZooKeeperStore) -> collections.Counter[str]:
@@ -57,10 +62,19 @@ def _count_requests(store: ZooKeeperStore) -> collections.Counter[str]:
 
 def _settled(store: ZooKeeperStore) -> bool:
     mirror = store._mirror
-    return mirror is not None and mirror._synced and not mirror._full and not mirror._to_arm
+    # (a subscriber still joining when the connection drops would be sent Reset, not the change)
+    return (
+        mirror is not None
+        and mirror._synced
+        and not mirror._full
+        and not mirror._to_arm
+        and not mirror._joining
+    )
 
 
-def _round(store: ZooKeeperStore, kazoo: KazooClient, chroot: str, recorder: EventRecorder, seq: int) -> dict[str, float]:
+def _round(
+    store: ZooKeeperStore, kazoo: KazooClient, chroot: str, recorder: EventRecorder, seq: int
+) -> dict[str, float]:
     sent = _count_requests(store)
     cpu, wall = time.process_time(), time.monotonic()
     store._zk._connection._socket.shutdown(socket.SHUT_RDWR)  # kazoo reconnects on the same session
@@ -73,7 +87,9 @@ def _round(store: ZooKeeperStore, kazoo: KazooClient, chroot: str, recorder: Eve
     return figures
 
 
-def run(flags: int, rounds: int, modes: list[str]) -> None:
+def measure(flags: int, rounds: int, modes: list[str]) -> dict[str, dict[str, float]]:
+    """Per mode, the median of each figure over ``rounds`` reconnections."""
+    medians: dict[str, dict[str, float]] = {}
     server = standalone(Path(tempfile.mkdtemp(prefix="bench-zk-reconnect-")))
     try:
         kazoo = KazooClient(server.hosts)
@@ -98,17 +114,27 @@ def run(flags: int, rounds: int, modes: list[str]) -> None:
                 results.append(_round(store, kazoo, chroot, recorder, seq))
                 recorder.clear()
             keys = sorted({k for r in results for k in r} - {"cpu", "wall"})
-            med = {k: statistics.median(r.get(k, 0.0) for r in results) for k in ["cpu", "wall", *keys]}
-            counts = ", ".join(f"{k} {med[k]:.0f}" for k in keys)
-            print(
-                f"{mode:9} {flags} flags: reconnect CPU {med['cpu']:.3f} s, wall {med['wall']:.3f} s "
-                f"(median of {rounds}); requests: {counts}"
-            )
+            medians[mode] = {
+                k: statistics.median(r.get(k, 0.0) for r in results) for k in ["cpu", "wall", *keys]
+            }
             store.close()
         kazoo.stop()
         kazoo.close()
     finally:
         server.stop()
+    return medians
+
+
+def run(quick: bool) -> list[Row]:
+    flags = 2_000 if quick else 10_000
+    rows: list[Row] = []
+    for mode, med in measure(flags, 2 if quick else 3, list(MODES)).items():
+        what = f"reconnect, {flags:,} flags, {MODES[mode]}"
+        rows.append(Row(GROUP, f"{what}: CPU", med["cpu"], "s", None, ""))
+        rows.append(
+            Row(GROUP, f"{what}: requests", med["plain"] + med.get("watching", 0.0), "requests", None, "")
+        )
+    return rows
 
 
 def main() -> None:
@@ -117,7 +143,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--modes", default="tree,per-flag", help="comma-separated: tree, per-flag")
     args = parser.parse_args()
-    run(args.flags, args.rounds, args.modes.split(","))
+    for mode, med in measure(args.flags, args.rounds, args.modes.split(",")).items():
+        counts = ", ".join(f"{k} {v:.0f}" for k, v in med.items() if k not in ("cpu", "wall"))
+        print(
+            f"{mode:9} {args.flags} flags: reconnect CPU {med['cpu']:.3f} s, wall {med['wall']:.3f} s "
+            f"(median of {args.rounds}); requests: {counts}"
+        )
 
 
 if __name__ == "__main__":

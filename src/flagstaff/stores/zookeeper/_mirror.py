@@ -1,22 +1,31 @@
 """The store's one set of ZooKeeper watches, fanned out to its subscribers.
 
 Watches
-    One mirror per store keeps a children watch on the chroot and a data
-    watch on every flag; a notice only marks the flag dirty, and the mirror's
-    task re-reads what is dirty (pipelined) and delivers the differences. We
-    use plain watches rather than kazoo's ``TreeCache``: it has no notion of a
-    revision, and rebuilds after a reconnect without saying what it missed.
-    Flags are read in bulk with ``multiRead`` (one request per 200 flags;
-    pipelined single reads on servers before 3.6) and their data watches are
+    One mirror per store. On ZooKeeper 3.6 and later it keeps one persistent
+    recursive watch on the chroot (the *tree watch*, ``addWatch``, see
+    :func:`~flagstaff.stores.zookeeper._wire.watch_tree`); a server before 3.6
+    refuses it (and closes the connection), and the store then keeps, for
+    good, a children watch on the chroot and a data watch on every flag. Either
+    way a notice only marks the flag dirty (a creation or deletion also the
+    listing), and the mirror's task re-reads what is dirty (pipelined) and
+    delivers the differences. We use plain watches rather than kazoo's
+    ``TreeCache``: it has no notion of a revision, and rebuilds after a
+    reconnect without saying what it missed.
+
+    A full read (start, reconnect, session expiry) registers the tree watch
+    first, so that no change falls between it and the reads, then reads the
+    flags in bulk with ``multiRead`` (one request per 200 flags). On a server
+    before 3.6 the flags are read one by one (pipelined) and their data watches
     then armed in small steps in the background, a flag that changed in
     between being read again. A reconnect on the same session first delivers
     what the history log holds since the mirror's cursor (flagstaff's own
-    writes, a few reads away), then re-reads everything and re-arms the
-    watches (kazoo drops its watch callbacks when the connection drops),
-    delivering the differences; after a session expiry the mirror re-reads
-    and delivers :class:`Reset`. Reconnection uses
-    a bounded backoff (at most 0.5 s between attempts), so the store is back
-    within a second or so of the server.
+    writes, a few reads away), then re-reads everything (kazoo drops its watch
+    callbacks when the connection drops, and the server the connection's
+    watches), delivering the differences: afterwards the mirror holds what the
+    server holds, deletions included. After a session expiry the mirror
+    re-reads and delivers :class:`Reset`. Reconnection uses a bounded backoff
+    (at most 0.5 s between attempts), so the store is back within a second or
+    so of the server.
 """
 
 from __future__ import annotations
@@ -95,17 +104,18 @@ _Candidate: TypeAlias = tuple[int, str, "Node | None"]
 class Mirror:
     """The store's one set of ZooKeeper watches, fanned out to subscribers.
 
-    What it watches: the chroot's children, every flag's data, and the
-    history log's children. ZooKeeper notices only mark things dirty (they
-    arrive on kazoo's thread and must be quick); the mirror's task re-reads
-    and delivers. Watches are one-shot and coalesce, so the history log (one
+    What it watches: everything below the chroot with one tree watch (3.6+),
+    else the chroot's children and every flag's data. ZooKeeper notices only
+    mark things dirty (they arrive on kazoo's thread and must be quick); the
+    mirror's task re-reads and delivers. Notices coalesce in the dirty set (and
+    one-shot watches by themselves), so the history log (one
     entry per flagstaff write, made in the same transaction and so carrying
     the same zxid) is what delivers every intermediate change in order;
     reading the flags themselves catches writes made by other ZooKeeper
     clients. A change is delivered once: anything at or before the zxid
     already held for a flag (or its deletion) is skipped, so values never go
-    backwards. The number of ZooKeeper watches is one per flag plus two,
-    however many subscribers there are.
+    backwards. The number of ZooKeeper watches is one (one per flag plus one
+    before 3.6), however many subscribers there are.
     """
 
     def __init__(self, store: Source) -> None:
