@@ -391,8 +391,10 @@ class Mirror:
             listed = {c for c in children if is_flag_name(c)}
             with self._lock:
                 # Flags listed that nothing reads or watches yet (under the tree watch: not held).
-                watched = set(self._nodes) if self._tree else self._armed | set(self._to_arm)
-                unarmed = listed - watched - set(reads)
+                if self._tree:
+                    unarmed = {n for n in listed if n not in self._nodes and n not in reads}
+                else:
+                    unarmed = listed - self._armed - set(reads) - set(self._to_arm)
             candidates += [(pzxid, name, None) for name in (set(self._nodes) | dirty) - listed]
         elif len(reads) < len(dirty):
             # A flag vanished: the listing tells when (pzxid) and re-arms the children watch.
