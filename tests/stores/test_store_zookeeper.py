@@ -8,6 +8,7 @@ transactions, digest ACLs, the 1 MB node limit, secrets kept out of logs.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
@@ -18,12 +19,14 @@ from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 
 from flagstaff.errors import ConflictError, StoreError, StoreUnavailable, UnsupportedStoreURL, ValidationError
 from flagstaff.model import decode_document
 from flagstaff.stores import open_store
 from flagstaff.stores.base import Reset, Store, Write
 from flagstaff.stores.zookeeper import MAX_ZNODE_BYTES, ZooKeeperStore
+from flagstaff.stores.zookeeper._wire import AddWatch
 from flagstaff.testing import EventRecorder, wait_until
 from flagstaff.testing.conformance import StoreConformance, document
 from tests._support.tcpproxy_zk import TcpProxy
@@ -501,10 +504,14 @@ def test_session_expiry_resets_and_the_watch_carries_on(zk_server: ZooKeeperServ
 
 
 @pytest.mark.slow
-def test_repeated_session_expiry_leaks_nothing(zk_server: ZooKeeperServer, chroot: str) -> None:
+@pytest.mark.parametrize("tree_watch", [True, False], ids=["tree-watch", "per-flag-watches"])
+def test_repeated_session_expiry_leaks_nothing(
+    zk_server: ZooKeeperServer, chroot: str, tree_watch: bool
+) -> None:
     import tracemalloc
 
     store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    store._tree_watch = tree_watch  # False: as on a server before 3.6 (no addWatch)
     other = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
     for i in range(20):
         store.put(f"f{i}", document(i))
@@ -540,9 +547,10 @@ def test_repeated_session_expiry_leaks_nothing(zk_server: ZooKeeperServer, chroo
     tracemalloc.stop()
     assert threading.active_count() <= threads
     assert kazoo_watchers() <= watchers
-    assert store._mirror is not None and store._mirror.watch_count == 20 + 1
+    expected = 1 if tree_watch else 20 + 1  # one persistent watch, or one per flag and the listing's
+    assert store._mirror is not None and store._mirror.watch_count == expected
     # Server side: the store's watches plus the other client's (no mirror there), no more.
-    assert zk_server.watch_count() <= 21 + 2
+    assert zk_server.watch_count() <= expected + 2
     assert grown < 2_000_000, f"memory grew by {grown} bytes over 45 expiries"
     store.close()
     other.close()
@@ -588,3 +596,152 @@ def test_a_put_many_too_large_for_its_history_texts_still_arrives_whole(
     finally:
         reader.close()
         writer.close()
+
+
+# -- the tree watch (a persistent recursive watch on the chroot, ZooKeeper 3.6+) ------------
+
+
+def _count_requests(store: ZooKeeperStore) -> collections.Counter[str]:
+    """Count the requests the store's kazoo client sends from now on, by kind; a read that
+    arms a one-shot watch counts as ``<kind>+watch``."""
+    counts: collections.Counter[str] = collections.Counter()
+    zk = store._zk
+    send = zk._call
+
+    def counting(request: object, async_object: object) -> object:
+        kind = type(request).__name__
+        counts[kind + ("+watch" if getattr(request, "watcher", None) is not None else "")] += 1
+        return send(request, async_object)
+
+    zk._call = counting  # every kazoo call goes through _call
+    return counts
+
+
+def _kazoo_watchers(store: ZooKeeperStore) -> int:
+    """One-shot watches the store's kazoo client holds."""
+    zk = store._zk
+    return sum(map(len, zk._data_watchers.values())) + sum(map(len, zk._child_watchers.values()))
+
+
+def _settled(store: ZooKeeperStore) -> bool:
+    """The mirror has read everything, armed its watches and admitted its subscribers (one
+    still joining when the connection drops is sent Reset rather than the changes)."""
+    mirror = store._mirror
+    return (
+        mirror is not None
+        and mirror._synced
+        and not mirror._full
+        and not mirror._to_arm
+        and not mirror._joining
+    )
+
+
+@pytest.mark.parametrize("tree_watch", [True, False], ids=["tree-watch", "per-flag-watches"])
+def test_a_reconnect_registers_one_watch_not_one_per_flag(
+    zk_server: ZooKeeperServer, chroot: str, kazoo: KazooClient, tree_watch: bool
+) -> None:
+    flags = 400
+    writer = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    writer.put_many([Write(f"f{i}", document(i)) for i in range(flags)])
+    proxy = TcpProxy(zk_server.port)
+    store = ZooKeeperStore.from_url(f"zookeeper://{proxy.address}{chroot}")
+    store._tree_watch = tree_watch  # False: as on a server before 3.6 (no addWatch)
+    recorder = EventRecorder()
+    store.watch(recorder, since=store.load().revision)
+    wait_until(lambda: _settled(store), 10)
+    session = store._zk.client_id
+    sent = _count_requests(store)
+
+    proxy.partition()  # the connection drops; the session lives on (10 s)
+    wait_until(lambda: store._zk.state != KazooState.CONNECTED, 10)
+    # Written meanwhile by another ZooKeeper client, so in no history log: only the re-read
+    # after the reconnection finds them.
+    kazoo.set(f"{chroot}/f1", document(1001).encode())
+    kazoo.create(f"{chroot}/new", document(1002).encode())
+    kazoo.delete(f"{chroot}/f2")
+    proxy.heal()
+    changes = recorder.wait_for_changes(3, 10)
+    assert {(c.name, c.record.raw if c.record else None) for c in changes} == {
+        ("f1", document(1001)),
+        ("new", document(1002)),
+        ("f2", None),
+    }
+    wait_until(lambda: _settled(store), 10)
+    assert store._zk.client_id == session  # a reconnection, not a new session
+
+    watching = sum(n for kind, n in sent.items() if kind.endswith("+watch"))
+    if tree_watch:
+        # One registration and the re-read: a multiRead per 200 flags and a few listings.
+        assert sent["AddWatch"] == 1 and watching == 0, sent
+        assert sum(sent.values()) <= 15, sent
+        assert _kazoo_watchers(store) == 0 and store._mirror is not None and store._mirror.watch_count == 1
+    else:
+        assert sent["AddWatch"] == 0 and watching >= flags, sent  # a watch per flag, armed again
+    # And the watch carries on after the reconnection.
+    kazoo.set(f"{chroot}/f3", document(1003).encode())
+    assert recorder.wait_for_change(lambda c: c.name == "f3", 5).record.raw == document(1003)  # type: ignore[union-attr]
+    store.close()
+    writer.close()
+    proxy.close()
+
+
+@pytest.mark.parametrize("tree_watch", [True, False], ids=["tree-watch", "per-flag-watches"])
+def test_changes_by_other_clients_arrive_through_the_watch(
+    zk_server: ZooKeeperServer, chroot: str, kazoo: KazooClient, tree_watch: bool
+) -> None:
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    store._tree_watch = tree_watch
+    store.put("a", document(1))
+    store.put("b", document(2))
+    recorder = EventRecorder()
+    store.watch(recorder, since=store.load().revision)
+    wait_until(lambda: _settled(store), 10)
+    # A plain ZooKeeper client: nothing in flagstaff's history log announces these.
+    kazoo.set(f"{chroot}/a", document(3).encode())
+    kazoo.create(f"{chroot}/c", document(4).encode())
+    kazoo.delete(f"{chroot}/b")
+    changes = recorder.wait_for_changes(3, 10)
+    assert {(c.name, c.record.raw if c.record else None) for c in changes} == {
+        ("a", document(3)),
+        ("c", document(4)),
+        ("b", None),
+    }
+    if tree_watch:
+        # No one-shot watch anywhere: the persistent watch alone delivered them.
+        assert _kazoo_watchers(store) == 0
+    else:
+        assert _kazoo_watchers(store) >= 2  # a data watch per flag and the listing's
+    store.close()
+
+
+def test_notices_of_the_history_log_mark_no_flag(zk_server: ZooKeeperServer, chroot: str) -> None:
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    store.put("a", document(1))
+    store.load()
+    wait_until(lambda: _settled(store), 10)
+    mirror = store._mirror
+    assert mirror is not None and mirror._tree
+    for path in (f"{chroot}/.flagstaff/history/h-0000000001", f"{chroot}/.flagstaff", f"{chroot}/a/b"):
+        mirror._on_tree(WatchedEvent(EventType.CREATED, KazooState.CONNECTED, path))
+    assert not mirror._dirty and not mirror._children_dirty
+    mirror._on_tree(WatchedEvent(EventType.DELETED, KazooState.CONNECTED, f"{chroot}/a"))
+    assert mirror._dirty == {"a"} and mirror._children_dirty  # (the task may take them any moment)
+    store.close()
+
+
+def test_a_server_without_persistent_watches_gets_a_watch_per_flag(
+    zk_server: ZooKeeperServer, chroot: str, kazoo: KazooClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server before 3.6 answers addWatch as any request it does not know: UnimplementedError,
+    # then it closes the connection (the session lives on). This server does the same with an
+    # opcode it does not know either.
+    monkeypatch.setattr(AddWatch, "type", 999)
+    store = ZooKeeperStore.from_url(f"zookeeper://{zk_server.hosts}{chroot}")
+    store.put("a", document(1))
+    recorder = EventRecorder()
+    store.watch(recorder, since=store.load().revision)
+    wait_until(lambda: not store._tree_watch and _settled(store), 10)
+    assert store._mirror is not None and store._mirror.watch_count == 1 + 1
+    kazoo.set(f"{chroot}/a", document(2).encode())
+    assert recorder.wait_for_change(lambda c: c.name == "a", 5).record.raw == document(2)  # type: ignore[union-attr]
+    store.close()

@@ -3,7 +3,8 @@
 gevent needs the process monkey-patched before anything else is imported, so
 the suite runs in a child pytest: ``monkey.patch_all()`` first, then the
 conformance class of ``test_store_zookeeper.py`` (and the session expiry
-test). There the store picks the gevent runtime by itself and kazoo's
+test, and the tree watch's: its notices are routed through kazoo's gevent
+handler too). There the store picks the gevent runtime by itself and kazoo's
 ``SequentialGeventHandler``; ``FLAGSTAFF_EXPECT_RUNTIME`` makes the child
 check that it really did.
 """
@@ -38,7 +39,8 @@ def test_conformance_under_gevent() -> None:
             _CHILD,
             str(here / "stores" / "test_store_zookeeper.py"),
             "-k",
-            "TestZooKeeperStore or session_expiry_resets or bare_kazoo or digest_acl",
+            "TestZooKeeperStore or session_expiry_resets or bare_kazoo or digest_acl"
+            " or other_clients_arrive or reconnect_registers",
             "-q",
             "-p",
             "no:cacheprovider",

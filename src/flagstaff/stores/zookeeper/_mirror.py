@@ -1,22 +1,31 @@
 """The store's one set of ZooKeeper watches, fanned out to its subscribers.
 
 Watches
-    One mirror per store keeps a children watch on the chroot and a data
-    watch on every flag; a notice only marks the flag dirty, and the mirror's
-    task re-reads what is dirty (pipelined) and delivers the differences. We
-    use plain watches rather than kazoo's ``TreeCache``: it has no notion of a
-    revision, and rebuilds after a reconnect without saying what it missed.
-    Flags are read in bulk with ``multiRead`` (one request per 200 flags;
-    pipelined single reads on servers before 3.6) and their data watches are
+    One mirror per store. On ZooKeeper 3.6 and later it keeps one persistent
+    recursive watch on the chroot (the *tree watch*, ``addWatch``, see
+    :func:`~flagstaff.stores.zookeeper._wire.watch_tree`); a server before 3.6
+    refuses it (and closes the connection), and the store then keeps, for
+    good, a children watch on the chroot and a data watch on every flag. Either
+    way a notice only marks the flag dirty (a creation or deletion also the
+    listing), and the mirror's task re-reads what is dirty (pipelined) and
+    delivers the differences. We use plain watches rather than kazoo's
+    ``TreeCache``: it has no notion of a revision, and rebuilds after a
+    reconnect without saying what it missed.
+
+    A full read (start, reconnect, session expiry) registers the tree watch
+    first, so that no change falls between it and the reads, then reads the
+    flags in bulk with ``multiRead`` (one request per 200 flags). On a server
+    before 3.6 the flags are read one by one (pipelined) and their data watches
     then armed in small steps in the background, a flag that changed in
     between being read again. A reconnect on the same session first delivers
     what the history log holds since the mirror's cursor (flagstaff's own
-    writes, a few reads away), then re-reads everything and re-arms the
-    watches (kazoo drops its watch callbacks when the connection drops),
-    delivering the differences; after a session expiry the mirror re-reads
-    and delivers :class:`Reset`. Reconnection uses
-    a bounded backoff (at most 0.5 s between attempts), so the store is back
-    within a second or so of the server.
+    writes, a few reads away), then re-reads everything (kazoo drops its watch
+    callbacks when the connection drops, and the server the connection's
+    watches), delivering the differences: afterwards the mirror holds what the
+    server holds, deletions included. After a session expiry the mirror
+    re-reads and delivers :class:`Reset`. Reconnection uses a bounded backoff
+    (at most 0.5 s between attempts), so the store is back within a second or
+    so of the server.
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ from flagstaff.stores.zookeeper._wire import (
     history_entry,
     is_flag_name,
     sequence,
+    unwatch_tree,
+    watch_tree,
 )
 
 __all__ = ["Mirror", "Source", "Subscription"]
@@ -68,6 +79,7 @@ class Source(Protocol):
     _root: str
     _meta: str
     _multi_read: bool  # the mirror turns it off when the server has no multiRead
+    _tree_watch: bool  # the mirror turns it off when the server has no addWatch (before 3.6)
 
     def _read_all(
         self, watch_children: Callable[[WatchedEvent], None] | None = None
@@ -92,17 +104,18 @@ _Candidate: TypeAlias = tuple[int, str, "Node | None"]
 class Mirror:
     """The store's one set of ZooKeeper watches, fanned out to subscribers.
 
-    What it watches: the chroot's children, every flag's data, and the
-    history log's children. ZooKeeper notices only mark things dirty (they
-    arrive on kazoo's thread and must be quick); the mirror's task re-reads
-    and delivers. Watches are one-shot and coalesce, so the history log (one
+    What it watches: everything below the chroot with one tree watch (3.6+),
+    else the chroot's children and every flag's data. ZooKeeper notices only
+    mark things dirty (they arrive on kazoo's thread and must be quick); the
+    mirror's task re-reads and delivers. Notices coalesce in the dirty set (and
+    one-shot watches by themselves), so the history log (one
     entry per flagstaff write, made in the same transaction and so carrying
     the same zxid) is what delivers every intermediate change in order;
     reading the flags themselves catches writes made by other ZooKeeper
     clients. A change is delivered once: anything at or before the zxid
     already held for a flag (or its deletion) is skipped, so values never go
-    backwards. The number of ZooKeeper watches is one per flag plus two,
-    however many subscribers there are.
+    backwards. The number of ZooKeeper watches is one (one per flag plus one
+    before 3.6), however many subscribers there are.
     """
 
     def __init__(self, store: Source) -> None:
@@ -133,6 +146,9 @@ class Mirror:
         self._joining: list[_Subscriber] = []
         self._subscribers: list[_Subscriber] = []
         self._stopped = False
+        # One persistent recursive watch on the chroot (3.6+), else the per-flag watches;
+        # chosen once per store, on the first full read (see _register_tree).
+        self._tree = store._tree_watch
         self._zk.add_listener(self._on_state)  # before the first check of the connection: no lost wake-up
         self._wake.set()
         self._task = self._runtime.spawn(self._run, name="flagstaff-zookeeper-mirror")
@@ -153,6 +169,8 @@ class Mirror:
     def stop(self) -> None:
         self._stopped = True
         self._zk.remove_listener(self._on_state)
+        # The server keeps the tree watch until the session ends: the store closes it next.
+        unwatch_tree(self._zk)
         self._wake.set()
         with self._lock:
             subscribers = self._joining + self._subscribers
@@ -173,7 +191,7 @@ class Mirror:
     @property
     def watch_count(self) -> int:
         """ZooKeeper watches this mirror keeps armed (for leak checks)."""
-        return len(self._armed) + 1
+        return 1 if self._tree else len(self._armed) + 1
 
     # Kazoo calls these on its own thread: record and wake, nothing more.
 
@@ -196,6 +214,29 @@ class Mirror:
             name = event.path.rpartition("/")[2]
             self._armed.discard(name)
             self._dirty.add(name)
+        self._wake.set()
+
+    def _on_tree(self, event: WatchedEvent) -> None:
+        """A notice of the tree watch: a flag created, changed or deleted marks it dirty (a
+        deletion also the listing, which dates it); the chroot itself created or deleted marks
+        the listing. Notices from flagstaff's own nodes (the history log) change no flag:
+        every flagstaff write also changes its flag, whose notice wakes the mirror."""
+        if self._stopped:
+            return
+        path = event.path
+        if path == self._root:
+            if event.type == EventType.CHANGED:
+                return
+            with self._lock:
+                self._children_dirty = True
+        else:
+            name = path[len(self._root) + 1 :]
+            if not path.startswith(self._root + "/") or not is_flag_name(name):
+                return
+            with self._lock:
+                self._dirty.add(name)
+                if event.type == EventType.DELETED:
+                    self._children_dirty = True
         self._wake.set()
 
     def _on_children(self, event: WatchedEvent) -> None:
@@ -254,26 +295,32 @@ class Mirror:
             self._children_dirty = False
             self._armed.clear()
             self._to_arm = []
+        if self._tree:
+            # The watch first: every change from here on is notified, so none falls between
+            # the reads below and the watch (a change both read and notified is read twice
+            # and delivered once).
+            self._register_tree()
         if self._synced and not expired:
             # Back on the same session: what flagstaff wrote meanwhile is in the log, a few
-            # reads away. Deliver it before re-arming every flag's watch, which costs one read
-            # per flag (seconds for a fleet of processes holding 10,000 flags each) and only
-            # adds changes written by other ZooKeeper clients.
+            # reads away. Deliver it before reading every flag (one request per 200 flags),
+            # which only adds changes written by other ZooKeeper clients.
             self._catch_up_from_history()
         # History first: entries after this cursor are newer than what the reads below may miss.
         cursor, log_stat = self._history_cursor()
         try:
-            nodes, pzxid = self._store._read_all(self._on_children)
+            nodes, pzxid = self._store._read_all(None if self._tree else self._on_children)
         except NoNodeError:
-            self._watch_creation(self._root, self._on_children)
+            if not self._tree:  # the tree watch notices the chroot's creation too
+                self._watch_creation(self._root, self._on_children)
             if self._synced and not expired:
                 self._wiped()
                 return
             nodes, pzxid = {}, 0
-        # The flags were read without data watches (one request per 200 flags); the
-        # watches, one request each, are armed step by step once the data is served.
-        self._to_arm = sorted(nodes)
-        self._wake.set()
+        if not self._tree:
+            # The flags were read without data watches (one request per 200 flags); the
+            # watches, one request each, are armed step by step once the data is served.
+            self._to_arm = sorted(nodes)
+            self._wake.set()
         if expired or not self._synced:
             self._nodes, self._gone, self._cursor, self._log_stat = nodes, {}, cursor, log_stat
             self._revision = max([self._revision, pzxid, *(n.mzxid for n in nodes.values())])
@@ -291,17 +338,34 @@ class Mirror:
         candidates += [(pzxid, name, None) for name in self._nodes if name not in nodes]
         self._apply(candidates)
 
+    def _register_tree(self) -> None:
+        """Register the tree watch; on a server before 3.6, fall back for good to a watch per flag.
+
+        Such a server also closes the connection: the re-read that follows the reconnection
+        arms the per-flag watches.
+        """
+        try:
+            watch_tree(self._zk, self._root, self._on_tree).get(timeout=self._store._remaining())
+        except UnimplementedError:
+            log.info("zookeeper server has no persistent watches (before 3.6): watching each flag")
+            unwatch_tree(self._zk)
+            self._tree = self._store._tree_watch = False
+
     def _incremental_sync(self) -> None:
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             children_dirty, self._children_dirty = self._children_dirty, False
         store, zk, timeout = self._store, self._zk, self._store._remaining()
+        # Under the tree watch, reads arm nothing: the one watch covers every flag.
+        on_data = None if self._tree else self._on_data
         # Round trip 1, pipelined: the dirty flags, the chroot's children, the history
         # log, in this order. ZooKeeper answers a session's requests in order, so the
         # log lists every flagstaff write that the reads saw.
-        reading = [(n, zk.get_async(store._path(n), watch=self._on_data)) for n in dirty]
+        reading = [(n, zk.get_async(store._path(n), watch=on_data)) for n in dirty]
         listing = (
-            zk.get_children_async(self._root, watch=self._on_children, include_data=True)
+            zk.get_children_async(
+                self._root, watch=None if self._tree else self._on_children, include_data=True
+            )
             if children_dirty
             else None
         )
@@ -320,12 +384,17 @@ class Mirror:
                 children, stat = listing.get(timeout=timeout)
                 pzxid = stat.pzxid
             except NoNodeError:
-                self._watch_creation(self._root, self._on_children)
+                if not self._tree:
+                    self._watch_creation(self._root, self._on_children)
                 self._wiped()
                 return
             listed = {c for c in children if is_flag_name(c)}
             with self._lock:
-                unarmed = listed - self._armed - set(reads) - set(self._to_arm)
+                # Flags listed that nothing reads or watches yet (under the tree watch: not held).
+                if self._tree:
+                    unarmed = {n for n in listed if n not in self._nodes and n not in reads}
+                else:
+                    unarmed = listed - self._armed - set(reads) - set(self._to_arm)
             candidates += [(pzxid, name, None) for name in (set(self._nodes) | dirty) - listed]
         elif len(reads) < len(dirty):
             # A flag vanished: the listing tells when (pzxid) and re-arms the children watch.
@@ -337,12 +406,13 @@ class Mirror:
         # Round trip 2 (often empty), pipelined: flags new in the listing, the log entries not
         # fetched ahead. An entry fetched ahead that the log's stat does not count is ignored:
         # it comes round again, counted, with the next change.
-        reading = [(n, zk.get_async(store._path(n), watch=self._on_data)) for n in unarmed]
+        reading = [(n, zk.get_async(store._path(n), watch=on_data)) for n in unarmed]
         entries = [zk.get_async(f"{self._hdir}/{n}") for n in logged or () if n not in ahead]
         if reading:
             reads.update(collect(reading, timeout))
-        with self._lock:
-            self._armed |= set(reads)
+        if not self._tree:
+            with self._lock:
+                self._armed |= set(reads)
         results, missing = gather(entries, timeout)
         results += [fetched[n] for n in logged or () if n in fetched]
         # An entry counted by the stat (read before the entries fetched ahead) yet not found

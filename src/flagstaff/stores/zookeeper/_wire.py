@@ -18,6 +18,18 @@ The handler
     handler when the runtime's tasks are greenlets, else :class:`PollHandler`
     (kazoo's threading handler with one ``poll(2)`` per ``select``).
 
+The tree watch
+    ZooKeeper 3.6 and later keep a *persistent recursive* watch (``addWatch``,
+    :class:`AddWatch`): one request, and every node created, changed or
+    deleted at or below a path is notified, for as long as the connection
+    lasts (it is not re-armed by the server after a reconnect: kazoo sends no
+    ``setWatches``, so the caller registers it again). kazoo only delivers
+    notices to the one-shot watches it registered, by exact path;
+    :func:`watch_tree` also routes the notices under the watched path to a
+    callback, on kazoo's callback thread like any watch. A server before 3.6
+    answers the unknown request with :class:`UnimplementedError` and closes the
+    connection (the session survives).
+
 The handshake
     kazoo waits for the server's answer to a connect request as long as the
     whole session timeout (10 s). A server that accepts the socket while it
@@ -32,7 +44,7 @@ from __future__ import annotations
 import logging
 import math
 import select
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,13 +60,14 @@ from kazoo.handlers.threading import SequentialThreadingHandler
 from kazoo.protocol.connection import ConnectionHandler
 from kazoo.protocol.serialization import (
     Connect,
+    Watch,
     int_struct,
     multiheader_struct,
     read_buffer,
     stat_struct,
     write_string,
 )
-from kazoo.protocol.states import ZnodeStat
+from kazoo.protocol.states import Callback, EventType, WatchedEvent, ZnodeStat
 
 from flagstaff.runtime import Runtime
 from flagstaff.stores._history import decode_entry
@@ -68,6 +81,7 @@ __all__ = [
     "META",
     "MULTI_READ_CHUNK",
     "TRANSIENT",
+    "AddWatch",
     "MultiRead",
     "Node",
     "PollHandler",
@@ -79,6 +93,8 @@ __all__ = [
     "history_entry",
     "is_flag_name",
     "sequence",
+    "unwatch_tree",
+    "watch_tree",
 ]
 
 log = logging.getLogger("flagstaff.stores.zookeeper")
@@ -96,15 +112,38 @@ TRANSIENT = (ConnectionLoss, SessionExpiredError, OperationTimeoutError, Connect
 HANDSHAKE_TIMEOUT = 2.0  # seconds a connect request waits for the server's answer
 
 
+# Notices a persistent watch sends: kazoo's EventType values by ZooKeeper's numbers (no
+# NodeChildrenChanged: a recursive watch reports the child itself).
+_TREE_EVENTS = {1: EventType.CREATED, 2: EventType.DELETED, 3: EventType.CHANGED}
+
+
 class _BoundedHandshake(ConnectionHandler):  # type: ignore[misc]
-    """kazoo's connection, with the connect request's wait bounded (see the module doc)."""
+    """kazoo's connection, with the connect request's wait bounded and the notices of a
+    persistent recursive watch routed (see the module doc)."""
 
     handshake_timeout = HANDSHAKE_TIMEOUT
+    # (the watched path with the client's chroot, callback) while a tree watch is wanted
+    tree: tuple[str, Callable[[WatchedEvent], None]] | None = None
 
     def _invoke(self, timeout: float, request: Any, xid: int | None = None) -> Any:
         if isinstance(request, Connect):
             timeout = min(timeout, self.handshake_timeout)
         return super()._invoke(timeout, request, xid)
+
+    def _read_watch_event(self, buffer: bytes, offset: int) -> None:
+        # kazoo's own one-shot watches first (the server sends one notice per path even when
+        # both kinds of watch cover it), then the tree watch's callback.
+        super()._read_watch_event(buffer, offset)
+        tree, client = self.tree, self.client
+        if tree is None or client._stopped.is_set():
+            return
+        watch, _ = Watch.deserialize(buffer, offset)
+        root, callback = tree
+        kind = _TREE_EVENTS.get(watch.type)  # state notices (type NONE) concern the connection
+        if kind is None or not (watch.path == root or watch.path.startswith(root + "/")):
+            return
+        event = WatchedEvent(kind, client._state, client.unchroot(watch.path))
+        client.handler.dispatch_callback(Callback("watch", callback, (event,)))
 
 
 def bound_handshake(zk: Any, seconds: float = HANDSHAKE_TIMEOUT) -> None:
@@ -204,6 +243,51 @@ class MultiRead:
                 code = int_struct.unpack_from(buf, offset)[0]
                 offset += int_struct.size
                 answers.append(EXCEPTIONS[code]())
+
+
+PERSISTENT_RECURSIVE = 1  # AddWatchMode: the node and everything below it, until removed
+
+
+class AddWatch:
+    """ZooKeeper's ``addWatch`` request (opcode 106, servers 3.6+): a persistent watch.
+
+    ``AddWatchRequest {ustring path; int mode}``; the answer carries only an
+    error code. kazoo registers no watcher for it (``watcher`` is None): the
+    notices reach :func:`watch_tree`'s callback instead.
+    """
+
+    type = 106
+    watcher = None
+
+    def __init__(self, path: str, mode: int = PERSISTENT_RECURSIVE) -> None:
+        self.path = path
+        self.mode = mode
+
+    def serialize(self) -> bytes:
+        return bytes(write_string(self.path) + int_struct.pack(self.mode))
+
+    def deserialize(self, buf: bytes, offset: int) -> None:
+        return None
+
+
+def watch_tree(zk: Any, path: str, callback: Callable[[WatchedEvent], None]) -> Any:
+    """Register a persistent recursive watch on ``path`` (below the client's chroot) and route
+    its notices to ``callback``; the request's async result (UnimplementedError before 3.6).
+
+    Call again after every reconnection: the server forgets the watch with the connection.
+    ``zk`` must have had :func:`bound_handshake` (its connection routes the notices).
+    """
+    connection: _BoundedHandshake = zk._connection
+    connection.tree = (zk.chroot + path, callback)
+    result = zk.handler.async_result()
+    zk._call(AddWatch(zk.chroot + path), result)
+    return result
+
+
+def unwatch_tree(zk: Any) -> None:
+    """Stop routing tree notices (the server drops the watch with the session)."""
+    connection: _BoundedHandshake = zk._connection
+    connection.tree = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,6 +134,7 @@ class ZooKeeperStore:
         self._marker_known = False
         self._closed = False
         self._multi_read = True  # until the server says it has no multiRead
+        self._tree_watch = True  # until the server says it has no persistent watches (addWatch)
         self._seen: dict[str, Node | None] = {}  # flag -> its state as this store last wrote it
         self._log_sequence = -1  # the highest history entry number this store created
         self._prune_check_at = 0  # look at the log's size again once the numbering reaches this
