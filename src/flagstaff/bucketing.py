@@ -57,7 +57,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from mmh3 import mmh3_32_uintdigest
 
@@ -359,6 +359,29 @@ def native_percentage_check(
         return hit if fmix(b"", crc(key, seed)) < limit else miss
 
     return native_percentage
+
+
+def _by_user_code() -> Any:
+    return native_percentage_check("", 50, BucketBy.USER, True, False).__code__
+
+
+_BY_USER_CODE = _by_user_code()
+
+
+def user_gate(run: object) -> tuple[int, int] | None:
+    """``(seed, limit)`` when ``run`` is a by-user check of :func:`native_percentage_check`
+    whose ``hit`` is on and ``miss`` off: it is then *on* exactly when
+    ``FMIX(b"", crc32(key, seed)) < limit``, ``key`` being the context's user key, else its
+    cookie key (off with neither). ``Client.is_enabled`` answers such a flag (a plain
+    percentage rollout, the commonest flag there is) inline, without the check's frame
+    and its Decision. ``None`` for anything else. Read from the check's own defaults
+    (recognised by its code object), so the two can never disagree."""
+    if getattr(run, "__code__", None) is not _BY_USER_CODE:
+        return None
+    hit, miss, seed, limit = cast(Any, run).__defaults__[:4]
+    if getattr(hit, "enabled", None) is True and getattr(miss, "enabled", None) is False:
+        return seed, limit
+    return None
 
 
 def variant_chooser(

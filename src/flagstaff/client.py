@@ -45,11 +45,13 @@ import itertools
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar, cast
 
+from flagstaff.bucketing import FMIX
 from flagstaff.cache import SnapshotCache
 from flagstaff.context import _BY_ID, Context, ContextLike, _new_user_context, to_context
 from flagstaff.decision import Decision, Reason
@@ -81,6 +83,8 @@ __all__ = [
 log = logging.getLogger("flagstaff.client")
 
 _shared_context = _BY_ID.get
+_crc32 = zlib.crc32
+_fmix = FMIX
 """A bare id's shared context, if built (``to_context``'s first step, bound here: 3.11
 compiles ``_BY_ID.get(...)`` on an imported name as an attribute load plus a call)."""
 
@@ -225,25 +229,34 @@ class Client:
             # whose decision needs only the context (Flag.quick), in one call. Anything else
             # (an unknown flag, no context, a bad one, a failure) goes on to the full path.
             try:
-                quick = self._follower._snapshot._table[name].quick
-                if quick is not None:
+                held = self._follower._snapshot._table[name]
+                quick = held.quick
+                if quick is not None and context is not None:
                     if type(context) is Context:
-                        return quick(context).enabled
+                        ctx = context
                     # A bare id or {"user_id": id}: its shared context (to_context's first step).
-                    if type(context) is str:
+                    elif type(context) is str:
                         shared = _shared_context(context)
-                        if shared is None:
-                            shared = _new_user_context(context)
-                        return quick(shared).enabled
-                    if type(context) is dict and len(context) == 1:
-                        uid = context.get("user_id")
-                        if type(uid) is str:
-                            shared = _shared_context(uid)
-                            if shared is None:
-                                shared = _new_user_context(uid)
-                            return quick(shared).enabled
-                    if context is not None:
-                        return quick(to_context(context)).enabled
+                        ctx = shared if shared is not None else _new_user_context(context)
+                    elif (
+                        type(context) is dict
+                        and len(context) == 1
+                        and type(uid := context.get("user_id")) is str
+                    ):
+                        shared = _shared_context(uid)
+                        ctx = shared if shared is not None else _new_user_context(uid)
+                    else:
+                        ctx = to_context(context)
+                    gate = held.gate
+                    if gate is None:
+                        return quick(ctx).enabled
+                    # A plain percentage rollout: bucketed here (Flag.gate), without a frame.
+                    ukey = ctx.user_key
+                    if ukey is None:
+                        ukey = ctx.cookie_key
+                        if ukey is None:
+                            return False
+                    return _fmix(b"", _crc32(ukey, gate[0])) < gate[1]
             except Exception:  # the full path decides, and counts what failed
                 pass
         if context is None:

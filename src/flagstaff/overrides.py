@@ -170,6 +170,7 @@ def override_flag(name: str, document: Any, source: str) -> Flag:
         scheduled_off=None if flag.scheduled_off is None else tag(flag.scheduled_off),
         run=tagged(flag.run),
         quick=None,  # served through the client's full path, which tags the decision
+        gate=None,
         link=None if link is None else linked,
     )
 

@@ -355,7 +355,7 @@ def _relink(
                 if required in members
             }
             linked = linker.link(flag, members)
-            flags[name] = replace(linked, run=_explain(linked.run, explained), quick=None)
+            flags[name] = replace(linked, run=_explain(linked.run, explained), quick=None, gate=None)
 
 
 class _Linker:

@@ -3,9 +3,11 @@ in a snapshot) decide exactly as the general ones."""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import fields
 
 from flagstaff import Context, Reason, evaluate, parse_flag
+from flagstaff.bucketing import FMIX
 from flagstaff.model import Flag
 from flagstaff.segments import parse_segment
 from flagstaff.snapshot import Snapshot
@@ -134,3 +136,44 @@ def test_quick_follows_the_segments_a_flag_is_linked_to() -> None:
     assert flag.quick is flag.run
     assert flag.quick(MEMBER).enabled is True
     assert flag.quick(Context(user_id="m2")).enabled is False
+
+
+def _gated(flag: Flag, ctx: Context) -> bool:
+    """Client.is_enabled's inline bucketing of a gated flag (Flag.gate), as it does it."""
+    assert flag.gate is not None
+    seed, limit = flag.gate
+    key = ctx.user_key if ctx.user_key is not None else ctx.cookie_key
+    return key is not None and FMIX(b"", zlib.crc32(key, seed)) < limit
+
+
+def test_the_gate_is_a_plain_percentage_and_agrees_with_evaluate() -> None:
+    # Flag.gate lets the client bucket a plain rollout inline: it must be set for exactly the
+    # by-user percentages that are on inside and off outside, and answer as evaluate() does.
+    contexts = [Context(user_id=f"u{i}") for i in range(2000)] + [
+        Context(cookie_id="c1"),
+        Context(),
+        Context(user_id="u3", logged_in=False, cookie_id="c9"),
+        Context(user_id="\udc80x"),
+    ]
+    gated = [{"percentage": p} for p in (0.5, 10, 37.25, 50, 99.99)] + [
+        {"percentage": 10, "salt": "other"},
+        {"percentage": 20, "bucket_by": "user"},
+        {"enabled": True, "percentage": 30},
+    ]
+    for doc in gated:
+        flag = parse_flag("f", doc)
+        assert flag.gate is not None, doc
+        assert [_gated(flag, c) for c in contexts] == [evaluate(flag, c).enabled for c in contexts], doc
+    ungated = [
+        {"percentage": 100},
+        {"percentage": 0},
+        {"percentage": 10, "bucket_by": "cookie"},
+        {"percentage": 10, "bucketing": "hanoi"},
+        {"percentage": 10, "users": ["u1"]},
+        {"percentage": 10, "variants": ["a", "b"]},
+        {"percentage": 50, "schedule": {"start": "2020-01-01T00:00:00Z"}},
+        {"enabled": False, "percentage": 30},
+        True,
+    ]
+    for doc in ungated:
+        assert parse_flag("f", doc).gate is None, doc
