@@ -26,6 +26,8 @@ CONTEXTS: list[Any] = [
     *[f"u{i}" for i in range(60)],
     "",
     "é",
+    "\udc80x",  # a lone surrogate: strict UTF-8 refuses it, the full path decides
+    {"user_id": "\udc80x"},
     7,
     True,  # not an id: an error, off
     3.5,

@@ -427,7 +427,7 @@ def test_world_is_greenlet_local(features: Features, world: ContextWorld) -> Non
 
     jobs = [gevent.spawn(serve, user("t2_1", "umbrae")), gevent.spawn(serve, user("t2_2", "bob"))]
     gevent.joinall(jobs, timeout=10)
-    assert [j.value for j in jobs] == [True, False]
+    assert [j.value for j in jobs] == [True, False], [(j.ready(), j.exception, j.started) for j in jobs]
 
 
 # --------------------------------------------------------------------------- the engine's golden cases
