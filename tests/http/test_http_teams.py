@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -617,3 +618,32 @@ def test_the_environments_file_marks_environments_that_require_a_comment(tmp_pat
     assert load_environments(str(path))[0].requires_comment is True
     code = main(["--store", "memory://", "serve", "--env", "prod=memory://", "--comment-env", "staging"])
     assert code == 2
+
+
+def test_token_and_client_key_changes_are_audited_without_their_secrets(
+    app: Starlette, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="flagstaff.audit")
+    admin = TestClient(app, headers=token(app, Permission.ADMIN))
+    admin_id = app.state.flagstaff.tokens.list()[-1].id
+    made = admin.post("/api/v1/tokens", json={"name": "ci", "scope": "write", "environments": ["staging"]})
+    assert made.status_code == 201
+    assert admin.delete(f"/api/v1/tokens/{made.json()['id']}").status_code == 200
+    key = admin.post("/api/v1/envs/staging/client-keys", json={"name": "web"})
+    assert key.status_code == 201
+    assert admin.delete(f"/api/v1/envs/staging/client-keys/{key.json()['id']}").status_code == 200
+    assert admin.delete("/api/v1/tokens/nope").status_code == 404  # nothing revoked: no line
+    lines = [r for r in caplog.records if r.name == "flagstaff.audit"]
+    assert [
+        (r.__dict__["action"], r.__dict__.get("token") or r.__dict__.get("client_key")) for r in lines
+    ] == [
+        ("token.create", made.json()["id"]),
+        ("token.revoke", made.json()["id"]),
+        ("client_key.create", key.json()["id"]),
+        ("client_key.revoke", key.json()["id"]),
+    ]
+    assert all(r.__dict__["author"].startswith(f"t [token {admin_id}, request ") for r in lines)
+    assert lines[0].__dict__["scope"] == "write" and lines[0].__dict__["environments"] == ["staging"]
+    assert lines[2].__dict__["environment"] == "staging"
+    for secret in (made.json()["token"], key.json()["key"]):
+        assert all(secret not in r.getMessage() and secret not in repr(r.__dict__) for r in lines)

@@ -32,7 +32,8 @@ from flagstaff.errors import (
     WriteOutcomeUnknown,
 )
 from flagstaff.http.present import flag_summary, problems, segment_summary, segment_users
-from flagstaff.http.state import ServerState, audit_log, state_of
+from flagstaff.http.state import ServerState, audit_log, author_text, state_of
+from flagstaff.http.tokens import Principal
 from flagstaff.stores.base import HistoryEntry
 
 __all__ = [
@@ -290,3 +291,10 @@ def write(state: ServerState, admin: Admin, action: str, change: Callable[[], Ou
             },
         )
     return outcome
+
+
+def audit_credential(request: Request, principal: Principal, action: str, what: str, **details: Any) -> None:
+    """One audit-log line for a credential made or revoked (``token.create``, ``client_key.revoke``,
+    ...): who did it (as the store's history names authors), what, and its id, never a secret."""
+    who = author_text(principal, request_id(request))
+    audit_log.info("%s %s by %s", action, what, who, extra={"action": action, "author": who, **details})

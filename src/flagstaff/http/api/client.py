@@ -32,9 +32,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from flagstaff.errors import StoreUnavailable
-from flagstaff.http.api._common import ApiError, fields, query, read_json
+from flagstaff.http.api._common import ApiError, audit_credential, fields, query, read_json
 from flagstaff.http.api.evaluate import parse_context
-from flagstaff.http.auth import client_address, require
+from flagstaff.http.auth import client_address, identify, require
 from flagstaff.http.clientside import ClientKey, ClientKeyError, cors_headers
 from flagstaff.http.environments import current, environments_of
 from flagstaff.http.state import state_of
@@ -160,6 +160,14 @@ async def create_client_key(request: Request) -> Response:
         )
     except ClientKeyError as exc:
         raise ApiError(400, str(exc)) from None
+    audit_credential(
+        request,
+        identify(request),
+        "client_key.create",
+        f"client key {info.id} ({info.name!r}, environment {current(request)!r})",
+        client_key=info.id,
+        environment=current(request),
+    )
     return JSONResponse({**info.to_dict(), "key": key}, 201)
 
 
@@ -175,4 +183,11 @@ async def revoke_client_key(request: Request) -> Response:
         info = await run_in_threadpool(keys.revoke, key_id)
     except ClientKeyError as exc:
         raise ApiError(404, str(exc)) from None
+    audit_credential(
+        request,
+        identify(request),
+        "client_key.revoke",
+        f"client key {info.id} ({info.name!r})",
+        client_key=info.id,
+    )
     return JSONResponse(info.to_dict())

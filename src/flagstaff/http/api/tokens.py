@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from flagstaff.http.api._common import ApiError, fields, query, read_json
+from flagstaff.http.api._common import ApiError, audit_credential, fields, query, read_json
 from flagstaff.http.auth import identify, require
 from flagstaff.http.environments import environments_of
 from flagstaff.http.roles import RoleError
@@ -59,6 +59,15 @@ async def create_token(request: Request) -> Response:
         info, secret = state_of(request).tokens.create(body["name"], permission, environments=envs)
     except TokenError as exc:
         raise ApiError(400, str(exc)) from None
+    audit_credential(
+        request,
+        principal,
+        "token.create",
+        f"token {info.id} ({info.name!r}, {permission.label})",
+        token=info.id,
+        scope=permission.label,
+        environments=envs,
+    )
     return JSONResponse({**info.to_dict(), "token": secret}, 201)
 
 
@@ -78,4 +87,5 @@ async def revoke_token(request: Request) -> Response:
         info = tokens.revoke(token_id)
     except TokenError as exc:
         raise ApiError(404, str(exc)) from None
+    audit_credential(request, principal, "token.revoke", f"token {info.id} ({info.name!r})", token=info.id)
     return JSONResponse(info.to_dict())
