@@ -55,6 +55,7 @@ class TestPostgresConformance(StoreConformance):
     """The shared suite; stores reach the server through a proxy so cut_off can partition them."""
 
     contact_bound = CONTACT_BOUND
+    resumes = True
 
     @pytest.fixture(autouse=True)
     def _server(self, server: PgServer) -> Iterator[None]:
@@ -71,6 +72,14 @@ class TestPostgresConformance(StoreConformance):
     def cut_off(self, store: Store) -> Callable[[], None]:
         self.proxy.partition()
         return self.proxy.heal
+
+    def make_uncut_store(self, namespace: str) -> Store:
+        return PostgresStore.from_url(self.server.url(namespace), store_runtime())
+
+    def lose_history(self, store: Store) -> None:
+        # The change rows the watch would catch up from, gone (trimmed, deleted by hand).
+        assert isinstance(store, PostgresStore)
+        self.server.sql("DELETE FROM flagstaff_changes WHERE namespace = %s", store.namespace)
 
     def force_reset(self, store: Store) -> None:
         wait_until(lambda: terminate_watches(self.server) > 0, 5)
