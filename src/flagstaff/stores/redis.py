@@ -25,7 +25,9 @@ unseen one second later is replayed from the history list when that holds
 every missed change, else (history trimmed, a write made out of band, a
 counter that went down because the store was wiped) the watch delivers
 :class:`Reset`. No change stays missed for more than about
-two seconds.
+two seconds. After an outage the same replay runs once subscribed again; when it
+covers the outage and the hand-edit check (below) finds nothing new, the watch
+delivers :class:`Resumed` after the replayed changes, else ``Reset``.
 
 A value changed by hand (``HSET NAME:flags f '...'``, ``HDEL``) bumps no revision
 and publishes no notice. Every write through flagstaff also records the text's
