@@ -620,6 +620,11 @@ class StoreConformance:
             store.watch(recorder, since=store.load().revision)
             client = live = Client(counted, Options(timeout=self.timeout))
             assert live.status().state is State.LIVE
+            # Both watches following (a watch cut off before it ever subscribed may Reset).
+            ready = self.writer(store).put("ready", document(0))
+            recorder.wait_for_change(lambda ch: ch.record == ready, self.timeout)
+            wait_until(lambda: "ready" in live.snapshot.flags, self.timeout, message="client not following")
+            self._settle()
             loads = counted.loads
             written: list[Record] = []
 
