@@ -24,8 +24,9 @@ Guarantees
       follower's dispatcher task, so a slow listener delays nothing else.
     * A store watch that loses its backend says so (``Disconnected``): the client
       turns ``stale`` (data age counted from the last contact) and turns ``live``
-      again only after the full reload that the store's ``Reset`` asks for once
-      contact is back.
+      again after the full reload that the store's ``Reset`` asks for once
+      contact is back, or without a reload on the store's ``Resumed`` (it
+      delivered every change of the outage first).
     * The constructor waits at most ``Options.timeout`` for the first load. A
       client whose store cannot be reached serves its on-disk cache (state
       ``cached``) or nothing (state ``defaults``) and keeps retrying.

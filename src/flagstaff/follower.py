@@ -37,8 +37,12 @@ Guarantees
       changed (a :class:`SnapshotChange`), invalid documents included.
     * A store watch that loses its backend says so (``Disconnected``): the
       follower turns ``stale`` (data age counted from the last contact) and
-      turns ``live`` again only after the full reload that the store's
-      ``Reset`` asks for once contact is back.
+      turns ``live`` again after the full reload that the store's ``Reset``
+      asks for once contact is back, or, without a reload, on the store's
+      ``Resumed`` (it replayed every change of the outage first) when the
+      disconnection was the only reason to be stale. With a load failed or
+      pending, an empty store refused or an atomic write held incomplete, a
+      ``Resumed`` is taken as a ``Reset``.
     * A follower whose store cannot be reached serves its on-disk cache (state
       ``cached``) or nothing (state ``defaults``) and keeps retrying.
     * A document that fails validation is skipped; the flag's last good version
@@ -74,7 +78,17 @@ from flagstaff.parts import PARTS_KEY, Lookup
 from flagstaff.runtime import Event, Runtime, Task, default_runtime
 from flagstaff.segments import Segment, parse_segment_text
 from flagstaff.snapshot import Snapshot
-from flagstaff.stores import Change, Disconnected, Reset, Store, StoreState, Watch, WatchEvent, open_store
+from flagstaff.stores import (
+    Change,
+    Disconnected,
+    Reset,
+    Resumed,
+    Store,
+    StoreState,
+    Watch,
+    WatchEvent,
+    open_store,
+)
 from flagstaff.stores._url import redact_url
 from flagstaff.stores.base import Record
 
@@ -232,7 +246,7 @@ class Follower:
         self._state = State.DEFAULTS
         self._since = 0.0  # when the data went stale, or when the cache was written
         self._refused_empty = False
-        self._disconnected = False  # the watch said it lost the store; live again after a reload
+        self._disconnected = False  # the watch said it lost the store; live again after a reload or Resumed
         self._initialized = False
         self._dirty = False
         self._saved_at = 0.0
@@ -511,6 +525,21 @@ class Follower:
             self._state, self._since = State.STALE, min(event.since, time.time())
         self._commit_health()
 
+    def _resumed(self, event: Resumed) -> None:
+        """The store replayed every change of the outage: live again without a reload,
+        unless something besides the disconnection keeps this follower stale (then a
+        reload, as for a Reset: what is held cannot be trusted to be whole)."""
+        if not self._disconnected and self._state is State.LIVE:
+            return  # nothing was lost: nothing to resume
+        if self._refused_empty or self._group or not self._disconnected or self._state is not State.STALE:
+            log.info("store %s resumed its watch (%s); reloading all the same", self.store_url, event.reason)
+            self._need_load = True
+            self._group.clear()
+            return
+        log.info("store %s resumed its watch (%s); nothing missed, no reload", self.store_url, event.reason)
+        self._disconnected = False
+        self._live()
+
     def _drain(self) -> None:
         changed: set[str] = set()
         applied: list[Change] = []
@@ -523,6 +552,8 @@ class Follower:
                 group.clear()  # the reload brings the whole of it, or none
             elif isinstance(event, Disconnected):
                 self._lost(event)
+            elif isinstance(event, Resumed):
+                self._resumed(event)
             elif event.revision > self._snapshot.revision:
                 if self._refused_empty:
                     # The store was written through flagstaff since it came back empty:
@@ -718,7 +749,7 @@ class Follower:
     def _live(self) -> None:
         if self._refused_empty or self._disconnected:
             # Not live: a change delivered while the watch is cut off may be one of several
-            # missed; the Reset that follows the reconnection reloads and makes it live.
+            # missed; the Reset (reload) or Resumed that follows the reconnection makes it live.
             self._commit_health()
             return
         if self._state is not State.LIVE:

@@ -45,6 +45,7 @@ class TestEtcdConformance(StoreConformance):
     """The shared suite; stores reach etcd through a proxy so force_reset can cut them off."""
 
     contact_bound = 6.0  # 2 x the 3 s request timeout; the watchdog probes every 2 s (2 s timeout)
+    resumes = True
 
     @pytest.fixture(autouse=True)
     def _server(self, etcd: EtcdCluster) -> Iterator[None]:
@@ -73,6 +74,12 @@ class TestEtcdConformance(StoreConformance):
     def cut_off(self, store: Store) -> Callable[[], None]:
         self.proxy.partition()
         return self.proxy.heal
+
+    def make_uncut_store(self, namespace: str) -> Store:
+        return EtcdStore.from_url(self.etcd.url(namespace), store_runtime())
+
+    def lose_history(self, store: Store) -> None:
+        self.etcd.compact(self.etcd.put("/unrelated/lose-history", "1"))
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from flagstaff.errors import (
 )
 from flagstaff.model import decode_document
 from flagstaff.stores import open_store
-from flagstaff.stores.base import Change, Disconnected, Reset, Store, WatchEvent, Write
+from flagstaff.stores.base import Change, Disconnected, Reset, Resumed, Store, WatchEvent, Write
 from flagstaff.stores.postgres import PostgresStore
 from flagstaff.testing import EventRecorder
 from flagstaff.testing.conformance import StoreConformance, document
@@ -55,6 +55,7 @@ class TestPostgresConformance(StoreConformance):
     """The shared suite; stores reach the server through a proxy so cut_off can partition them."""
 
     contact_bound = CONTACT_BOUND
+    resumes = True
 
     @pytest.fixture(autouse=True)
     def _server(self, server: PgServer) -> Iterator[None]:
@@ -72,7 +73,22 @@ class TestPostgresConformance(StoreConformance):
         self.proxy.partition()
         return self.proxy.heal
 
+    def make_uncut_store(self, namespace: str) -> Store:
+        return PostgresStore.from_url(self.server.url(namespace), store_runtime())
+
+    def lose_history(self, store: Store) -> None:
+        # The change rows the watch would catch up from, gone (trimmed, deleted by hand).
+        assert isinstance(store, PostgresStore)
+        self.server.sql("DELETE FROM flagstaff_changes WHERE namespace = %s", store.namespace)
+
     def force_reset(self, store: Store) -> None:
+        # A change whose row is lost (the namespace's revision moves with no change row), then
+        # the watches dropped: their catch-up finds the gap in the chain.
+        assert isinstance(store, PostgresStore)
+        self.server.sql(
+            "UPDATE flagstaff_namespaces SET revision = nextval('flagstaff_revision') WHERE namespace = %s",
+            store.namespace,
+        )
         wait_until(lambda: terminate_watches(self.server) > 0, 5)
 
     def write_raw(self, store: Store, name: str, data: bytes) -> None:
@@ -215,7 +231,7 @@ def test_hand_edit_in_sql_is_versioned_recorded_and_watched(server: PgServer, st
     assert (newest.before, newest.after, newest.author) == (doc(1), doc(9), None)
 
 
-def test_watch_survives_terminated_backend_with_reset_and_catch_up(
+def test_watch_survives_terminated_backend_catches_up_and_resumes(
     server: PgServer, store: PostgresStore
 ) -> None:
     store.put("k", doc(0))
@@ -225,9 +241,10 @@ def test_watch_survives_terminated_backend_with_reset_and_catch_up(
     for i in range(1, 6):
         store.put("k", doc(i))  # some land while the watch reconnects: read back by revision
     change = recorder.wait_for_change(lambda c: c.record is not None and c.record.raw == doc(5), 5)
+    wait_until(lambda: any(isinstance(e, Resumed) for e in recorder.events), 5)
     events = recorder.events
     lost = next(i for i, e in enumerate(events) if isinstance(e, Disconnected))
-    assert any(isinstance(e, Reset) for e in events[lost:])
+    assert not any(isinstance(e, Reset) for e in events[lost:])  # nothing was missed
     assert change.revision == store.load().revision
 
 
@@ -251,7 +268,9 @@ def test_watch_survives_a_server_restart(namespace: str) -> None:
         writer.put("x", doc(2))
         took = wait_until(lambda: follower.snapshot().get("x") == doc(2), 5)
         assert took <= 2.0 and not follower.backwards
-        wait_until(lambda: any(isinstance(e, Reset) for e in events), 5)
+        # The data survived with its change rows: the watch caught up and missed nothing.
+        wait_until(lambda: any(isinstance(e, Resumed) for e in events), 5)
+        assert not any(isinstance(e, Reset) for e in events)
         follower.stop()
     finally:
         reader.close()
@@ -274,8 +293,10 @@ def test_disconnected_within_bound_on_a_silent_network(server: PgServer, namespa
         took = time.monotonic() - start
         writer.put("s", doc(1))
         proxy.heal()
-        recorder.wait_for_change(lambda c: c.record is not None and c.record.raw == doc(1), 10)
-        assert any(isinstance(e, Reset) for e in recorder.events)
+        change = recorder.wait_for_change(lambda c: c.record is not None and c.record.raw == doc(1), 10)
+        wait_until(lambda: any(isinstance(e, Resumed) for e in recorder.events), 5)
+        events = recorder.events
+        assert events.index(change) < next(i for i, e in enumerate(events) if isinstance(e, Resumed))
         print(
             f"\npostgres: Disconnected {took:.2f} s after the network went silent (bound {CONTACT_BOUND} s)"
         )

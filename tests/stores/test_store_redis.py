@@ -43,6 +43,7 @@ class TestRedisConformance(StoreConformance):
     """The shared suite; stores reach Redis through a proxy so cut_off can partition them."""
 
     contact_bound = 6.0  # 2 x the 3 s socket timeout; a silent pub/sub connection is given up after 3 s
+    resumes = True
 
     @pytest.fixture(autouse=True)
     def _server(self, server: RedisServer) -> Iterator[None]:
@@ -57,6 +58,14 @@ class TestRedisConformance(StoreConformance):
     def cut_off(self, store: Store) -> Callable[[], None]:
         self.proxy.partition()
         return self.proxy.heal
+
+    def make_uncut_store(self, namespace: str) -> Store:
+        return RedisStore.from_url(self.server.url(namespace), store_runtime())
+
+    def lose_history(self, store: Store) -> None:
+        # The history list the watch would replay the missed notices from, gone.
+        assert isinstance(store, RedisStore)
+        self.server.admin().delete(store._history)
 
     def force_reset(self, store: Store) -> None:
         # A change whose notice is lost: the counter moves with no notice and no history entry,

@@ -78,6 +78,7 @@ class TestZooKeeperStore(StoreConformance):
 
     replays_changes = True
     contact_bound = 10.0  # the session timeout: kazoo reads a silent connection as dropped within 2/3 of it
+    resumes = True  # on the same session; an expired one is a Reset (test_session_expiry_*)
 
     @pytest.fixture(autouse=True)
     def _server(self, zk_server: ZooKeeperServer) -> Iterator[None]:
@@ -110,6 +111,11 @@ class TestZooKeeperStore(StoreConformance):
     def cut_off(self, store: Store) -> Callable[[], None]:
         self.proxy.partition()
         return self.proxy.heal
+
+    def make_uncut_store(self, namespace: str) -> Store:
+        store = ZooKeeperStore.from_url(f"zookeeper://{self.server.hosts}{self.base}/{namespace}")
+        _check_runtime(store)
+        return store
 
 
 # -- the first seed: values written by any ZooKeeper client -----------------------------

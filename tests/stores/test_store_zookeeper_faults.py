@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from flagstaff.errors import StoreUnavailable, WriteOutcomeUnknown
-from flagstaff.stores.base import Change, Disconnected, Reset, WatchEvent
+from flagstaff.stores.base import Change, Disconnected, Reset, Resumed, WatchEvent
 from flagstaff.stores.zookeeper import ZooKeeperStore
 from flagstaff.stores.zookeeper._wire import HANDSHAKE_TIMEOUT
 from flagstaff.testing import wait_until
@@ -61,8 +61,8 @@ class Follower:
                 with self.lock:
                     self.flags = {n: json.loads(r.raw)["seq"] for n, r in state.records.items()}
                 return
-            if isinstance(event, Disconnected):
-                return  # the outage is told; the Reset after it reloads
+            if isinstance(event, Disconnected | Resumed):
+                return  # the outage is told; the Reset after it reloads, or Resumed (nothing missed)
             assert isinstance(event, Change)
             with self.lock:
                 if event.record is None:

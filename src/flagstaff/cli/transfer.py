@@ -34,7 +34,7 @@ from flagstaff.document import is_segment_key, segment_name
 from flagstaff.errors import ValidationError
 from flagstaff.evaluate import evaluate, unknown
 from flagstaff.model import Env, printable_text
-from flagstaff.stores import Change, Disconnected, Reset, Store, WatchEvent
+from flagstaff.stores import Change, Disconnected, Reset, Resumed, Store, WatchEvent
 
 __all__ = [
     "build_context",
@@ -152,6 +152,10 @@ def cmd_watch(args: argparse.Namespace, out: Out) -> int:
                     continue
                 if isinstance(event, Disconnected):
                     out.note(f"lost contact with the store: {event.reason} (changes follow when it is back)")
+                    continue
+                if isinstance(event, Resumed):
+                    # The changes of the outage came before it: nothing to reload or print.
+                    out.note(f"back in contact with the store: {event.reason} (nothing missed)")
                     continue
                 changes = _reload(store, known, event) if isinstance(event, Reset) else [event]
                 for change in changes:

@@ -38,8 +38,14 @@ Watches
     then calls ``load()`` again. A store that loses contact with its backend
     (a refused or silent connection, an unreadable file) delivers
     :class:`Disconnected` within its stated bound (docs/stores.md), once per
-    outage, and a ``Reset`` once contact is back, so the subscriber knows its
-    data may be behind meanwhile and reloads after. After ``Watch.stop()`` returns no further
+    outage, and once contact is back either a ``Reset`` (the subscriber reloads)
+    or, when the store can show it missed nothing, a :class:`Resumed`: every
+    change made during the outage has then been delivered, *before* the
+    ``Resumed``, so the subscriber is current again without a reload (a fleet
+    that reconnects at once does not reload at once). A store that cannot prove
+    completeness (a compaction, a gap in the history, notices that may be lost)
+    sends ``Reset``. A ``Resumed`` with no ``Disconnected`` before it tells
+    nothing new and may be ignored. After ``Watch.stop()`` returns no further
     callbacks are made ("stop is silent"). Callbacks must be quick; the client
     hands slow work to its own task.
 
@@ -78,6 +84,7 @@ __all__ = [
     "HistoryEntry",
     "Record",
     "Reset",
+    "Resumed",
     "Store",
     "StoreState",
     "Watch",
@@ -141,14 +148,23 @@ class Reset:
 @dataclass(frozen=True, slots=True)
 class Disconnected:
     """The watch lost contact with the backend: changes may be missed until a
-    :class:`Reset` follows (sent once contact is back)."""
+    :class:`Reset` or a :class:`Resumed` follows (sent once contact is back)."""
 
     reason: str
     since: float
     """When the watch last had confirmed contact (``time.time()``)."""
 
 
-WatchEvent: TypeAlias = Change | Reset | Disconnected
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """Contact with the backend is back and nothing was missed: every change since
+    the last one delivered before the :class:`Disconnected` has been delivered,
+    before this event. The subscriber is current again without a reload."""
+
+    reason: str
+
+
+WatchEvent: TypeAlias = Change | Reset | Disconnected | Resumed
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,14 @@ exact text it replaced); the store revision is etcd's header revision.
 
 Watches: one prefix watch, resumed from the last seen revision after any
 disconnect (etcd replays what happened meanwhile). The outage itself is told
-(:class:`Disconnected`, then a Reset once the stream is back). If
-that revision has been compacted, the store re-lists at one consistent
-revision, delivers :class:`Reset` and watches again from there. A watchdog
-probes the cluster every two seconds and restarts a stream that has gone
+(:class:`Disconnected`), and once the stream is back and has replayed up to the
+marker's revision read when it was re-created (the last write through flagstaff),
+:class:`Resumed`: the subscriber missed nothing and need not reload. If that
+revision has been compacted, the store re-lists at one consistent revision,
+delivers :class:`Reset` and watches again from there; with no marker to compare
+against (a wiped or never written prefix) the reconnect is a ``Reset`` too. A
+watchdog probes the cluster every two seconds (a failed probe is tried once more
+at once before contact counts as lost) and restarts a stream that has gone
 silent while the prefix moved on (a half-open connection).
 """
 
@@ -55,6 +59,7 @@ from flagstaff.stores.base import (
     HistoryEntry,
     Record,
     Reset,
+    Resumed,
     StoreState,
     Watch,
     WatchEvent,
@@ -74,6 +79,10 @@ MAX_WRITES = 126
 _TRIM_EVERY = 50  # writes between two history trims (each trim is two requests)
 _CAS_ATTEMPTS = 32
 _PROBE_INTERVAL = 2.0
+# A failed probe is tried again at once with this timeout before contact counts as lost: a
+# probe answered late by a starved machine must not restart a healthy stream. Bound: a cut
+# just after an answered probe is told within 2 + 2 + 1.5 s, inside the stated 6 s.
+_PROBE_RETRY_TIMEOUT = 1.5
 _LOAD_PAGE = 1000  # keys per request when listing a namespace (load)
 _HISTORY_ROOT = "/.flagstaff/history"  # + the prefix: "/.flagstaff/history/flags/<time>-<hex>"
 _SEEN_LIMIT = 10_000  # flags whose last known state a store remembers for its next write
@@ -542,12 +551,10 @@ class EtcdStore:
         # client and named, rather than a flag that silently vanishes.
         return Record(name, decode_raw(kv.value), kv.version)
 
-    def _marker_revision(self) -> tuple[int, int]:
+    def _marker_revision(self, timeout: float = _PROBE_INTERVAL) -> tuple[int, int]:
         """The revision of the last write through flagstaff (every one rewrites the marker), and
         the cluster's current revision; O(1)."""
-        reply = self._gw.call(
-            "kv/range", {"key": b64(self._marker), "keys_only": True}, timeout=_PROBE_INTERVAL
-        )
+        reply = self._gw.call("kv/range", {"key": b64(self._marker), "keys_only": True}, timeout=timeout)
         kvs = reply.get("kvs", [])
         return (KeyValue.parse(kvs[0]).mod_revision if kvs else 0), _revision(reply)
 
@@ -565,8 +572,11 @@ class _EtcdWatch:
         self._lock = self._runtime.lock()
         self._stream: WatchStream | None = None
         self._contact = time.time()  # when etcd last answered the stream or a probe
-        self._lost = False  # Disconnected delivered: a Reset is owed once the stream is back
-        self._contact_lock = self._runtime.lock()  # orders Disconnected before its Reset
+        self._lost = False  # Disconnected delivered: a Resumed or a Reset is owed once back
+        # While lost, once the stream is re-created: the marker revision it must replay past
+        # before Resumed (None: not known yet, so nothing is owed yet).
+        self._resume_at: int | None = None
+        self._contact_lock = self._runtime.lock()  # orders Disconnected before its Resumed/Reset
         self._reader = self._runtime.spawn(self._read_loop, name="flagstaff-etcd-watch")
         self._watchdog = self._runtime.spawn(self._probe_loop, name="flagstaff-etcd-watchdog")
 
@@ -612,6 +622,7 @@ class _EtcdWatch:
                 result = message.get("result", {})
                 if result.get("created"):
                     backoff.reset()
+                    self._arm_resume()
                 compacted = int(result.get("compact_revision", 0))
                 if compacted:
                     self._resync(f"etcd compacted past revision {self._next - 1} (to {compacted})")
@@ -619,11 +630,9 @@ class _EtcdWatch:
                 if result.get("canceled"):
                     raise StoreUnavailable(f"etcd canceled the watch: {result.get('cancel_reason', '')}")
                 if result.get("events"):
-                    # Not at "created": a compaction notice may follow it, whose own Reset and
-                    # re-list must come after the subscriber's reload (else a change between the
-                    # two would be covered by the re-list and never delivered).
+                    self._deliver(result["events"])
+                    # After the replayed events, never before: Resumed says they all came.
                     self._regain()
-                self._deliver(result.get("events", []))
         finally:
             with self._lock:
                 self._stream = None
@@ -672,24 +681,46 @@ class _EtcdWatch:
         log.warning("etcd watch on %s: %s; re-listed at revision %d", self._store.url, why, state.revision)
         with self._contact_lock:
             self._lost = False  # this Reset is the one owed after an outage too
+            self._resume_at = None
             self._queue.push(Reset(why))
         self._next = state.revision + 1
 
     def _lose(self, why: str) -> None:
         """Tell the subscriber, once per outage, that changes may be missed for now."""
         with self._contact_lock:
+            self._resume_at = None  # a new stream follows; it sets what it must replay
             if not self._lost:
                 self._lost = True
                 self._queue.push(Disconnected(why, self._contact))
 
-    def _regain(self) -> None:
-        """The stream is back after an outage (events again, or a probe answered while it is
-        open): the subscriber reloads (the stream replays from where it was, but the
-        subscriber was told it may be behind)."""
+    def _arm_resume(self) -> None:
+        """A stream was created while contact counted as lost: read the marker's revision (the
+        last write through flagstaff, O(1)); the stream replays from where it stopped, and once
+        it is past that revision every change of the outage was delivered (:meth:`_regain`).
+        Without a marker there is nothing to prove completeness against: Reset. Raises
+        ``StoreError`` (the read loop treats it as a broken stream)."""
         with self._contact_lock:
-            if self._lost:
+            if not self._lost:
+                return
+        newest, _ = self._store._marker_revision()
+        with self._contact_lock:
+            if not self._lost:
+                return
+            if not newest:
                 self._lost = False
-                self._queue.push(Reset("reconnected to etcd"))
+                self._queue.push(Reset("reconnected to etcd; no marker to check the replay against"))
+                return
+            self._resume_at = newest
+        self._regain()
+
+    def _regain(self) -> None:
+        """Resumed, once per outage, when the re-created stream has delivered every revision up
+        to the one read when it was created: nothing was missed, the subscriber need not reload."""
+        with self._contact_lock:
+            if self._lost and self._resume_at is not None and self._next > self._resume_at:
+                self._lost = False
+                self._resume_at = None
+                self._queue.push(Resumed(f"reconnected to etcd; replayed up to revision {self._next - 1}"))
 
     def _probe_loop(self) -> None:
         suspect = 0  # a revision the stream should have delivered by the next probe
@@ -698,9 +729,9 @@ class _EtcdWatch:
             # out, and the probe's answer is only compared with what was delivered before it.
             delivered = self._next - 1
             try:
-                newest, current = self._store._marker_revision()
+                newest, current = self._probe()
             except StoreError as exc:
-                log.info("etcd probe failed for %s: %s", self._store.url, exc)
+                log.info("etcd probe failed twice for %s: %s", self._store.url, exc)
                 self._lose(f"etcd probe: {exc}")
                 self._abort_stream()
                 suspect = 0
@@ -709,7 +740,7 @@ class _EtcdWatch:
             with self._lock:
                 streaming = self._stream is not None
             if streaming:
-                self._regain()  # back, and no event since to say so: the probe does
+                self._regain()
             if current and current < delivered:
                 # Below a revision already delivered: a cluster rebuilt or restored from a
                 # snapshot. The stream would wait for revisions it has passed: re-list instead.
@@ -732,6 +763,16 @@ class _EtcdWatch:
                 suspect = newest
             else:
                 suspect = 0
+
+    def _probe(self) -> tuple[int, int]:
+        """``_marker_revision``, tried once more at once (shorter timeout) if it fails."""
+        try:
+            return self._store._marker_revision()
+        except StoreError as exc:
+            if self._stop.is_set():
+                raise
+            log.debug("etcd probe failed for %s (trying again): %s", self._store.url, exc)
+        return self._store._marker_revision(_PROBE_RETRY_TIMEOUT)
 
     def _abort_stream(self) -> None:
         with self._lock:

@@ -30,7 +30,10 @@ Bounds
     watchdog shuts the socket of one that runs over, so a hung server or a silent network
     fails it instead of blocking. A watch tells :class:`Disconnected` at once when its
     connection breaks, and within ``1 + timeout`` seconds (4 s by default) when it goes
-    silent; it reconnects with a backoff capped at 1 s and delivers :class:`Reset` once back.
+    silent; it reconnects with a backoff capped at 1 s, catches up by revision and then
+    delivers :class:`Resumed` (every change of the outage came before it: no reload), or
+    :class:`Reset` if the chain of changes has a gap. An idle watch sleeps on its socket
+    between two heartbeats, and the watchdog sleeps until the next deadline.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ from flagstaff.stores.base import (
     HistoryEntry,
     Record,
     Reset,
+    Resumed,
     StoreState,
     Watch,
     WatchEvent,
@@ -86,6 +90,8 @@ log = logging.getLogger("flagstaff.stores.postgres")
 _INHERITED: list[Any] = []
 
 HEARTBEAT = 1.0  # seconds between two catch-up reads of a quiet watch
+_DOG_IDLE = 60.0  # how long the watchdog sleeps with nothing armed (an _arm wakes it)
+_DOG_SLACK = 0.01  # past a deadline before the watchdog looks (so it finds it run over)
 _BATCH = 500  # change rows a watch reads per query
 _T = TypeVar("_T")
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -471,8 +477,10 @@ class _PgWatch:
         self._queue = InlineDelivery(store._runtime, on_event)
         self._last = since  # the newest revision delivered (or covered by a Reset)
         self._contact = time.time()  # when the server last answered this watch
-        self._lost = False  # Disconnected delivered: a Reset is owed once back
+        self._lost = False  # Disconnected delivered: a Resumed or a Reset is owed once back
         self._stop: Event = store._runtime.event()
+        self._conn: Conn | None = None  # the connection listening now (stop() shuts it)
+        self._conn_lock = store._runtime.lock()
         self._task = store._runtime.spawn(self._run, name="flagstaff-postgres-watch")
 
     def _run(self) -> None:
@@ -481,6 +489,10 @@ class _PgWatch:
             conn: Conn | None = None
             try:
                 conn = self._store._connect("flagstaff-watch")
+                with self._conn_lock:
+                    if self._stop.is_set():
+                        break
+                    self._conn = conn
                 self._follow(conn, backoff)
             except (psycopg.Error, StoreError, OSError) as exc:
                 if self._stop.is_set():
@@ -491,8 +503,10 @@ class _PgWatch:
                     self._queue.push(Disconnected(f"PostgreSQL: {_first_line(exc)}", self._contact))
             finally:
                 if conn is not None:
-                    with contextlib.suppress(psycopg.Error, OSError):
-                        conn.close()
+                    with self._conn_lock:
+                        self._conn = None
+                        with contextlib.suppress(psycopg.Error, OSError):
+                            conn.close()
             if backoff.wait(self._stop):
                 break
 
@@ -502,14 +516,20 @@ class _PgWatch:
             conn.execute(f"LISTEN {CHANNEL}")
         # Listening from here: any commit after this is noticed; the catch-up covers the rest.
         backoff.reset()
+        reset = self._catch_up(conn)
         if self._lost:
+            # Listening since before the catch-up, which reached the head: every change of the
+            # outage was delivered (or the gap in the chain was answered with a Reset).
             self._lost = False
-            self._queue.push(Reset("reconnected to PostgreSQL"))
-        self._catch_up(conn)
+            if not reset:
+                self._queue.push(Resumed("reconnected to PostgreSQL; caught up by revision"))
         checked = time.monotonic()
         while not self._stop.is_set():
             due = False
-            for notice in conn.notifies(timeout=0.25, stop_after=1):
+            # Blocks on the socket until a notice or the next heartbeat (stop() shuts the
+            # socket to end it at once): an idle watch wakes once per heartbeat.
+            wait = max(0.0, HEARTBEAT - (time.monotonic() - checked))
+            for notice in conn.notifies(timeout=wait, stop_after=1):
                 revision, _, namespace = notice.payload.partition(" ")
                 if namespace == store.namespace and revision.isdigit() and int(revision) > self._last:
                     due = True
@@ -519,14 +539,14 @@ class _PgWatch:
                 self._catch_up(conn)
                 checked = time.monotonic()
 
-    def _catch_up(self, conn: Conn) -> None:
+    def _catch_up(self, conn: Conn) -> bool:
         """Deliver the changes after the last delivered revision, or a Reset if they cannot be
-        proved complete."""
+        proved complete; whether it delivered a Reset."""
         while not self._stop.is_set():
             head, rows = self._store._changes_after(conn, max(self._last, 0))
             self._contact = time.time()
             if head == max(self._last, 0) and not rows:
-                return
+                return False
             why = None
             if head < self._last:
                 why = f"the namespace is at revision {head}, behind {self._last} (wiped or restored)"
@@ -543,19 +563,24 @@ class _PgWatch:
                 # told again at the first write after (-1 is no change's "prev"), which marks it.
                 self._last = head if head else -1
                 self._queue.push(Reset(why))
-                return
+                return True
             for revision, _prev, name, version, after, more in rows:
                 if self._stop.is_set():
-                    return
+                    return False
                 record = None if after is None else Record(name, decode_raw(after), int(version))
                 self._queue.push(Change(name, record, int(revision), int(more)))
                 self._last = int(revision)
             if len(rows) < _BATCH:
-                return
+                return False
+        return False
 
     def stop(self) -> None:
         self._stop.set()
         self._queue.stop()
+        with self._conn_lock:  # wake the task from its wait on the socket
+            if self._conn is not None:
+                with contextlib.suppress(OSError, psycopg.Error, ValueError):
+                    _shutdown(self._conn.fileno())
         self._task.join(1.0)
 
 
@@ -595,6 +620,7 @@ class _Watchdog:
         self._task: Any = None
         self._pid = os.getpid()
         self._closed = False
+        self._until = 0.0  # when the task wakes next by itself (monotonic)
 
     def guard(self, conn: Conn, seconds: float) -> _Guard:
         return _Guard(self, conn, seconds)
@@ -605,22 +631,33 @@ class _Watchdog:
             if self._pid != os.getpid():  # forked: the parent's task did not come along
                 self._task, self._pid = None, os.getpid()
             if self._task is None and not self._closed:
+                self._until = 0.0
                 self._task = self._runtime.spawn(self._run, name="flagstaff-postgres-watchdog")
+            elif deadline < self._until:
+                self._wake.set()  # sleeping past this deadline: look again
 
     def _disarm(self, guard: _Guard) -> None:
         with self._lock:
             self._armed.pop(guard, None)
 
     def _run(self) -> None:
-        while not self._wake.wait(0.1):
+        # Sleeps until the earliest armed deadline (woken by _arm for an earlier one), so an
+        # idle store's watchdog costs nothing between requests.
+        while True:
             now = time.monotonic()
             with self._lock:
+                if self._closed:
+                    return
                 late = [g for g, deadline in self._armed.items() if deadline <= now]
                 for g in late:
                     del self._armed[g]
+                self._until = min(self._armed.values(), default=now + _DOG_IDLE)
+                self._wake.clear()  # under the lock: an _arm after this sets it again
             for g in late:
                 log.warning("a PostgreSQL request ran over its time: closing its connection")
                 g.fire()
+            if not late:
+                self._wake.wait(max(0.0, self._until - now) + _DOG_SLACK)
 
     def close(self) -> None:
         with self._lock:

@@ -25,7 +25,9 @@ unseen one second later is replayed from the history list when that holds
 every missed change, else (history trimmed, a write made out of band, a
 counter that went down because the store was wiped) the watch delivers
 :class:`Reset`. No change stays missed for more than about
-two seconds.
+two seconds. After an outage the same replay runs once subscribed again; when it
+covers the outage and the hand-edit check (below) finds nothing new, the watch
+delivers :class:`Resumed` after the replayed changes, else ``Reset``.
 
 A value changed by hand (``HSET NAME:flags f '...'``, ``HDEL``) bumps no revision
 and publishes no notice. Every write through flagstaff also records the text's
@@ -75,6 +77,7 @@ from flagstaff.stores.base import (
     HistoryEntry,
     Record,
     Reset,
+    Resumed,
     StoreState,
     Watch,
     WatchEvent,
@@ -359,7 +362,7 @@ class _RedisWatch:
         self._queue = InlineDelivery(self._runtime, on_event)
         self._last = since  # the newest revision delivered (or covered by a Reset)
         self._contact = time.time()  # when Redis last answered on the pub/sub connection
-        self._lost = False  # Disconnected delivered: a Reset is owed once subscribed again
+        self._lost = False  # Disconnected delivered: a Resumed or a Reset is owed once subscribed again
         self._edits: dict[str, str] | None = None  # hand edits known at the last content check
         self._content_checks = True  # off if the server refuses scripts
         self._stop = self._runtime.event()
@@ -375,7 +378,7 @@ class _RedisWatch:
                 if self._stop.is_set():
                     break
                 log.warning("Redis watch on %s interrupted: %s", self._store.url, exc)
-                if not self._lost:  # once per outage: notices may be missed until the Reset
+                if not self._lost:  # once per outage: notices may be missed until Resumed or Reset
                     self._lost = True
                     self._queue.push(Disconnected(f"Redis: {exc}", self._contact))
             finally:
@@ -404,13 +407,11 @@ class _RedisWatch:
         current = store._current_revision()
         self._contact = time.time()
         if self._lost:
-            # Back after an outage the subscriber was told of: it reloads, whatever moved. The
-            # notices missed are still replayed below, for subscribers that follow changes.
-            self._lost = False
-            self._queue.push(Reset("reconnected to Redis"))
-        self._check(current, "subscribed")
-        self._edits = None  # a new baseline: the subscriber's next load reads any hand edit
-        self._check_content()
+            self._regain(current)
+        else:
+            self._check(current, "subscribed")
+            self._edits = None  # a new baseline: the subscriber's next load reads any hand edit
+            self._check_content()
         last_heard = last_check = last_content = time.monotonic()
         content_due = False  # the flags key changed (keyspace notification): check when quiet
         suspect = 0  # a revision the counter showed that no notice has delivered yet
@@ -441,10 +442,36 @@ class _RedisWatch:
             if now - last_heard > _SILENCE_LIMIT:
                 raise StoreUnavailable("the Redis pub/sub connection went silent")
 
-    def _check_content(self) -> None:
-        """Reset when the set of flags edited by hand changed since the last check."""
-        if not self._content_checks:
+    def _regain(self, current: int) -> None:
+        """Back after an outage the subscriber was told of (subscribed again, counter read):
+        replay what the notices missed, then Resumed when that is provably all of it: the
+        history chain reached back to the last delivered revision, and the hand-edit check
+        finds no flag edited by hand since the one before the outage. Otherwise Reset."""
+        self._lost = False
+        complete = self._check(current, "reconnected")
+        if not complete:
+            self._edits = None  # the Reset reloads everything, hand edits included
+            self._check_content()
             return
+        baseline = self._edits
+        if baseline is None or not self._content_checks:
+            # Nothing to compare hand edits against: the subscriber reloads.
+            self._queue.push(Reset("reconnected to Redis"))
+            self._edits = None
+            self._check_content()
+            return
+        if self._check_content():
+            return  # a hand edit during the outage: Reset delivered
+        if not self._content_checks:  # the server refused the check just now
+            self._queue.push(Reset("reconnected to Redis"))
+            return
+        self._queue.push(Resumed("reconnected to Redis; the missed notices were replayed from history"))
+
+    def _check_content(self) -> bool:
+        """Reset when the set of flags edited by hand changed since the last check; whether
+        it delivered that Reset."""
+        if not self._content_checks:
+            return False
         try:
             edits = self._store._hand_edits()
         except StoreError as exc:
@@ -453,7 +480,7 @@ class _RedisWatch:
                     "Redis store %s: cannot check for values edited by hand: %s", self._store.url, exc
                 )
                 self._content_checks = False
-                return
+                return False
             raise
         if self._edits is not None and edits.items() - self._edits.items():
             names = sorted(name for name, _ in edits.items() - self._edits.items())
@@ -463,19 +490,23 @@ class _RedisWatch:
                 ", ".join(names[:10]),
             )
             self._queue.push(Reset(f"flags changed in Redis without flagstaff: {', '.join(names[:10])}"))
+            self._edits = edits
+            return True
         self._edits = edits
+        return False
 
-    def _check(self, current: int, why: str) -> None:
-        """Catch up when the counter is not where the notices left us: replay, else Reset."""
+    def _check(self, current: int, why: str) -> bool:
+        """Catch up when the counter is not where the notices left us: replay, else Reset;
+        whether every change up to ``current`` was delivered (False: a Reset was)."""
         if current == self._last:
-            return
+            return True
         if 0 <= current < self._last:
             # Wiped: tell the subscriber now (it will find the store empty and unmarked), and
             # again at the first write after (-1 matches no "prev"), which re-initializes it.
             log.warning("Redis store %s wiped (revision %d, had %d)", self._store.url, current, self._last)
             self._queue.push(Reset("the Redis store was wiped"))
             self._last = current if current else -1
-            return
+            return False
         replay = self._replay(current) if current > self._last else None
         if replay is not None:
             log.debug(
@@ -492,7 +523,10 @@ class _RedisWatch:
                 self._last,
             )
             self._queue.push(Reset(f"Redis revision moved outside notices ({why})"))
+            self._last = current
+            return False
         self._last = current
+        return True
 
     def _replay(self, current: int) -> list[Change] | None:
         """The changes in (last, current] from the history list, if it holds every one of them.

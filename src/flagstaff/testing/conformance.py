@@ -56,6 +56,22 @@ A store with a backend to lose (every store but memory) also sets
             self.proxy.partition()
             return self.proxy.heal
 
+A store that resumes a watch losslessly after an outage (:class:`~flagstaff.stores.base.Resumed`
+rather than ``Reset``) sets ``resumes = True`` and provides ``make_uncut_store``, a
+store on the same backend that ``cut_off`` leaves alone (the suite writes through it
+during the outage); one that can also make the outage's changes unrecoverable
+provides ``lose_history``::
+
+        resumes = True
+
+        def make_uncut_store(self, namespace: str) -> Store:
+            return RedisStore.from_url(self.server.url(namespace))   # no proxy
+
+        def lose_history(self, store: Store) -> None:
+            # Make the changes written since the watch was cut off unrecoverable
+            # (compact the log, trim the history), so the reconnect must Reset.
+            self.server.admin().delete(store._history)
+
 Stores are closed after each test by the suite. Every wait is bounded by
 :attr:`StoreConformance.timeout`; checks that nothing (more) arrives wait
 :attr:`StoreConformance.settle`.
@@ -72,6 +88,10 @@ Class attributes a store may change:
     ``True`` if one flag's value can hold bytes that are not UTF-8 while the
     others stay readable; ``False`` for formats that refuse such a file whole
     (YAML). The undecodable-bytes checks then cover only what can be written.
+``resumes``
+    ``True`` if a watch that lost contact delivers ``Resumed`` (after the
+    changes of the outage) when it can prove it missed nothing; ``False`` if it
+    always delivers ``Reset`` once back.
 ``keeps_raw_text``
     ``True`` if the store returns ``raw`` byte for byte, whatever it is;
     ``False`` for stores holding parsed documents (the file store): raw
@@ -88,7 +108,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import ClassVar
 
 import pytest
@@ -99,8 +119,10 @@ from flagstaff.model import encode_document, parse_text
 from flagstaff.stores.base import (
     Change,
     Disconnected,
+    HistoryEntry,
     Record,
     Reset,
+    Resumed,
     Store,
     StoreState,
     Watch,
@@ -134,6 +156,8 @@ class StoreConformance:
     #: The store's stated bound (seconds) from losing its backend to a watch's
     #: ``Disconnected``; ``None`` for a store with no backend to lose (memory).
     contact_bound: ClassVar[float | None] = None
+    #: Whether a watch back from an outage that missed nothing delivers ``Resumed``.
+    resumes: ClassVar[bool] = False
 
     # ------------------------------------------------------------ to provide
 
@@ -152,6 +176,15 @@ class StoreConformance:
     def cut_off(self, store: Store) -> Callable[[], None]:
         """Cut ``store`` off from its backend; return a function restoring contact."""
         raise NotImplementedError(f"{type(self).__name__} sets contact_bound but defines no cut_off(store)")
+
+    def make_uncut_store(self, namespace: str) -> Store:
+        """A store on the same backend, in ``namespace``, that ``cut_off`` does not cut off."""
+        raise NotImplementedError(f"{type(self).__name__} sets resumes but defines no make_uncut_store")
+
+    def lose_history(self, store: Store) -> None:
+        """Make the changes written since the watch was cut off unrecoverable (``store`` is
+        an uncut store), so that the reconnect must deliver ``Reset``."""
+        pytest.skip(f"{type(self).__name__} cannot make a watch's missed changes unrecoverable")
 
     def writer(self, store: Store) -> Store:
         """The store the suite writes through to change what ``store`` holds: ``store`` itself,
@@ -520,12 +553,16 @@ class StoreConformance:
         assert lost[0].since <= time.time()
         assert lost[0].since >= before - 2 * bound  # the last contact, not some old time
 
-        def reset_after_loss() -> bool:
+        def back_after_loss() -> bool:
             events = recorder.events
             first = next(i for i, e in enumerate(events) if isinstance(e, Disconnected))
-            return any(isinstance(e, Reset) for e in events[first:])
+            return any(isinstance(e, Reset | Resumed) for e in events[first:])
 
-        wait_until(reset_after_loss, self.timeout + bound, message=lambda: f"no Reset: {recorder.events!r}")
+        wait_until(
+            back_after_loss, self.timeout + bound, message=lambda: f"no Reset/Resumed: {recorder.events!r}"
+        )
+        if not self.resumes:
+            assert not [e for e in recorder.events if isinstance(e, Resumed)]
         # Contact is back: writes go through (retried: a store may still be reconnecting) and
         # the watch delivers them.
         deadline = time.monotonic() + self.timeout + bound
@@ -538,6 +575,118 @@ class StoreConformance:
                     raise
                 time.sleep(0.1)
         recorder.wait_for_change(lambda ch: ch.name == "beta" and ch.record == b, self.timeout)
+
+    def _outage(self, store: Store, recorder: EventRecorder, during: Callable[[], None]) -> list[WatchEvent]:
+        """Cut ``store`` off, wait for its watch's ``Disconnected``, run ``during`` (writes
+        through an uncut store), restore contact, wait for the ``Reset`` or ``Resumed``;
+        the events from the ``Disconnected`` on."""
+        bound = self.contact_bound
+        assert bound is not None
+        restore = self.cut_off(store)
+        try:
+            wait_until(
+                lambda: [e for e in recorder.events if isinstance(e, Disconnected)],
+                bound,
+                message=lambda: f"no Disconnected within {bound} s: {recorder.events!r}",
+            )
+            during()
+        finally:
+            restore()
+
+        def since_loss() -> list[WatchEvent]:
+            events = recorder.events
+            first = next(i for i, e in enumerate(events) if isinstance(e, Disconnected))
+            return events[first:]
+
+        wait_until(
+            lambda: any(isinstance(e, Reset | Resumed) for e in since_loss()),
+            self.timeout + bound,
+            message=lambda: f"no Reset/Resumed: {recorder.events!r}",
+        )
+        return since_loss()
+
+    def test_lost_contact_then_resumed_without_reload(self, open_store: StoreFactory, namespace: str) -> None:
+        """A store that resumes: a write made elsewhere during the outage is delivered, then
+        ``Resumed`` (no ``Reset``), and a client is live with it again without a reload."""
+        if not self.resumes:
+            pytest.skip(f"{type(self).__name__} resets after every outage")
+        store = open_store(namespace)
+        outside = self.make_uncut_store(namespace)
+        counted = _CountingLoads(store)
+        client = None
+        try:
+            self.writer(store).put("alpha", document(1))
+            recorder = EventRecorder()
+            store.watch(recorder, since=store.load().revision)
+            client = live = Client(counted, Options(timeout=self.timeout))
+            assert live.status().state is State.LIVE
+            # Both watches following (a watch cut off before it ever subscribed may Reset).
+            ready = self.writer(store).put("ready", document(0))
+            recorder.wait_for_change(lambda ch: ch.record == ready, self.timeout)
+            wait_until(lambda: "ready" in live.snapshot.flags, self.timeout, message="client not following")
+            self._settle()
+            loads = counted.loads
+            written: list[Record] = []
+
+            def write() -> None:
+                wait_until(lambda: live.status().state is State.STALE, self.timeout)
+                written.append(outside.put("beta", document(2)))
+
+            events = self._outage(store, recorder, write)
+            assert not [e for e in events if isinstance(e, Reset)], events
+            resumed = next(i for i, e in enumerate(events) if isinstance(e, Resumed))
+            resumed_event = events[resumed]
+            assert isinstance(resumed_event, Resumed) and resumed_event.reason
+            delivered = [i for i, e in enumerate(events) if isinstance(e, Change) and e.record == written[0]]
+            assert delivered and delivered[0] < resumed, f"Resumed came before the change: {events!r}"
+            wait_until(
+                lambda: live.status().state is State.LIVE and "beta" in live.snapshot.flags,
+                self.timeout,
+                message=lambda: f"client not live with beta: {live.status()!r}",
+            )
+            assert counted.loads == loads, "the client reloaded after Resumed"
+            assert live.status().last_error is None
+            # Changes flow on.
+            c = self.writer(store).put("gamma", document(3))
+            recorder.wait_for_change(lambda ch: ch.record == c, self.timeout)
+        finally:
+            if client is not None:
+                client.close()
+            outside.close()
+
+    def test_lost_contact_with_history_lost_resets(self, open_store: StoreFactory, namespace: str) -> None:
+        """A store that resumes still delivers ``Reset`` when the outage's changes cannot be
+        replayed (compacted, trimmed): never ``Resumed``; a client reloads and is live."""
+        if not self.resumes:
+            pytest.skip(f"{type(self).__name__} resets after every outage")
+        store = open_store(namespace)
+        outside = self.make_uncut_store(namespace)
+        counted = _CountingLoads(store)
+        client = None
+        try:
+            self.writer(store).put("alpha", document(1))
+            recorder = EventRecorder()
+            store.watch(recorder, since=store.load().revision)
+            client = live = Client(counted, Options(timeout=self.timeout))
+            loads = counted.loads
+
+            def write() -> None:
+                outside.put("beta", document(2))
+                self.lose_history(outside)
+
+            events = self._outage(store, recorder, write)
+            assert [e for e in events if isinstance(e, Reset)], events
+            assert not [e for e in events if isinstance(e, Resumed)], events
+            wait_until(
+                lambda: live.status().state is State.LIVE and "beta" in live.snapshot.flags,
+                self.timeout,
+                message=lambda: f"client not live with beta: {live.status()!r}",
+            )
+            assert counted.loads > loads
+        finally:
+            if client is not None:
+                client.close()
+            outside.close()
 
     def test_close_is_idempotent_and_stops_watches(
         self, store: Store, open_store: StoreFactory, namespace: str
@@ -902,3 +1051,37 @@ def _threads() -> str:
         if "flagstaff" in name or ident == threading.main_thread().ident:
             out.append(f"--- thread {name}:\n" + "".join(traceback.format_stack(frame, limit=8)))
     return "\n".join(out)
+
+
+class _CountingLoads:
+    """A store that counts its ``load()`` calls (what a follower's reload costs)."""
+
+    def __init__(self, store: Store) -> None:
+        self.wrapped = store
+        self.url = store.url
+        self.loads = 0
+
+    def load(self) -> StoreState:
+        self.loads += 1
+        return self.wrapped.load()
+
+    def get(self, name: str) -> Record | None:
+        return self.wrapped.get(name)
+
+    def put(self, name: str, raw: str, *, expect: int | None = None, author: str | None = None) -> Record:
+        return self.wrapped.put(name, raw, expect=expect, author=author)
+
+    def delete(self, name: str, *, expect: int | None = None, author: str | None = None) -> None:
+        self.wrapped.delete(name, expect=expect, author=author)
+
+    def put_many(self, writes: Sequence[Write], *, author: str | None = None) -> list[Record | None]:
+        return self.wrapped.put_many(writes, author=author)
+
+    def watch(self, on_event: Callable[[WatchEvent], None], since: int) -> Watch:
+        return self.wrapped.watch(on_event, since)
+
+    def history(self, name: str | None = None, limit: int = 100) -> list[HistoryEntry]:
+        return self.wrapped.history(name, limit)
+
+    def close(self) -> None:
+        """The wrapped store is the suite's to close."""

@@ -45,7 +45,7 @@ from kazoo.protocol.states import EventType, WatchedEvent, ZnodeStat
 from flagstaff.runtime import Runtime
 from flagstaff.stores._dispatch import InlineDelivery
 from flagstaff.stores._history import HISTORY_LIMIT
-from flagstaff.stores.base import Change, Disconnected, Record, Reset, Watch, WatchEvent
+from flagstaff.stores.base import Change, Disconnected, Record, Reset, Resumed, Watch, WatchEvent
 from flagstaff.stores.zookeeper._wire import (
     HISTORY,
     HISTORY_PREFIX,
@@ -268,7 +268,7 @@ class Mirror:
                     self._full_sync()
                     if self._told:
                         self._told = False
-                        self._publish(0, Reset("reconnected to ZooKeeper"))
+                        self._publish(0, Resumed("reconnected to ZooKeeper (same session)"))
                 elif self._dirty or self._children_dirty:
                     self._incremental_sync()
                 self._admit()
@@ -661,7 +661,7 @@ class Mirror:
                     sub.told = True
                 subscribers += self._joining
         for sub in subscribers:
-            if isinstance(event, Disconnected):
+            if isinstance(event, Disconnected | Resumed):
                 sub.queue.push(event)
             elif isinstance(event, Reset):
                 # The subscriber reloads and judges later changes by its own revision; the
