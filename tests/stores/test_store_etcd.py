@@ -17,7 +17,7 @@ from flagstaff.stores import open_store
 from flagstaff.stores.base import Change, Reset, Store, WatchEvent
 from flagstaff.stores.etcd import EtcdStore
 from flagstaff.testing import EventRecorder
-from flagstaff.testing.conformance import StoreConformance
+from flagstaff.testing.conformance import ReplayingStoreConformance
 from tests._support.er_checks import (
     Follower,
     check_crud_and_cas,
@@ -41,7 +41,7 @@ def etcd() -> Iterator[EtcdCluster]:
     cluster.close()
 
 
-class TestEtcdConformance(StoreConformance):
+class TestEtcdConformance(ReplayingStoreConformance):
     """The shared suite; stores reach etcd through a proxy so force_reset can cut them off."""
 
     contact_bound = 6.0  # 2 x the 3 s request timeout; the watchdog probes every 2 s (2 s timeout)

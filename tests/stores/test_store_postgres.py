@@ -24,7 +24,7 @@ from flagstaff.stores import open_store
 from flagstaff.stores.base import Change, Disconnected, Reset, Resumed, Store, WatchEvent, Write
 from flagstaff.stores.postgres import PostgresStore
 from flagstaff.testing import EventRecorder
-from flagstaff.testing.conformance import StoreConformance, document
+from flagstaff.testing.conformance import ReplayingStoreConformance, document
 from tests._support.er_checks import Follower, doc, store_runtime, wait_until
 from tests._support.netfault import FaultProxy
 from tests._support.network_faults import NetworkFaults, again_under_gevent, in_gevent_rerun
@@ -51,7 +51,7 @@ def terminate_watches(server: PgServer) -> int:
     return len(rows)
 
 
-class TestPostgresConformance(StoreConformance):
+class TestPostgresConformance(ReplayingStoreConformance):
     """The shared suite; stores reach the server through a proxy so cut_off can partition them."""
 
     contact_bound = CONTACT_BOUND

@@ -15,7 +15,7 @@ from flagstaff.model import decode_document
 from flagstaff.stores import open_store
 from flagstaff.stores.base import Change, Reset, Store, WatchEvent
 from flagstaff.stores.redis import RedisStore
-from flagstaff.testing.conformance import StoreConformance
+from flagstaff.testing.conformance import ReplayingStoreConformance
 from tests._support.er_checks import (
     Follower,
     check_crud_and_cas,
@@ -39,7 +39,7 @@ def server() -> Iterator[RedisServer]:
     s.close()
 
 
-class TestRedisConformance(StoreConformance):
+class TestRedisConformance(ReplayingStoreConformance):
     """The shared suite; stores reach Redis through a proxy so cut_off can partition them."""
 
     contact_bound = 6.0  # 2 x the 3 s socket timeout; a silent pub/sub connection is given up after 3 s

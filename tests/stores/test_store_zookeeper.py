@@ -28,7 +28,7 @@ from flagstaff.stores.base import Reset, Store, Write
 from flagstaff.stores.zookeeper import MAX_ZNODE_BYTES, ZooKeeperStore
 from flagstaff.stores.zookeeper._wire import AddWatch
 from flagstaff.testing import EventRecorder, wait_until
-from flagstaff.testing.conformance import StoreConformance, document
+from flagstaff.testing.conformance import ResumingStoreConformance, document
 from tests._support.tcpproxy_zk import TcpProxy
 from tests._support.zk_server import ZooKeeperServer, standalone
 
@@ -73,7 +73,7 @@ def expire_session(store: ZooKeeperStore, hosts: str) -> None:
     thief.close()
 
 
-class TestZooKeeperStore(StoreConformance):
+class TestZooKeeperStore(ResumingStoreConformance):
     """The shared suite; stores reach ZooKeeper through a proxy so cut_off can partition them."""
 
     replays_changes = True

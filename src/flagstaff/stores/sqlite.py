@@ -675,6 +675,10 @@ class _Follower(PollingWatch):
                 if self._conn is None:
                     self._conn = store._open()
                     self._file_id = store._file_id()
+                    if self._file_id is None:
+                        # Gone between the open and the stat (its volume went away): the open
+                        # descriptor would go on reading the old file, and nothing would tell.
+                        raise StoreUnavailable(f"{store.path} went away as it was opened")
                     self._data_version = None
                     # A version-1 database this process could not migrate (read-only) has no
                     # ``more``: its changes are all single writes.

@@ -64,6 +64,33 @@ provides ``lose_history``::
 
         resumes = True
 
+        def writer(self, store: Store) -> Store:
+            assert isinstance(store, ReadOnlyStore)
+            return store.wrapped
+
+A store with a backend to lose (every store but memory) also sets
+:attr:`StoreConformance.contact_bound` and provides ``cut_off``::
+
+        contact_bound = 6.0              # seconds: documented in docs/stores.md
+
+        def cut_off(self, store: Store) -> Callable[[], None]:
+            # Cut ``store`` off from its backend the way a network partition or a
+            # stopped server does (open connections dropped, new ones refused);
+            # return a function that restores contact.
+            self.proxy.partition()
+            return self.proxy.heal
+
+A store that resumes a watch losslessly after an outage (:class:`~flagstaff.stores.base.Resumed`
+rather than ``Reset``) subclasses :class:`ResumingStoreConformance` instead and provides
+``make_uncut_store``, a store on the same backend that ``cut_off`` leaves alone (the
+suite writes through it during the outage); one whose resume replays a log that an
+outage can outlast subclasses :class:`ReplayingStoreConformance` and also provides
+``lose_history``. A store's test class only has the checks that apply to it (CI runs
+every collected check, and skips none)::
+
+        class TestRedisStore(ReplayingStoreConformance):
+            ...
+
         def make_uncut_store(self, namespace: str) -> Store:
             return RedisStore.from_url(self.server.url(namespace))   # no proxy
 
@@ -131,7 +158,7 @@ from flagstaff.stores.base import (
 )
 from flagstaff.testing import EventRecorder, wait_until
 
-__all__ = ["StoreConformance", "document"]
+__all__ = ["ReplayingStoreConformance", "ResumingStoreConformance", "StoreConformance", "document"]
 
 
 def document(n: int, **extra: object) -> str:
@@ -605,89 +632,6 @@ class StoreConformance:
         )
         return since_loss()
 
-    def test_lost_contact_then_resumed_without_reload(self, open_store: StoreFactory, namespace: str) -> None:
-        """A store that resumes: a write made elsewhere during the outage is delivered, then
-        ``Resumed`` (no ``Reset``), and a client is live with it again without a reload."""
-        if not self.resumes:
-            pytest.skip(f"{type(self).__name__} resets after every outage")
-        store = open_store(namespace)
-        outside = self.make_uncut_store(namespace)
-        counted = _CountingLoads(store)
-        client = None
-        try:
-            self.writer(store).put("alpha", document(1))
-            recorder = EventRecorder()
-            store.watch(recorder, since=store.load().revision)
-            client = live = Client(counted, Options(timeout=self.timeout))
-            assert live.status().state is State.LIVE
-            # Both watches following (a watch cut off before it ever subscribed may Reset).
-            ready = self.writer(store).put("ready", document(0))
-            recorder.wait_for_change(lambda ch: ch.record == ready, self.timeout)
-            wait_until(lambda: "ready" in live.snapshot.flags, self.timeout, message="client not following")
-            self._settle()
-            loads = counted.loads
-            written: list[Record] = []
-
-            def write() -> None:
-                wait_until(lambda: live.status().state is State.STALE, self.timeout)
-                written.append(outside.put("beta", document(2)))
-
-            events = self._outage(store, recorder, write)
-            assert not [e for e in events if isinstance(e, Reset)], events
-            resumed = next(i for i, e in enumerate(events) if isinstance(e, Resumed))
-            resumed_event = events[resumed]
-            assert isinstance(resumed_event, Resumed) and resumed_event.reason
-            delivered = [i for i, e in enumerate(events) if isinstance(e, Change) and e.record == written[0]]
-            assert delivered and delivered[0] < resumed, f"Resumed came before the change: {events!r}"
-            wait_until(
-                lambda: live.status().state is State.LIVE and "beta" in live.snapshot.flags,
-                self.timeout,
-                message=lambda: f"client not live with beta: {live.status()!r}",
-            )
-            assert counted.loads == loads, "the client reloaded after Resumed"
-            assert live.status().last_error is None
-            # Changes flow on.
-            c = self.writer(store).put("gamma", document(3))
-            recorder.wait_for_change(lambda ch: ch.record == c, self.timeout)
-        finally:
-            if client is not None:
-                client.close()
-            outside.close()
-
-    def test_lost_contact_with_history_lost_resets(self, open_store: StoreFactory, namespace: str) -> None:
-        """A store that resumes still delivers ``Reset`` when the outage's changes cannot be
-        replayed (compacted, trimmed): never ``Resumed``; a client reloads and is live."""
-        if not self.resumes:
-            pytest.skip(f"{type(self).__name__} resets after every outage")
-        store = open_store(namespace)
-        outside = self.make_uncut_store(namespace)
-        counted = _CountingLoads(store)
-        client = None
-        try:
-            self.writer(store).put("alpha", document(1))
-            recorder = EventRecorder()
-            store.watch(recorder, since=store.load().revision)
-            client = live = Client(counted, Options(timeout=self.timeout))
-            loads = counted.loads
-
-            def write() -> None:
-                outside.put("beta", document(2))
-                self.lose_history(outside)
-
-            events = self._outage(store, recorder, write)
-            assert [e for e in events if isinstance(e, Reset)], events
-            assert not [e for e in events if isinstance(e, Resumed)], events
-            wait_until(
-                lambda: live.status().state is State.LIVE and "beta" in live.snapshot.flags,
-                self.timeout,
-                message=lambda: f"client not live with beta: {live.status()!r}",
-            )
-            assert counted.loads > loads
-        finally:
-            if client is not None:
-                client.close()
-            outside.close()
-
     def test_close_is_idempotent_and_stops_watches(
         self, store: Store, open_store: StoreFactory, namespace: str
     ) -> None:
@@ -1051,6 +995,108 @@ def _threads() -> str:
         if "flagstaff" in name or ident == threading.main_thread().ident:
             out.append(f"--- thread {name}:\n" + "".join(traceback.format_stack(frame, limit=8)))
     return "\n".join(out)
+
+
+class ResumingStoreConformance(StoreConformance):
+    """The checks of a store that resumes a watch losslessly after an outage (it delivers
+    :class:`~flagstaff.stores.base.Resumed` after the outage's changes, not ``Reset``).
+    Subclass it instead of :class:`StoreConformance` and provide ``make_uncut_store``."""
+
+    resumes: ClassVar[bool] = True
+
+    def make_uncut_store(self, namespace: str) -> Store:
+        """A store on the same backend, in ``namespace``, that ``cut_off`` does not cut off."""
+        raise NotImplementedError(f"{type(self).__name__} resumes but defines no make_uncut_store")
+
+    def test_lost_contact_then_resumed_without_reload(self, open_store: StoreFactory, namespace: str) -> None:
+        """A store that resumes: a write made elsewhere during the outage is delivered, then
+        ``Resumed`` (no ``Reset``), and a client is live with it again without a reload."""
+        store = open_store(namespace)
+        outside = self.make_uncut_store(namespace)
+        counted = _CountingLoads(store)
+        client = None
+        try:
+            self.writer(store).put("alpha", document(1))
+            recorder = EventRecorder()
+            store.watch(recorder, since=store.load().revision)
+            client = live = Client(counted, Options(timeout=self.timeout))
+            assert live.status().state is State.LIVE
+            # Both watches following (a watch cut off before it ever subscribed may Reset).
+            ready = self.writer(store).put("ready", document(0))
+            recorder.wait_for_change(lambda ch: ch.record == ready, self.timeout)
+            wait_until(lambda: "ready" in live.snapshot.flags, self.timeout, message="client not following")
+            self._settle()
+            loads = counted.loads
+            written: list[Record] = []
+
+            def write() -> None:
+                wait_until(lambda: live.status().state is State.STALE, self.timeout)
+                written.append(outside.put("beta", document(2)))
+
+            events = self._outage(store, recorder, write)
+            assert not [e for e in events if isinstance(e, Reset)], events
+            resumed = next(i for i, e in enumerate(events) if isinstance(e, Resumed))
+            resumed_event = events[resumed]
+            assert isinstance(resumed_event, Resumed) and resumed_event.reason
+            delivered = [i for i, e in enumerate(events) if isinstance(e, Change) and e.record == written[0]]
+            assert delivered and delivered[0] < resumed, f"Resumed came before the change: {events!r}"
+            wait_until(
+                lambda: live.status().state is State.LIVE and "beta" in live.snapshot.flags,
+                self.timeout,
+                message=lambda: f"client not live with beta: {live.status()!r}",
+            )
+            assert counted.loads == loads, "the client reloaded after Resumed"
+            assert live.status().last_error is None
+            # Changes flow on.
+            c = self.writer(store).put("gamma", document(3))
+            recorder.wait_for_change(lambda ch: ch.record == c, self.timeout)
+        finally:
+            if client is not None:
+                client.close()
+            outside.close()
+
+
+class ReplayingStoreConformance(ResumingStoreConformance):
+    """A resuming store whose resume replays a log (etcd's revisions, a history table): when
+    the outage's changes are no longer in it, the reconnect must be a ``Reset``. Provide
+    ``lose_history`` as well."""
+
+    def lose_history(self, store: Store) -> None:
+        """Make the changes written since the watch was cut off unrecoverable (``store`` is
+        an uncut store), so that the reconnect must deliver ``Reset``."""
+        raise NotImplementedError(f"{type(self).__name__} defines no lose_history(store)")
+
+    def test_lost_contact_with_history_lost_resets(self, open_store: StoreFactory, namespace: str) -> None:
+        """A store that resumes still delivers ``Reset`` when the outage's changes cannot be
+        replayed (compacted, trimmed): never ``Resumed``; a client reloads and is live."""
+        store = open_store(namespace)
+        outside = self.make_uncut_store(namespace)
+        counted = _CountingLoads(store)
+        client = None
+        try:
+            self.writer(store).put("alpha", document(1))
+            recorder = EventRecorder()
+            store.watch(recorder, since=store.load().revision)
+            client = live = Client(counted, Options(timeout=self.timeout))
+            loads = counted.loads
+
+            def write() -> None:
+                outside.put("beta", document(2))
+                self.lose_history(outside)
+
+            events = self._outage(store, recorder, write)
+            assert [e for e in events if isinstance(e, Reset)], events
+            assert not [e for e in events if isinstance(e, Resumed)], events
+            wait_until(
+                lambda: live.status().state is State.LIVE and "beta" in live.snapshot.flags,
+                self.timeout,
+                message=lambda: f"client not live with beta: {live.status()!r}",
+            )
+            assert counted.loads > loads
+        finally:
+            if client is not None:
+                client.close()
+            outside.close()
 
 
 class _CountingLoads:
